@@ -1,0 +1,259 @@
+"""The NumPy oracle: exact backprop, and AR with the same Euler steps as the simulator.
+
+Everything here works on a batch: activities have shape ``(batch, n)`` and a weight matrix
+``W[l]`` has shape ``(n_{l+1}, n_l)``. This is the reference that tests and metrics compare the
+Brian2 network against; it shares only the activation table with the simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from arsim.activations import ACTIVATIONS, SOFTMAX, loss_value, output_gradient, softmax
+from arsim.spec import ModelSpec
+
+Array = np.ndarray
+
+
+@dataclass
+class Params:
+    """Weights of a chain network.
+
+    Attributes
+    ----------
+    W : list of ndarray
+        Forward weights, ``W[l]`` of shape ``(n_{l+1}, n_l)``.
+    b : list of ndarray or None
+        Biases of layer ``l + 1``, shape ``(n_{l+1},)``, or None where the connection has none.
+    psi : list of ndarray or None
+        Feedback weights, ``psi[l]`` of shape ``(n_l, n_{l+1})``, or None where the feedback is
+        the transpose of ``W[l]``.
+    """
+
+    W: list[Array]
+    b: list[Array | None]
+    psi: list[Array | None]
+
+    def copy(self) -> Params:
+        """A deep copy."""
+        copy = lambda arrays: [None if a is None else a.copy() for a in arrays]  # noqa: E731
+        return Params(copy(self.W), copy(self.b), copy(self.psi))
+
+    def feedback(self, layer: int) -> Array:
+        """Matrix ``B_l`` that carries layer ``l + 1``'s signal down to layer ``l``."""
+        return self.W[layer].T if self.psi[layer] is None else self.psi[layer]
+
+    def to_arrays(self) -> dict[str, Array]:
+        """Flat dict ``W0, b0, psi0, …`` as saved in ``weights/*.npz`` (ψ = Wᵀ for transpose)."""
+        arrays = {}
+        for layer, weight in enumerate(self.W):
+            arrays[f"W{layer}"] = weight
+            if self.b[layer] is not None:
+                arrays[f"b{layer}"] = self.b[layer]
+            arrays[f"psi{layer}"] = self.feedback(layer).copy()
+        return arrays
+
+
+def init_params(model: ModelSpec, seed: int | None = None) -> Params:
+    """Draw the initial weights of ``model``.
+
+    W and ψ are drawn from N(mean, variance) of ``model.init`` with independent streams derived
+    from the seed (``model.seed`` unless given), so that switching the feedback kind never changes
+    the forward weights.
+    """
+    seed = model.seed if seed is None else seed
+    std = np.sqrt(model.init.variance)
+    weights, biases, feedbacks = [], [], []
+    for layer, connection in enumerate(model.connections):
+        n_in, n_out = model.layer(connection.source).size, model.layer(connection.target).size
+        forward_rng = np.random.default_rng([seed, 0, layer])
+        weights.append(model.init.mean + std * forward_rng.standard_normal((n_out, n_in)))
+        biases.append(np.full(n_out, model.init.bias) if connection.bias else None)
+        if connection.feedback == "transpose":
+            feedbacks.append(None)
+        else:
+            feedback_rng = np.random.default_rng([seed, 1, layer])
+            feedbacks.append(model.init.mean + std * feedback_rng.standard_normal((n_in, n_out)))
+    return Params(weights, biases, feedbacks)
+
+
+@dataclass
+class Forward:
+    """Result of the feedforward sweep.
+
+    Attributes
+    ----------
+    xhat : list of ndarray
+        Feedforward activities ``x̂_l`` of every layer, ``(batch, n_l)``.
+    pre : list of ndarray
+        Pre-activations ``a_l = W_l x̂_l + b_l`` of layers ``1 … L``.
+    fp : list of ndarray
+        ``f'`` at the pre-activations of layers ``1 … L`` (1 for a softmax output).
+    """
+
+    xhat: list[Array]
+    pre: list[Array]
+    fp: list[Array]
+
+
+def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
+    """Feedforward sweep of a batch of inputs ``(batch, n_0)``."""
+    xhat, pre, fp = [np.asarray(inputs, dtype=float)], [], []
+    for layer, weight in enumerate(params.W):
+        a = xhat[-1] @ weight.T
+        if params.b[layer] is not None:
+            a = a + params.b[layer]
+        activation = model.layers[layer + 1].activation
+        pre.append(a)
+        if activation == SOFTMAX:
+            xhat.append(softmax(a))
+            fp.append(np.ones_like(a))
+        else:
+            xhat.append(ACTIVATIONS[activation].f(a))
+            fp.append(ACTIVATIONS[activation].fprime(a))
+    return Forward(xhat, pre, fp)
+
+
+def loss(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Array:
+    """Loss of each sample of the batch, shape ``(batch,)``."""
+    output = forward(model, params, inputs).xhat[-1]
+    return loss_value(model.loss, output, targets, model.loss_scale)
+
+
+@dataclass
+class Gradients:
+    """Gradients of the batch loss (summed over the batch).
+
+    Attributes
+    ----------
+    activity : list of ndarray
+        ``∂L/∂x̂_l`` for every layer (for a softmax output, the gradient w.r.t. the logits), each
+        ``(batch, n_l)``.
+    W : list of ndarray
+        ``∂L/∂W_l``, shapes as ``Params.W``.
+    b : list of ndarray or None
+        ``∂L/∂b_l`` where the connection has a bias.
+    """
+
+    activity: list[Array]
+    W: list[Array]
+    b: list[Array | None]
+
+
+def weight_gradients(fwd: Forward, top_down: list[Array], params: Params) -> tuple[list, list]:
+    """Weight and bias gradients ``Σ_batch (x_{l+1} ⊙ f'_l) x̂_lᵀ`` from layer activities.
+
+    ``top_down[l]`` is the activity of layer ``l`` that plays ``∂L/∂x̂_l`` (the exact gradient for
+    backprop, the relaxed activity for AR).
+    """
+    grads_w, grads_b = [], []
+    for layer in range(len(params.W)):
+        delta = top_down[layer + 1] * fwd.fp[layer]
+        grads_w.append(delta.T @ fwd.xhat[layer])
+        grads_b.append(None if params.b[layer] is None else delta.sum(axis=0))
+    return grads_w, grads_b
+
+
+def backprop(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Gradients:
+    """Exact gradients of the batch loss ``Σ_batch L`` by backpropagation (always with Wᵀ)."""
+    fwd = forward(model, params, inputs)
+    n_layers = len(params.W)
+    activity = [None] * (n_layers + 1)
+    activity[-1] = output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale)
+    for layer in range(n_layers - 1, -1, -1):
+        activity[layer] = (activity[layer + 1] * fwd.fp[layer]) @ params.W[layer]
+    grads_w, grads_b = weight_gradients(fwd, activity, params)
+    return Gradients(activity, grads_w, grads_b)
+
+
+@dataclass
+class Relaxation:
+    """Result of an AR relaxation.
+
+    Attributes
+    ----------
+    forward : Forward
+        The feedforward sweep the relaxation started from.
+    x : list of ndarray
+        Activities at the end of the relaxation (layer 0: the input, not relaxed).
+    history : list of list of ndarray or None
+        ``history[n][l]``: activity of layer ``l`` after ``n`` steps (``n = 0`` is the start),
+        when requested.
+    W, b : list
+        Weight and bias gradients the AR update uses, ``Σ_batch (x_{l+1} ⊙ f'_l) x̂_lᵀ``.
+    """
+
+    forward: Forward
+    x: list[Array]
+    history: list[list[Array]] | None
+    W: list[Array]
+    b: list[Array | None]
+
+
+def relax(
+    model: ModelSpec,
+    params: Params,
+    inputs: Array,
+    targets: Array,
+    steps: int,
+    eta_x: float,
+    keep_history: bool = False,
+    start: str = "feedforward",
+) -> Relaxation:
+    """AR relaxation by forward Euler, all layers in parallel.
+
+    ``x_l ← x_l + η_x (−x_l + B_l (x_{l+1} ⊙ f'_l))`` for the hidden layers ``l = 1 … L-1``,
+    where f' is dropped when the connection's ``derivative`` is false; the output layer is
+    clamped to the loss gradient.
+
+    Parameters
+    ----------
+    steps : int
+        Number of Euler steps.
+    eta_x : float
+        ``dt / τ`` (dimensionless).
+    keep_history : bool
+        Keep every step's activities.
+    start : {'feedforward', 'zero'}
+        Hidden activities start at ``x̂`` (AR) or at 0.
+    """
+    fwd = forward(model, params, inputs)
+    n_layers = len(params.W)
+    x = [fwd.xhat[0]]
+    for layer in range(1, n_layers):
+        x.append(fwd.xhat[layer].copy() if start == "feedforward" else np.zeros_like(fwd.xhat[layer]))
+    x.append(output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale))
+    history = [list(x)] if keep_history else None
+    feedback = [params.feedback(layer) for layer in range(n_layers)]
+    for _ in range(steps):
+        new = list(x)
+        for layer in range(1, n_layers):
+            signal = x[layer + 1]
+            if model.connections[layer].derivative:
+                signal = signal * fwd.fp[layer]
+            new[layer] = x[layer] + eta_x * (-x[layer] + signal @ feedback[layer].T)
+        x = new
+        if keep_history:
+            history.append(list(x))
+    grads_w, grads_b = weight_gradients(fwd, x, params)
+    return Relaxation(fwd, x, history, grads_w, grads_b)
+
+
+def apply_update(
+    model: ModelSpec,
+    params: Params,
+    relaxation: Relaxation,
+    learning_rate: float,
+    feedback_learning_rate: float,
+) -> Params:
+    """Parameters after one AR update (``W -= η Σ δ x̂ᵀ``; learned ψ by the transposed rule)."""
+    new = params.copy()
+    for layer, connection in enumerate(model.connections):
+        new.W[layer] = params.W[layer] - learning_rate * relaxation.W[layer]
+        if params.b[layer] is not None:
+            new.b[layer] = params.b[layer] - learning_rate * relaxation.b[layer]
+        if connection.feedback == "learned":
+            new.psi[layer] = params.psi[layer] - feedback_learning_rate * relaxation.W[layer].T
+    return new

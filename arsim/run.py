@@ -1,0 +1,269 @@
+"""Running a model under a protocol and writing the run folder.
+
+A run folder holds::
+
+    config.json          resolved model and protocol, seed, sample count, versions
+    weights/initial.npz  W0, b0, psi0, … before the first sample (W{l}: (n_{l+1}, n_l))
+    weights/final.npz    the same after the last sample
+    traces.parquet       recorded neuron traces, long format (see arsim.recording)
+    metrics.csv          one row per minibatch: loss and the AR update against backprop
+    status.json          'completed' or 'diverged', with the message
+
+The folder is written under a temporary name and renamed when the run ends (completed or
+diverged), so a folder with the final name is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import arsim
+from arsim import oracle
+from arsim.metrics import angle_degrees, relative_error
+from arsim.network import ARNetwork
+from arsim.oracle import Params
+from arsim.recording import monitors_to_frame, phase_of_step
+from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
+
+CODEGEN_TARGETS = ("cython", "numpy")
+
+
+class SimulationDiverged(RuntimeError):
+    """Non-finite activity: names the layer, neuron, sample and time."""
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of arsim, Brian2, NumPy and Python, for the run record."""
+    return {
+        "arsim": arsim.__version__,
+        "brian2": b2.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random inputs uniform in [0, 1) and one-hot targets of random classes."""
+    rng = np.random.default_rng([seed, 2])
+    inputs = rng.random((n_samples, model.input.size))
+    targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n_samples)]
+    return inputs, targets
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    params : Params
+        Weights after the run.
+    traces : pandas.DataFrame
+        Recorded traces (long format).
+    metrics : pandas.DataFrame
+        One row per minibatch.
+    diverged : str or None
+        The divergence message, if the simulation diverged.
+    """
+
+    params: Params
+    traces: pd.DataFrame
+    metrics: pd.DataFrame
+    diverged: str | None = None
+
+
+def set_codegen_target(target: str) -> None:
+    """Choose Brian2's code generation target ('cython' compiles, 'numpy' does not)."""
+    if target not in CODEGEN_TARGETS:
+        raise ValueError(f"codegen target: expected one of {CODEGEN_TARGETS}, got {target!r}")
+    b2.prefs.codegen.target = target
+    b2.BrianLogger.log_level_warn()
+
+
+def batch_metrics(
+    model: ModelSpec,
+    before: Params,
+    after: Params,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    learning_rate: float,
+) -> dict[str, float]:
+    """Loss of a minibatch and its AR weight change compared with the backprop step.
+
+    ``angle_deg`` is the angle between ``−ΔW`` (all matrices and biases flattened into one
+    vector) and the backprop gradient; ``update_rel_error`` compares ``ΔW`` with ``−η ∇L``.
+    """
+    grads = oracle.backprop(model, before, inputs, targets)
+    loss = oracle.loss(model, before, inputs, targets)
+    change = [a - b for a, b in zip(after.W, before.W, strict=True)]
+    change += [a - b for a, b in zip(after.b, before.b, strict=True) if a is not None]
+    gradient = list(grads.W) + [g for g in grads.b if g is not None]
+    row = {
+        "loss": float(loss.mean()),
+        "angle_deg": angle_degrees([-c for c in change], gradient),
+        "update_rel_error": relative_error(change, [-learning_rate * g for g in gradient]),
+    }
+    for layer, gradient_w in enumerate(grads.W):
+        row[f"angle_deg_W{layer}"] = angle_degrees(before.W[layer] - after.W[layer], gradient_w)
+    return row
+
+
+def simulate(
+    model: ModelSpec,
+    protocol: ProtocolSpec,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    params: Params | None = None,
+    progress: bool = False,
+    record: bool = True,
+) -> RunResult:
+    """Run the samples through the Brian2 network, one minibatch per simulation chunk.
+
+    Parameters
+    ----------
+    inputs : ndarray, shape (n_samples, n_in)
+        Stimuli in presentation order.
+    targets : ndarray, shape (n_samples, n_out)
+        Targets.
+    params : Params, optional
+        Initial weights (drawn from the model's initialisation when not given).
+    progress : bool
+        Show a progress bar (samples).
+
+    Returns
+    -------
+    RunResult
+        Final weights, traces and per-batch metrics; on divergence ``diverged`` holds the
+        message and the traces hold what was recorded up to the end of that minibatch.
+    """
+    params = oracle.init_params(model) if params is None else params
+    network = ARNetwork(model, protocol, params, record=record)
+    n_samples, batch = len(inputs), protocol.batch_size
+    rows, diverged = [], None
+    wanted = None if protocol.record.samples is None else set(protocol.record.samples)
+    bar = tqdm(total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}")
+    current = params
+    for start in range(0, n_samples, batch):
+        stop = min(start + batch, n_samples)
+        for monitor in network.monitors.values():
+            monitor.active = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
+        upcoming = (inputs[stop], targets[stop]) if stop < n_samples else (None, None)
+        network.run_chunk(inputs[start:stop], targets[start:stop], *upcoming)
+        bar.update(stop - start)
+        found = network.first_divergence()
+        if found is not None:
+            layer, neuron, t = found
+            step = int(round(t / protocol.dt)) - 1  # t_bad is the end of the offending step
+            diverged = (
+                f"simulation diverged: non-finite activity in layer {layer!r} (neuron {neuron}) at "
+                f"t = {t:.6g} s, sample {step // protocol.sample_steps} "
+                f"({_phase_of(step, protocol)} phase); recording kept up to t = "
+                f"{float(network.network.t / b2.second):.6g} s"
+            )
+            break
+        after = network.get_params()
+        rate = protocol.learning_rate / ((stop - start) if protocol.batch_reduction == "mean" else 1)
+        rows.append(
+            {"batch": start // batch, "samples": stop, "t": float(network.network.t / b2.second)}
+            | batch_metrics(model, current, after, inputs[start:stop], targets[start:stop], rate)
+        )
+        current = after
+    bar.close()
+    traces = monitors_to_frame(network.monitors, protocol, n_samples)
+    return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged)
+
+
+def _phase_of(step: int, protocol: ProtocolSpec) -> str:
+    return PHASES[int(phase_of_step(np.array([step % protocol.sample_steps]), protocol)[0])]
+
+
+def default_run_folder(model: ModelSpec, protocol: ProtocolSpec, seed: int) -> Path:
+    """``runs/<model>__<protocol>__seed<seed>[-N]``, the first that does not exist."""
+    base = Path("runs") / f"{model.name}__{protocol.name}__seed{seed}"
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def prepare_run_folder(out: Path) -> Path:
+    """Check that ``out`` can be written and return the temporary folder to write into."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunFolderError(f"{out}: output folder exists and is not empty; choose another --out")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise RunFolderError(f"{parent}: cannot write the run folder here")
+    partial = parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "weights").mkdir(parents=True)
+    return partial
+
+
+def run_to_folder(
+    model: ModelSpec,
+    protocol: ProtocolSpec,
+    out: Path,
+    n_samples: int,
+    seed: int | None = None,
+    target: str = "cython",
+    progress: bool = True,
+) -> tuple[Path, RunResult]:
+    """Run on seeded random data and write the run folder (see the module docstring).
+
+    Everything is validated before the folder is created. The folder is renamed to ``out``
+    when the run completes or diverges; the result says which.
+    """
+    check_compatible(model, protocol)
+    if n_samples < 1:
+        raise ValueError(f"--samples: expected a positive number of samples, got {n_samples}")
+    set_codegen_target(target)
+    seed = model.seed if seed is None else seed
+    partial = prepare_run_folder(out)
+    params = oracle.init_params(model, seed)
+    inputs, targets = random_data(model, n_samples, seed)
+    config = {
+        "model": model.to_dict(),
+        "protocol": protocol.to_dict(),
+        "derived": {
+            "eta_x": protocol.eta_x,
+            "steps_per_sample": protocol.sample_steps,
+            "phase_steps": protocol.phase_steps,
+        },
+        "seed": seed,
+        "samples": n_samples,
+        "data": "random: inputs uniform in [0, 1), one-hot targets of random classes",
+        "codegen_target": target,
+        "versions": versions(),
+        "command": sys.argv,
+    }
+    (partial / "config.json").write_text(json.dumps(config, indent=2))
+    np.savez(partial / "weights" / "initial.npz", **params.to_arrays())
+    result = simulate(model, protocol, inputs, targets, params, progress=progress)
+    np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
+    result.traces.to_parquet(partial / "traces.parquet", index=False)
+    result.metrics.to_csv(partial / "metrics.csv", index=False)
+    status = {"status": "diverged" if result.diverged else "completed", "message": result.diverged}
+    (partial / "status.json").write_text(json.dumps(status, indent=2))
+    if out.exists():
+        out.rmdir()
+    partial.rename(out)
+    return out, result

@@ -1,0 +1,598 @@
+"""Declarations: model and protocol files (TOML) loaded into frozen, validated specifications.
+
+A specification can be built and checked without compiling anything. Every error is a
+:class:`SpecError` whose message is one line naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arsim.activations import ACTIVATIONS, LOSSES, SOFTMAX
+
+FEEDBACK_KINDS = ("transpose", "fixed", "learned")
+"""``transpose``: exact AR (ψ = Wᵀ); ``fixed``: feedback alignment; ``learned``: Hebbian ψ."""
+PHASES = ("feedforward", "relaxation", "update")
+"""Phases of one sample, in the order they happen."""
+RECORDABLE = ("x", "xhat", "fp", "delta", "fb")
+"""Neuron variables a protocol can record (``fb`` is the summed top-down input)."""
+BATCH_REDUCTIONS = ("sum", "mean")
+RELAXATION_STARTS = ("feedforward", "zero")
+
+
+class SpecError(ValueError):
+    """A declaration that cannot be used; ``str(error)`` is ``"FILE: KEY: what was expected"``."""
+
+    def __init__(self, file: str | Path | None, key: str, message: str):
+        self.file, self.key, self.message = str(file or "<spec>"), key, message
+        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Small typed readers over a TOML table that remember where they are (file and dotted key).
+# --------------------------------------------------------------------------------------------
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zµ]+)\s*$")
+
+
+def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> float:
+    """Parse a duration such as ``"0.1 ms"`` into seconds.
+
+    Parameters
+    ----------
+    text : str
+        A number followed by one of the units s, ms, us (µs), ns.
+    file, key : str
+        Where the value came from, for the error message.
+
+    Returns
+    -------
+    float
+        The duration in seconds.
+    """
+    if isinstance(text, bool) or not isinstance(text, str):
+        raise SpecError(
+            file, key, f"expected a duration with a unit such as '10 ms', got {text!r} (no unit)"
+        )
+    match = _DURATION.match(text)
+    if not match or match.group(2) not in _TIME_UNITS:
+        raise SpecError(
+            file, key, f"expected a duration with a unit (s, ms, us, ns) such as '10 ms', got {text!r}"
+        )
+    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+
+
+class _Table:
+    """A TOML table with its file and key path; every read is type-checked and marked used."""
+
+    def __init__(self, data: dict, file: str | Path | None, prefix: str = ""):
+        if not isinstance(data, dict):
+            raise SpecError(file, prefix, f"expected a table, got {type(data).__name__}")
+        self.data, self.file, self.prefix, self.used = data, file, prefix, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, message: str) -> SpecError:
+        return SpecError(self.file, self.key(name), message)
+
+    def get(self, name: str, kinds: type | tuple, default: Any = ..., choices=None) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "missing (required)")
+            return default
+        value = self.data[name]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"expected {expected}, got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(name, f"expected one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+
+    def number(self, name: str, default: Any = ..., low=None, high=None, low_open=False) -> float:
+        value = self.get(name, float, default)
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise self.error(name, f"expected a finite number, got {value!r}")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise self.error(name, f"expected a number {'>' if low_open else '>='} {low}, got {value!r}")
+        if high is not None and value > high:
+            raise self.error(name, f"expected a number <= {high}, got {value!r}")
+        return value
+
+    def integer(self, name: str, default: Any = ..., low: int | None = None) -> int:
+        value = self.get(name, int, default)
+        if low is not None and value is not None and value < low:
+            raise self.error(name, f"expected an integer >= {low}, got {value!r}")
+        return value
+
+    def duration(self, name: str, default: Any = ...) -> float:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "missing (required)")
+            return default
+        return parse_duration(self.data[name], self.file, self.key(name))
+
+    def table(self, name: str, required: bool = False) -> _Table:
+        self.used.add(name)
+        if name not in self.data and required:
+            raise self.error(name, "missing (required table)")
+        return _Table(self.data.get(name, {}), self.file, self.key(name))
+
+    def tables(self, name: str) -> list[_Table]:
+        self.used.add(name)
+        items = self.data.get(name, [])
+        if not isinstance(items, list):
+            raise self.error(name, f"expected an array of tables ([[{name}]]), got {items!r}")
+        return [_Table(item, self.file, f"{self.key(name)}[{k}]") for k, item in enumerate(items)]
+
+    def finish(self) -> None:
+        """Reject keys that were never read (unknown keys, usually typos)."""
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            known = ", ".join(sorted(self.used)) or "none"
+            raise self.error(unknown[0], f"unknown key; expected one of: {known}")
+
+
+def _read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SpecError(path, "", "file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(path, "", f"TOML syntax error: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(path, "", f"cannot read: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerSpec:
+    """One population of rate neurons.
+
+    Attributes
+    ----------
+    name : str
+        Unique layer name (used in recordings and Brian2 object names).
+    size : int
+        Number of neurons.
+    activation : str
+        Activation applied to the layer's summed input (``linear`` for input layers).
+    """
+
+    name: str
+    size: int
+    activation: str = "linear"
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """A weighted projection ``source → target`` with its feedback path.
+
+    Attributes
+    ----------
+    source, target : str
+        Layer names; the forward signal flows from source to target.
+    bias : bool
+        Whether the target's pre-activation gets a learned bias from this connection's layer.
+    feedback : {'transpose', 'fixed', 'learned'}
+        What carries the top-down signal back: Wᵀ (exact AR), a fixed random ψ, or a ψ
+        learned by the Hebbian rule.
+    derivative : bool
+        Whether the relaxation multiplies the top-down signal by f' of the target.
+    """
+
+    source: str
+    target: str
+    bias: bool = False
+    feedback: str = "transpose"
+    derivative: bool = True
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    """Weight initialisation: forward W and feedback ψ drawn from N(mean, variance).
+
+    Attributes
+    ----------
+    variance : float
+        Variance of the normal distribution (the paper: 0.05).
+    mean : float
+        Mean of the normal distribution.
+    bias : float
+        Initial value of every bias.
+    """
+
+    variance: float = 0.05
+    mean: float = 0.0
+    bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network: layers, the connections between them, the loss and the initialisation.
+
+    Attributes
+    ----------
+    name : str
+        Model name.
+    layers : tuple of LayerSpec
+        Layers in topological order (the first is the input, the last the output).
+    connections : tuple of ConnectionSpec
+        Connections; a chain when not declared.
+    loss : {'mse', 'cross-entropy'}
+        Loss at the output layer.
+    loss_scale : float
+        Factor on the loss and so on the clamped output gradient.
+    init : InitSpec
+        Weight initialisation.
+    seed : int
+        Seed of the weight and ψ draws.
+    source : str
+        File the model was read from.
+    """
+
+    name: str
+    layers: tuple[LayerSpec, ...]
+    connections: tuple[ConnectionSpec, ...]
+    loss: str = "mse"
+    loss_scale: float = 1.0
+    init: InitSpec = field(default_factory=InitSpec)
+    seed: int = 0
+    source: str = "<spec>"
+
+    @property
+    def input(self) -> LayerSpec:
+        """The input layer."""
+        return self.layers[0]
+
+    @property
+    def output(self) -> LayerSpec:
+        """The output layer (clamped to the loss gradient during relaxation)."""
+        return self.layers[-1]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer sizes in order."""
+        return tuple(layer.size for layer in self.layers)
+
+    def layer(self, name: str) -> LayerSpec:
+        """The layer called ``name``."""
+        return next(layer for layer in self.layers if layer.name == name)
+
+    def is_chain(self) -> bool:
+        """True when connection ``l`` joins layer ``l`` to layer ``l + 1`` for every ``l``."""
+        pairs = [(c.source, c.target) for c in self.connections]
+        names = [layer.name for layer in self.layers]
+        return pairs == list(zip(names[:-1], names[1:], strict=True))
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (for the run folder's resolved configuration)."""
+        return asdict(self)
+
+
+def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
+    """Validate a model declaration (the parsed TOML) into a :class:`ModelSpec`."""
+    root = _Table(data, source)
+    name = root.get("name", str, Path(str(source)).stem)
+    seed = root.integer("seed", 0, low=0)
+    loss = root.get("loss", str, "mse", choices=LOSSES)
+    loss_scale = root.number("loss_scale", 1.0, low=0.0, low_open=True)
+
+    init_table = root.table("init")
+    init = InitSpec(
+        variance=init_table.number("variance", 0.05, low=0.0),
+        mean=init_table.number("mean", 0.0),
+        bias=init_table.number("bias", 0.0),
+    )
+    init_table.get("distribution", str, "normal", choices=("normal",))
+    init_table.finish()
+
+    defaults_table = root.table("defaults")
+    defaults = dict(
+        bias=defaults_table.get("bias", bool, False),
+        feedback=defaults_table.get("feedback", str, "transpose", choices=FEEDBACK_KINDS),
+        derivative=defaults_table.get("derivative", bool, True),
+    )
+    defaults_table.finish()
+
+    layer_tables = root.tables("layers")
+    if len(layer_tables) < 2:
+        raise root.error("layers", f"expected at least 2 [[layers]] (input and output), got {len(layer_tables)}")
+    layers = []
+    for index, table in enumerate(layer_tables):
+        layer_name = table.get("name", str)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", layer_name):
+            raise table.error("name", f"expected a name of letters, digits and _, got {layer_name!r}")
+        if any(layer.name == layer_name for layer in layers):
+            raise table.error("name", f"duplicate layer name {layer_name!r}")
+        size = table.integer("size", low=1)
+        is_output = index == len(layer_tables) - 1
+        choices = tuple(ACTIVATIONS) + ((SOFTMAX,) if is_output else ())
+        activation = table.get("activation", str, "linear", choices=choices)
+        if index == 0 and activation != "linear":
+            raise table.error("activation", f"the input layer is not computed; got {activation!r}")
+        table.finish()
+        layers.append(LayerSpec(layer_name, size, activation))
+
+    output = layers[-1]
+    if (output.activation == SOFTMAX) != (loss == "cross-entropy"):
+        raise SpecError(
+            source,
+            "loss",
+            f"cross-entropy goes with a softmax output layer and softmax with cross-entropy; "
+            f"got loss {loss!r} with output activation {output.activation!r}",
+        )
+
+    names = [layer.name for layer in layers]
+    connection_tables = root.tables("connections")
+    if not connection_tables:
+        connections = [ConnectionSpec(a, b, **defaults) for a, b in zip(names[:-1], names[1:])]
+    else:
+        connections = []
+        for table in connection_tables:
+            settings = {}
+            for end in ("source", "target"):
+                settings[end] = table.get(end, str)
+                if settings[end] not in names:
+                    raise table.error(end, f"no layer named {settings[end]!r}; layers are {names}")
+            settings["bias"] = table.get("bias", bool, defaults["bias"])
+            settings["feedback"] = table.get("feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS)
+            settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
+            shape = table.get("shape", list, None)
+            source_size = layers[names.index(settings["source"])].size
+            target_size = layers[names.index(settings["target"])].size
+            if shape is not None and list(shape) != [target_size, source_size]:
+                raise table.error(
+                    "shape",
+                    f"sizes do not chain: {settings['source']} has {source_size} neurons and "
+                    f"{settings['target']} {target_size}, so W is [{target_size}, {source_size}]; "
+                    f"got {shape}",
+                )
+            if names.index(settings["target"]) <= names.index(settings["source"]):
+                raise table.error(
+                    "target",
+                    f"connections run forward in layer order; {settings['source']!r} -> "
+                    f"{settings['target']!r} runs backwards (a cycle)",
+                )
+            table.finish()
+            connections.append(ConnectionSpec(**settings))
+    root.finish()
+    model = ModelSpec(name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source))
+    if not model.is_chain():
+        raise SpecError(
+            source,
+            "connections",
+            "this version simulates chains (connection l joins layer l to layer l+1 in the "
+            "order of [[layers]]); got " + ", ".join(f"{c.source}->{c.target}" for c in connections),
+        )
+    return model
+
+
+def load_model(path: str | Path) -> ModelSpec:
+    """Read and validate a model file (TOML). Raises :class:`SpecError`."""
+    return model_from_dict(_read_toml(path), str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Protocol
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordSpec:
+    """What to record.
+
+    Attributes
+    ----------
+    variables : tuple of str
+        Neuron variables (see :data:`RECORDABLE`).
+    layers : tuple of str or None
+        Layer names; None means every layer.
+    neurons : tuple of int or None
+        Neuron indices recorded in every layer (those beyond a layer's size are skipped);
+        None means all neurons.
+    interval : float or None
+        Sampling interval in seconds (a multiple of dt); None means every step.
+    phases : tuple of str
+        Phases whose rows are kept.
+    samples : tuple of int or None
+        Sample indices whose rows are kept; None means all samples.
+    """
+
+    variables: tuple[str, ...] = ("x", "xhat", "fp")
+    layers: tuple[str, ...] | None = None
+    neurons: tuple[int, ...] | None = (0, 1, 2, 3, 4)
+    interval: float | None = None
+    phases: tuple[str, ...] = PHASES
+    samples: tuple[int, ...] | None = (0, 1)
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Timing, learning and recording of a simulation protocol.
+
+    Attributes
+    ----------
+    name : str
+        Protocol name.
+    dt : float
+        Integration step in seconds.
+    tau : float
+        Time constant of the leaky-integrator neurons in seconds; ``η_x = dt / τ``.
+    feedforward, relaxation, update : float
+        Durations of the three phases of each sample in seconds (multiples of dt).
+    learning_rate : float
+        η of the forward weights and biases.
+    feedback_learning_rate : float
+        η of the learned feedback weights ψ.
+    batch_size : int
+        Samples whose weight changes accumulate before they are applied.
+    batch_reduction : {'sum', 'mean'}
+        Whether a batch's weight change is the sum of the per-sample changes or their mean.
+    record : RecordSpec
+        What to record.
+    relaxation_start : {'feedforward', 'zero'}
+        Where the hidden activities start the relaxation: at their feedforward values x̂ (AR) or
+        at rest (0).
+    source : str
+        File the protocol was read from.
+    """
+
+    name: str
+    dt: float
+    tau: float
+    feedforward: float
+    relaxation: float
+    update: float
+    learning_rate: float = 0.0005
+    feedback_learning_rate: float = 0.0005
+    batch_size: int = 64
+    batch_reduction: str = "sum"
+    record: RecordSpec = field(default_factory=RecordSpec)
+    relaxation_start: str = "feedforward"
+    source: str = "<spec>"
+
+    @property
+    def eta_x(self) -> float:
+        """Euler step of the relaxation in units of τ, ``dt / τ`` (dimensionless)."""
+        return self.dt / self.tau
+
+    def steps(self, duration: float) -> int:
+        """Number of integration steps in ``duration`` seconds (exact multiple of dt)."""
+        return int(round(duration / self.dt))
+
+    @property
+    def phase_steps(self) -> dict[str, int]:
+        """Steps per phase, in phase order."""
+        return {phase: self.steps(getattr(self, phase)) for phase in PHASES}
+
+    @property
+    def sample_steps(self) -> int:
+        """Steps per sample (all phases)."""
+        return sum(self.phase_steps.values())
+
+    @property
+    def sample_duration(self) -> float:
+        """Duration of one sample in seconds."""
+        return self.sample_steps * self.dt
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (for the run folder's resolved configuration)."""
+        return asdict(self)
+
+
+def _is_multiple(duration: float, dt: float) -> bool:
+    steps = duration / dt
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+
+
+def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpec:
+    """Validate a protocol declaration (the parsed TOML) into a :class:`ProtocolSpec`."""
+    root = _Table(data, source)
+    name = root.get("name", str, Path(str(source)).stem)
+    tau = root.duration("tau")
+    if tau <= 0:
+        raise root.error("tau", f"expected a positive time constant, got {data['tau']!r}")
+    dt = root.duration("dt")
+    if dt <= 0:
+        raise root.error("dt", f"expected a positive step, got {data['dt']!r}")
+    if dt >= 2 * tau:
+        raise root.error(
+            "dt",
+            f"forward Euler is unstable for dt >= 2 tau; got dt = {data['dt']} with tau = "
+            f"{data['tau']} (dt/tau = {dt / tau:g}; 0.1 is the paper's value)",
+        )
+
+    phases_table = root.table("phases", required=True)
+    durations = {}
+    for phase in PHASES:
+        minimum = 0 if phase == "relaxation" else dt
+        value = phases_table.duration(phase, dt if phase != "relaxation" else ...)
+        if value < minimum - 1e-12 * dt or not _is_multiple(value, dt):
+            raise phases_table.error(
+                phase,
+                f"expected a multiple of dt = {data['dt']} that is at least "
+                f"{'0' if phase == 'relaxation' else 'one step'}; got {phases_table.data.get(phase)!r}",
+            )
+        durations[phase] = value
+    relaxation_start = phases_table.get("start", str, "feedforward", choices=RELAXATION_STARTS)
+    phases_table.finish()
+
+    learning = root.table("learning")
+    rate = learning.number("rate", 0.0005, low=0.0)
+    feedback_rate = learning.number("feedback_rate", rate, low=0.0)
+    batch_size = learning.integer("batch_size", 64, low=1)
+    reduction = learning.get("batch_reduction", str, "sum", choices=BATCH_REDUCTIONS)
+    learning.finish()
+
+    record_table = root.table("record")
+    variables = record_table.get("variables", list, list(RecordSpec.variables))
+    for variable in variables:
+        if variable not in RECORDABLE:
+            raise record_table.error("variables", f"expected names from {RECORDABLE}, got {variable!r}")
+    layers = record_table.get("layers", (list, str), "all")
+    if isinstance(layers, str):
+        if layers != "all":
+            raise record_table.error("layers", f"expected 'all' or a list of layer names, got {layers!r}")
+        layers = None
+    neurons = _index_list(record_table, "neurons", list(RecordSpec.neurons))
+    samples = _index_list(record_table, "samples", list(RecordSpec.samples))
+    interval = record_table.duration("interval", None)
+    if interval is not None and (interval < dt or not _is_multiple(interval, dt)):
+        raise record_table.error("interval", f"expected a multiple of dt = {data['dt']}, got {record_table.data['interval']!r}")
+    phases = record_table.get("phases", list, list(PHASES))
+    for phase in phases:
+        if phase not in PHASES:
+            raise record_table.error("phases", f"expected names from {PHASES}, got {phase!r}")
+    record_table.finish()
+    root.finish()
+    record = RecordSpec(
+        tuple(variables),
+        None if layers is None else tuple(layers),
+        neurons,
+        interval,
+        tuple(phases),
+        samples,
+    )
+    return ProtocolSpec(
+        name, dt, tau, durations["feedforward"], durations["relaxation"], durations["update"],
+        rate, feedback_rate, batch_size, reduction, record, relaxation_start, str(source),
+    )
+
+
+def _index_list(table: _Table, key: str, default: list) -> tuple[int, ...] | None:
+    value = table.get(key, (list, str), default)
+    if isinstance(value, str):
+        if value != "all":
+            raise table.error(key, f"expected 'all' or a list of indices, got {value!r}")
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise table.error(key, f"expected non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def load_protocol(path: str | Path) -> ProtocolSpec:
+    """Read and validate a protocol file (TOML). Raises :class:`SpecError`."""
+    return protocol_from_dict(_read_toml(path), str(path))
+
+
+def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
+    """Check what depends on both files (recorded layer names). Raises :class:`SpecError`."""
+    names = [layer.name for layer in model.layers]
+    for layer in protocol.record.layers or ():
+        if layer not in names:
+            raise SpecError(protocol.source, "record.layers", f"no layer {layer!r} in model {model.source}; layers are {names}")

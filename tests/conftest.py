@@ -1,0 +1,104 @@
+"""Shared fixtures: model and protocol builders, and a Brian2 run that returns relaxed traces."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arsim import oracle
+from arsim.run import set_codegen_target, simulate
+from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_MODEL = ROOT / "models" / "paper-mlp.toml"
+PAPER_PROTOCOL = ROOT / "protocols" / "paper.toml"
+# Layer names are shared by the test networks so that compiled Brian2 code is reused.
+LAYER_NAMES = ("input", "h1", "h2", "h3", "output")
+
+
+def make_model(sizes, activations, loss="mse", bias=False, feedback="transpose", derivative=True, **extra):
+    """A chain model from sizes and the activations of layers 1 … L."""
+    names = LAYER_NAMES[: len(sizes) - 1] + ("output",)
+    layers = [{"name": names[0], "size": sizes[0]}]
+    layers += [{"name": n, "size": s, "activation": a} for n, s, a in zip(names[1:], sizes[1:], activations)]
+    data = {
+        "name": "test",
+        "loss": loss,
+        "layers": layers,
+        "defaults": {"bias": bias, "feedback": feedback, "derivative": derivative},
+    }
+    data.update(extra)
+    return model_from_dict(data, "test-model.toml")
+
+
+def make_protocol(relax_steps, eta_x=0.1, batch_size=64, rate=0.0005, feedback_rate=None, start="feedforward", update_steps=1, record=None):
+    """A protocol with τ = 10 ms and dt = η_x τ; records every neuron's x in every phase."""
+    tau_ms = 10.0
+    dt_ms = eta_x * tau_ms
+    data = {
+        "tau": f"{tau_ms} ms",
+        "dt": f"{dt_ms!r} ms",
+        "phases": {
+            "feedforward": f"{dt_ms!r} ms",
+            "relaxation": f"{relax_steps * dt_ms!r} ms",
+            "update": f"{update_steps * dt_ms!r} ms",
+            "start": start,
+        },
+        "learning": {"rate": rate, "batch_size": batch_size, "feedback_rate": rate if feedback_rate is None else feedback_rate},
+    }
+    protocol = protocol_from_dict(data, "test-protocol.toml")
+    return replace(protocol, record=record or RecordSpec(variables=("x",), neurons=None, samples=None))
+
+
+def relaxation_history(traces, protocol, layer, n_samples):
+    """x of ``layer`` after m relaxation steps, m = 0 … n_relax: array (n_relax+1, samples, n)."""
+    rows = traces[(traces.layer == layer) & (traces.variable == "x")]
+    step = np.rint(rows.t.to_numpy() / protocol.dt).astype(int) - 1
+    k = step - rows["sample"].to_numpy() * protocol.sample_steps
+    m = k - protocol.phase_steps["feedforward"] + 1
+    n_relax = protocol.phase_steps["relaxation"]
+    n_neurons = rows.neuron.max() + 1
+    keep = (m >= 0) & (m <= n_relax)
+    history = np.full((n_relax + 1, n_samples, n_neurons), np.nan)
+    history[m[keep], rows["sample"].to_numpy()[keep], rows.neuron.to_numpy()[keep]] = rows.value.to_numpy()[keep]
+    assert not np.isnan(history).any(), f"missing trace rows for layer {layer}"
+    return history
+
+
+@pytest.fixture(params=["numpy", "cython"])
+def codegen_target(request):
+    """Every Brian2 code generation target."""
+    set_codegen_target(request.param)
+    yield request.param
+    set_codegen_target("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _numpy_target_by_default():
+    set_codegen_target("numpy")
+
+
+@pytest.fixture(scope="session")
+def paper_model():
+    return load_model(PAPER_MODEL)
+
+
+@pytest.fixture(scope="session")
+def paper_protocol():
+    return load_protocol(PAPER_PROTOCOL)
+
+
+def random_batch(model, n, seed=1):
+    rng = np.random.default_rng(seed)
+    inputs = rng.random((n, model.input.size))
+    targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n)]
+    return inputs, targets
+
+
+def run_brian(model, protocol, inputs, targets, params=None):
+    """Run the Brian2 network; returns (RunResult, params used)."""
+    params = oracle.init_params(model) if params is None else params
+    return simulate(model, protocol, inputs, targets, params.copy()), params
