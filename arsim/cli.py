@@ -48,14 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a model under a protocol and write a run folder")
     run.add_argument("model", type=Path, help="model file (TOML), e.g. models/paper-mlp.toml")
     run.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/paper.toml")
-    run.add_argument("--out", type=Path, help="run folder (default: runs/<model>__<protocol>__seed<S>)")
-    run.add_argument("--samples", type=_positive_int, default=64, help="samples to present (default 64)")
+    run.add_argument(
+        "--out", type=Path, help="run folder (default: runs/<model>__<protocol>__seed<S>)"
+    )
+    run.add_argument(
+        "--samples", type=_positive_int, default=64, help="samples to present (default 64)"
+    )
     run.add_argument("--seed", type=_seed, help="seed of weights and data (default: the model's)")
     run.add_argument(
         "--target",
-        choices=("cython", "numpy"),
-        default="cython",
-        help="Brian2 code generation: cython (compiled, fast; default) or numpy (no compiler)",
+        choices=("numpy", "cython"),
+        default="numpy",
+        help="Brian2 code generation: numpy (default; starts at once) or cython (compiled: "
+        "about 1.5x faster per step, but the first run of a network compiles for minutes)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -92,7 +92,9 @@ _APPLY_NOW = "int(abs(t - apply_at) < 0.5 * dt)"
 
 def _first_bad(variable: str, when: str) -> str:
     """Statement keeping in ``t_bad`` the first time ``variable`` was non-finite or huge."""
-    return f"t_bad = clip({when} + never * int(abs({variable}) < divergence_limit), 0 * second, t_bad)"
+    return (
+        f"t_bad = clip({when} + never * int(abs({variable}) < divergence_limit), 0 * second, t_bad)"
+    )
 
 
 def layer_equations(role: LayerRole) -> str:
@@ -218,7 +220,9 @@ class ARNetwork:
         ``layer name -> StateMonitor``.
     """
 
-    def __init__(self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True):
+    def __init__(
+        self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
+    ):
         self.model, self.protocol = model, protocol
         self.roles = layer_roles(model)
         steps = protocol.phase_steps
@@ -229,8 +233,12 @@ class ARNetwork:
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs: row s is sample s of the chunk (row `batch` the next chunk's first).
         zeros = np.zeros
-        self.stimulus = b2.TimedArray(zeros((batch + 1, model.input.size)), dt=sample_dt, name="stimulus")
-        self.targets = b2.TimedArray(zeros((batch + 1, model.output.size)), dt=sample_dt, name="targets")
+        self.stimulus = b2.TimedArray(
+            zeros((batch + 1, model.input.size)), dt=sample_dt, name="stimulus"
+        )
+        self.targets = b2.TimedArray(
+            zeros((batch + 1, model.output.size)), dt=sample_dt, name="targets"
+        )
         self.namespace = {
             "steps_per_sample": self.steps_per_sample,
             "relax_start": steps["feedforward"],
@@ -275,48 +283,79 @@ class ARNetwork:
         sample = {"clock": self.sample_clock}
         if role.is_input:
             present = "xhat = stimulus(t - chunk_start, i)"
-            group.run_regularly(present, when="start", order=_PRESENT, name=f"{group.name}_present", **sample)
+            group.run_regularly(
+                present, when="start", order=_PRESENT, name=f"{group.name}_present", **sample
+            )
             return group
         group.t_bad = NEVER * b2.second
         present = [f"a_c{c} = 0" for c in role.incoming]
         if role.is_output:
             present.append("target = targets(t - chunk_start, i)")
-        group.run_regularly("\n".join(present), when="start", order=_PRESENT, name=f"{group.name}_present", **sample)
+        group.run_regularly(
+            "\n".join(present), when="start", order=_PRESENT, name=f"{group.name}_present", **sample
+        )
         code = feedforward_code(role, self.protocol.relaxation_start)
         # after the sweep into this layer (order _slot) and the softmax normaliser (_slot + 2)
-        group.run_regularly(code, when="groups", order=_slot(role.index) + 3, name=f"{group.name}_sweep", **sample)
+        group.run_regularly(
+            code, when="groups", order=_slot(role.index) + 3, name=f"{group.name}_sweep", **sample
+        )
         if any(self.model.connections[c].bias for c in role.incoming):
-            group.run_regularly(bias_code(), when="start", order=_BIAS, name=f"{group.name}_bias", **sample)
+            group.run_regularly(
+                bias_code(), when="start", order=_BIAS, name=f"{group.name}_bias", **sample
+            )
         if role.relaxes:
-            group.run_regularly(relaxation_step_code(), when="after_groups", name=f"{group.name}_delta")
+            group.run_regularly(
+                relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
+            )
         return group
 
     def _make_synapses(self, index: int, connection: ConnectionSpec) -> None:
-        source_index, target_index = self._group_index(connection.source), self._group_index(connection.target)
+        source_index, target_index = (
+            self._group_index(connection.source),
+            self._group_index(connection.target),
+        )
         source, target = self.groups[source_index], self.groups[target_index]
         models = synapse_model(connection, index, feeds_back=self.roles[source_index].relaxes)
         sample = {"clock": self.sample_clock}
         name = f"W_{connection.source}_{connection.target}"
-        forward = b2.Synapses(source, target, models["forward"], namespace=self.namespace, name=name)
+        forward = b2.Synapses(
+            source, target, models["forward"], namespace=self.namespace, name=name
+        )
         forward.connect()
-        forward.run_regularly(models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample)
+        forward.run_regularly(
+            models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
+        )
         # the sweep into a layer runs before that layer computes x̂ (order _slot + 3)
-        forward.run_regularly(models["sweep"], when="groups", order=_slot(target_index), name=f"{name}_sweep", **sample)
+        forward.run_regularly(
+            models["sweep"],
+            when="groups",
+            order=_slot(target_index),
+            name=f"{name}_sweep",
+            **sample,
+        )
         self.forward_synapses.append(forward)
         if "feedback" not in models:
             self.feedback_synapses.append(None)
             return
         name = f"psi_{connection.target}_{connection.source}"
-        feedback = b2.Synapses(target, source, models["feedback"], namespace=self.namespace, name=name)
+        feedback = b2.Synapses(
+            target, source, models["feedback"], namespace=self.namespace, name=name
+        )
         feedback.connect()
         if "feedback_learn" in models:
-            feedback.run_regularly(models["feedback_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample)
+            feedback.run_regularly(
+                models["feedback_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
+            )
         self.feedback_synapses.append(feedback)
 
     def _make_softmax_norm(self) -> b2.Synapses:
         output = self.groups[-1]
         norm = b2.Synapses(
-            output, output, "softmax_norm_post = exp(a_pre) : 1 (summed)", namespace=self.namespace, name="softmax_norm"
+            output,
+            output,
+            "softmax_norm_post = exp(a_pre) : 1 (summed)",
+            namespace=self.namespace,
+            name="softmax_norm",
         )
         norm.connect()
         return norm
@@ -329,7 +368,11 @@ class ARNetwork:
                 continue
             variables = [v for v in record.variables if v in group.variables]
             size = role.spec.size
-            neurons = list(range(size)) if record.neurons is None else [n for n in record.neurons if n < size]
+            neurons = (
+                list(range(size))
+                if record.neurons is None
+                else [n for n in record.neurons if n < size]
+            )
             if not variables or not neurons:
                 continue
             monitors[role.spec.name] = b2.StateMonitor(
@@ -363,7 +406,10 @@ class ARNetwork:
         """Current weights, biases and ψ as NumPy arrays."""
         weights, biases, feedbacks = [], [], []
         for index, connection in enumerate(self.model.connections):
-            n_in, n_out = self.model.layer(connection.source).size, self.model.layer(connection.target).size
+            n_in, n_out = (
+                self.model.layer(connection.source).size,
+                self.model.layer(connection.target).size,
+            )
             forward = self.forward_synapses[index]
             weight = np.empty((n_out, n_in))
             weight[forward.j[:], forward.i[:]] = forward.w[:]

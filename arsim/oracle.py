@@ -210,6 +210,12 @@ def relax(
 
     Parameters
     ----------
+    model : ModelSpec
+        The network (activations, loss, per-connection derivative switch).
+    params : Params
+        Weights; ψ where the feedback is not the transpose.
+    inputs, targets : ndarray, shape (batch, n_0) and (batch, n_L)
+        The minibatch.
     steps : int
         Number of Euler steps.
     eta_x : float
@@ -223,7 +229,9 @@ def relax(
     n_layers = len(params.W)
     x = [fwd.xhat[0]]
     for layer in range(1, n_layers):
-        x.append(fwd.xhat[layer].copy() if start == "feedforward" else np.zeros_like(fwd.xhat[layer]))
+        x.append(
+            fwd.xhat[layer].copy() if start == "feedforward" else np.zeros_like(fwd.xhat[layer])
+        )
     x.append(output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale))
     history = [list(x)] if keep_history else None
     feedback = [params.feedback(layer) for layer in range(n_layers)]

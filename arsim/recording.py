@@ -72,6 +72,6 @@ def monitors_to_frame(
     frame["phase"] = pd.Categorical.from_codes(frame["phase"].to_numpy(np.int64), categories=PHASES)
     frame["layer"] = frame["layer"].astype("category")
     frame["variable"] = frame["variable"].astype("category")
-    return frame.sort_values(["sample", "layer", "variable", "neuron", "t"], kind="stable").reset_index(
-        drop=True
-    )
+    return frame.sort_values(
+        ["sample", "layer", "variable", "neuron", "t"], kind="stable"
+    ).reset_index(drop=True)

@@ -95,6 +95,8 @@ def set_codegen_target(target: str) -> None:
         raise ValueError(f"codegen target: expected one of {CODEGEN_TARGETS}, got {target!r}")
     b2.prefs.codegen.target = target
     b2.BrianLogger.log_level_warn()
+    # arsim reports divergence itself, naming layer, sample and time
+    b2.BrianLogger.suppress_name("invalid_values")
 
 
 def batch_metrics(
@@ -138,6 +140,8 @@ def simulate(
 
     Parameters
     ----------
+    model, protocol : ModelSpec, ProtocolSpec
+        What to simulate and how.
     inputs : ndarray, shape (n_samples, n_in)
         Stimuli in presentation order.
     targets : ndarray, shape (n_samples, n_out)
@@ -146,6 +150,8 @@ def simulate(
         Initial weights (drawn from the model's initialisation when not given).
     progress : bool
         Show a progress bar (samples).
+    record : bool
+        Create the state monitors the protocol asks for.
 
     Returns
     -------
@@ -158,14 +164,17 @@ def simulate(
     n_samples, batch = len(inputs), protocol.batch_size
     rows, diverged = [], None
     wanted = None if protocol.record.samples is None else set(protocol.record.samples)
-    bar = tqdm(total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}")
+    bar = tqdm(
+        total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}"
+    )
     current = params
     for start in range(0, n_samples, batch):
         stop = min(start + batch, n_samples)
         for monitor in network.monitors.values():
             monitor.active = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
         upcoming = (inputs[stop], targets[stop]) if stop < n_samples else (None, None)
-        network.run_chunk(inputs[start:stop], targets[start:stop], *upcoming)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence: below
+            network.run_chunk(inputs[start:stop], targets[start:stop], *upcoming)
         bar.update(stop - start)
         found = network.first_divergence()
         if found is not None:
@@ -179,7 +188,9 @@ def simulate(
             )
             break
         after = network.get_params()
-        rate = protocol.learning_rate / ((stop - start) if protocol.batch_reduction == "mean" else 1)
+        rate = protocol.learning_rate / (
+            (stop - start) if protocol.batch_reduction == "mean" else 1
+        )
         rows.append(
             {"batch": start // batch, "samples": stop, "t": float(network.network.t / b2.second)}
             | batch_metrics(model, current, after, inputs[start:stop], targets[start:stop], rate)
@@ -224,7 +235,7 @@ def run_to_folder(
     out: Path,
     n_samples: int,
     seed: int | None = None,
-    target: str = "cython",
+    target: str = "numpy",
     progress: bool = True,
 ) -> tuple[Path, RunResult]:
     """Run on seeded random data and write the run folder (see the module docstring).

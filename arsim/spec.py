@@ -62,7 +62,9 @@ def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> 
     match = _DURATION.match(text)
     if not match or match.group(2) not in _TIME_UNITS:
         raise SpecError(
-            file, key, f"expected a duration with a unit (s, ms, us, ns) such as '10 ms', got {text!r}"
+            file,
+            key,
+            f"expected a duration with a unit (s, ms, us, ns) such as '10 ms', got {text!r}",
         )
     return float(match.group(1)) * _TIME_UNITS[match.group(2)]
 
@@ -105,7 +107,9 @@ class _Table:
         if not math.isfinite(value):
             raise self.error(name, f"expected a finite number, got {value!r}")
         if low is not None and (value < low or (low_open and value == low)):
-            raise self.error(name, f"expected a number {'>' if low_open else '>='} {low}, got {value!r}")
+            raise self.error(
+                name, f"expected a number {'>' if low_open else '>='} {low}, got {value!r}"
+            )
         if high is not None and value > high:
             raise self.error(name, f"expected a number <= {high}, got {value!r}")
         return value
@@ -313,12 +317,16 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
 
     layer_tables = root.tables("layers")
     if len(layer_tables) < 2:
-        raise root.error("layers", f"expected at least 2 [[layers]] (input and output), got {len(layer_tables)}")
+        raise root.error(
+            "layers", f"expected at least 2 [[layers]] (input and output), got {len(layer_tables)}"
+        )
     layers = []
     for index, table in enumerate(layer_tables):
         layer_name = table.get("name", str)
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", layer_name):
-            raise table.error("name", f"expected a name of letters, digits and _, got {layer_name!r}")
+            raise table.error(
+                "name", f"expected a name of letters, digits and _, got {layer_name!r}"
+            )
         if any(layer.name == layer_name for layer in layers):
             raise table.error("name", f"duplicate layer name {layer_name!r}")
         size = table.integer("size", low=1)
@@ -342,7 +350,8 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     names = [layer.name for layer in layers]
     connection_tables = root.tables("connections")
     if not connection_tables:
-        connections = [ConnectionSpec(a, b, **defaults) for a, b in zip(names[:-1], names[1:])]
+        pairs = zip(names[:-1], names[1:], strict=True)
+        connections = [ConnectionSpec(source, target, **defaults) for source, target in pairs]
     else:
         connections = []
         for table in connection_tables:
@@ -352,7 +361,9 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
                 if settings[end] not in names:
                     raise table.error(end, f"no layer named {settings[end]!r}; layers are {names}")
             settings["bias"] = table.get("bias", bool, defaults["bias"])
-            settings["feedback"] = table.get("feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS)
+            settings["feedback"] = table.get(
+                "feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS
+            )
             settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
             shape = table.get("shape", list, None)
             source_size = layers[names.index(settings["source"])].size
@@ -373,13 +384,16 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
             table.finish()
             connections.append(ConnectionSpec(**settings))
     root.finish()
-    model = ModelSpec(name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source))
+    model = ModelSpec(
+        name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source)
+    )
     if not model.is_chain():
         raise SpecError(
             source,
             "connections",
             "this version simulates chains (connection l joins layer l to layer l+1 in the "
-            "order of [[layers]]); got " + ", ".join(f"{c.source}->{c.target}" for c in connections),
+            "order of [[layers]]); got "
+            + ", ".join(f"{c.source}->{c.target}" for c in connections),
         )
     return model
 
@@ -526,7 +540,8 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             raise phases_table.error(
                 phase,
                 f"expected a multiple of dt = {data['dt']} that is at least "
-                f"{'0' if phase == 'relaxation' else 'one step'}; got {phases_table.data.get(phase)!r}",
+                f"{'0' if phase == 'relaxation' else 'one step'}; "
+                f"got {phases_table.data.get(phase)!r}",
             )
         durations[phase] = value
     relaxation_start = phases_table.get("start", str, "feedforward", choices=RELAXATION_STARTS)
@@ -543,17 +558,24 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     variables = record_table.get("variables", list, list(RecordSpec.variables))
     for variable in variables:
         if variable not in RECORDABLE:
-            raise record_table.error("variables", f"expected names from {RECORDABLE}, got {variable!r}")
+            raise record_table.error(
+                "variables", f"expected names from {RECORDABLE}, got {variable!r}"
+            )
     layers = record_table.get("layers", (list, str), "all")
     if isinstance(layers, str):
         if layers != "all":
-            raise record_table.error("layers", f"expected 'all' or a list of layer names, got {layers!r}")
+            raise record_table.error(
+                "layers", f"expected 'all' or a list of layer names, got {layers!r}"
+            )
         layers = None
     neurons = _index_list(record_table, "neurons", list(RecordSpec.neurons))
     samples = _index_list(record_table, "samples", list(RecordSpec.samples))
     interval = record_table.duration("interval", None)
     if interval is not None and (interval < dt or not _is_multiple(interval, dt)):
-        raise record_table.error("interval", f"expected a multiple of dt = {data['dt']}, got {record_table.data['interval']!r}")
+        raise record_table.error(
+            "interval",
+            f"expected a multiple of dt = {data['dt']}, got {record_table.data['interval']!r}",
+        )
     phases = record_table.get("phases", list, list(PHASES))
     for phase in phases:
         if phase not in PHASES:
@@ -569,8 +591,19 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         samples,
     )
     return ProtocolSpec(
-        name, dt, tau, durations["feedforward"], durations["relaxation"], durations["update"],
-        rate, feedback_rate, batch_size, reduction, record, relaxation_start, str(source),
+        name,
+        dt,
+        tau,
+        durations["feedforward"],
+        durations["relaxation"],
+        durations["update"],
+        rate,
+        feedback_rate,
+        batch_size,
+        reduction,
+        record,
+        relaxation_start,
+        str(source),
     )
 
 
@@ -595,4 +628,8 @@ def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
     names = [layer.name for layer in model.layers]
     for layer in protocol.record.layers or ():
         if layer not in names:
-            raise SpecError(protocol.source, "record.layers", f"no layer {layer!r} in model {model.source}; layers are {names}")
+            raise SpecError(
+                protocol.source,
+                "record.layers",
+                f"no layer {layer!r} in model {model.source}; layers are {names}",
+            )

@@ -19,11 +19,16 @@ PAPER_PROTOCOL = ROOT / "protocols" / "paper.toml"
 LAYER_NAMES = ("input", "h1", "h2", "h3", "output")
 
 
-def make_model(sizes, activations, loss="mse", bias=False, feedback="transpose", derivative=True, **extra):
+def make_model(
+    sizes, activations, loss="mse", bias=False, feedback="transpose", derivative=True, **extra
+):
     """A chain model from sizes and the activations of layers 1 … L."""
     names = LAYER_NAMES[: len(sizes) - 1] + ("output",)
     layers = [{"name": names[0], "size": sizes[0]}]
-    layers += [{"name": n, "size": s, "activation": a} for n, s, a in zip(names[1:], sizes[1:], activations)]
+    layers += [
+        {"name": n, "size": s, "activation": a}
+        for n, s, a in zip(names[1:], sizes[1:], activations, strict=True)
+    ]
     data = {
         "name": "test",
         "loss": loss,
@@ -34,7 +39,16 @@ def make_model(sizes, activations, loss="mse", bias=False, feedback="transpose",
     return model_from_dict(data, "test-model.toml")
 
 
-def make_protocol(relax_steps, eta_x=0.1, batch_size=64, rate=0.0005, feedback_rate=None, start="feedforward", update_steps=1, record=None):
+def make_protocol(
+    relax_steps,
+    eta_x=0.1,
+    batch_size=64,
+    rate=0.0005,
+    feedback_rate=None,
+    start="feedforward",
+    update_steps=1,
+    record=None,
+):
     """A protocol with τ = 10 ms and dt = η_x τ; records every neuron's x in every phase."""
     tau_ms = 10.0
     dt_ms = eta_x * tau_ms
@@ -47,10 +61,16 @@ def make_protocol(relax_steps, eta_x=0.1, batch_size=64, rate=0.0005, feedback_r
             "update": f"{update_steps * dt_ms!r} ms",
             "start": start,
         },
-        "learning": {"rate": rate, "batch_size": batch_size, "feedback_rate": rate if feedback_rate is None else feedback_rate},
+        "learning": {
+            "rate": rate,
+            "batch_size": batch_size,
+            "feedback_rate": rate if feedback_rate is None else feedback_rate,
+        },
     }
     protocol = protocol_from_dict(data, "test-protocol.toml")
-    return replace(protocol, record=record or RecordSpec(variables=("x",), neurons=None, samples=None))
+    return replace(
+        protocol, record=record or RecordSpec(variables=("x",), neurons=None, samples=None)
+    )
 
 
 def relaxation_history(traces, protocol, layer, n_samples):
@@ -63,7 +83,9 @@ def relaxation_history(traces, protocol, layer, n_samples):
     n_neurons = rows.neuron.max() + 1
     keep = (m >= 0) & (m <= n_relax)
     history = np.full((n_relax + 1, n_samples, n_neurons), np.nan)
-    history[m[keep], rows["sample"].to_numpy()[keep], rows.neuron.to_numpy()[keep]] = rows.value.to_numpy()[keep]
+    history[m[keep], rows["sample"].to_numpy()[keep], rows.neuron.to_numpy()[keep]] = (
+        rows.value.to_numpy()[keep]
+    )
     assert not np.isnan(history).any(), f"missing trace rows for layer {layer}"
     return history
 

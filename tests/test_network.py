@@ -23,18 +23,29 @@ def _oracle_batches(model, protocol, params, inputs, targets, steps):
     for start in range(0, len(inputs), protocol.batch_size):
         stop = start + protocol.batch_size
         relaxed = oracle.relax(
-            model, current, inputs[start:stop], targets[start:stop], steps, protocol.eta_x,
-            keep_history=True, start=protocol.relaxation_start,
+            model,
+            current,
+            inputs[start:stop],
+            targets[start:stop],
+            steps,
+            protocol.eta_x,
+            keep_history=True,
+            start=protocol.relaxation_start,
         )
         histories.append(relaxed.history)
-        rate = protocol.learning_rate / (min(stop, len(inputs)) - start if protocol.batch_reduction == "mean" else 1)
-        fb_rate = protocol.feedback_learning_rate / (min(stop, len(inputs)) - start if protocol.batch_reduction == "mean" else 1)
+        rate = protocol.learning_rate / (
+            min(stop, len(inputs)) - start if protocol.batch_reduction == "mean" else 1
+        )
+        fb_rate = protocol.feedback_learning_rate / (
+            min(stop, len(inputs)) - start if protocol.batch_reduction == "mean" else 1
+        )
         current = oracle.apply_update(model, current, relaxed, rate, fb_rate)
     return histories, current
 
 
 def _every_feature_model():
-    """input → h1 (tanh, bias, Wᵀ) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f') → softmax."""
+    """input → h1 (tanh, bias, Wᵀ) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f')
+    → softmax output (learned ψ, no f', bias), cross-entropy."""
     layers = [
         {"name": "input", "size": 5},
         {"name": "h1", "size": 4, "activation": "tanh"},
@@ -46,9 +57,20 @@ def _every_feature_model():
         {"source": "input", "target": "h1", "bias": True},
         {"source": "h1", "target": "h2", "feedback": "learned", "bias": True},
         {"source": "h2", "target": "h3", "feedback": "fixed", "derivative": False},
-        {"source": "h3", "target": "output", "feedback": "learned", "derivative": False, "bias": True},
+        {
+            "source": "h3",
+            "target": "output",
+            "feedback": "learned",
+            "derivative": False,
+            "bias": True,
+        },
     ]
-    data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers, "connections": connections}
+    data = {
+        "name": "every-feature",
+        "loss": "cross-entropy",
+        "layers": layers,
+        "connections": connections,
+    }
     return model_from_dict(data, "every-feature.toml")
 
 
@@ -62,16 +84,24 @@ def _assert_matches_oracle(model, protocol, n_samples, rtol_trace=1e-10, rtol_pa
     for layer_index in range(1, len(model.layers) - 1):
         name = model.layers[layer_index].name
         traced = relaxation_history(result.traces, protocol, name, n_samples)
-        reference = np.concatenate([np.stack([h[layer_index] for h in history]) for history in histories], axis=1)
+        reference = np.concatenate(
+            [np.stack([h[layer_index] for h in history]) for history in histories], axis=1
+        )
         scale = np.abs(reference).max()
-        np.testing.assert_allclose(traced, reference, rtol=rtol_trace, atol=rtol_trace * scale, err_msg=name)
+        np.testing.assert_allclose(
+            traced, reference, rtol=rtol_trace, atol=rtol_trace * scale, err_msg=name
+        )
     got = result.params
     for layer in range(len(model.connections)):
         np.testing.assert_allclose(got.W[layer], expected.W[layer], rtol=rtol_params, atol=1e-15)
         if expected.b[layer] is not None:
-            np.testing.assert_allclose(got.b[layer], expected.b[layer], rtol=rtol_params, atol=1e-15)
+            np.testing.assert_allclose(
+                got.b[layer], expected.b[layer], rtol=rtol_params, atol=1e-15
+            )
         if expected.psi[layer] is not None:
-            np.testing.assert_allclose(got.psi[layer], expected.psi[layer], rtol=rtol_params, atol=1e-15)
+            np.testing.assert_allclose(
+                got.psi[layer], expected.psi[layer], rtol=rtol_params, atol=1e-15
+            )
     return params, result, expected
 
 
@@ -93,7 +123,12 @@ def test_every_feature_matches_oracle_on_every_target(codegen_target):
         dict(activations=["relu", "relu", "linear"], bias=True),
         dict(activations=["tanh", "sigmoid", "linear"], feedback="learned"),
         dict(activations=["relu", "relu", "linear"], feedback="fixed", derivative=False),
-        dict(activations=["relu", "tanh", "softmax"], loss="cross-entropy", feedback="learned", derivative=False),
+        dict(
+            activations=["relu", "tanh", "softmax"],
+            loss="cross-entropy",
+            feedback="learned",
+            derivative=False,
+        ),
     ],
     ids=["exact-bias", "learned", "fixed-no-derivative", "ce-learned-no-derivative"],
 )
@@ -106,7 +141,9 @@ def test_variants_match_oracle(settings):
 
 def test_mean_batch_reduction_divides_by_the_batch():
     model = make_model([6, 5, 4, 3], ["relu", "relu", "linear"], bias=True, feedback="learned")
-    protocol = replace(make_protocol(relax_steps=10, batch_size=4, rate=0.1), batch_reduction="mean")
+    protocol = replace(
+        make_protocol(relax_steps=10, batch_size=4, rate=0.1), batch_reduction="mean"
+    )
     _assert_matches_oracle(model, protocol, n_samples=7)
 
 
@@ -130,9 +167,12 @@ def test_paper_network_relaxes_to_backprop(paper_model):
     inputs, targets = random_batch(paper_model, 2, seed=11)
     result, _ = run_brian(paper_model, protocol, inputs, targets, params)
     exact = oracle.backprop(paper_model, params, inputs, targets).activity
-    reference = oracle.relax(paper_model, params, inputs, targets, 200, 0.1, keep_history=True).history
+    reference = oracle.relax(
+        paper_model, params, inputs, targets, 200, 0.1, keep_history=True
+    ).history
     traced = {
-        layer: relaxation_history(result.traces, protocol, paper_model.layers[layer].name, 2) for layer in (1, 2, 3)
+        layer: relaxation_history(result.traces, protocol, paper_model.layers[layer].name, 2)
+        for layer in (1, 2, 3)
     }
     for layer in (1, 2, 3):
         reference_layer = np.stack([step[layer] for step in reference])
@@ -171,7 +211,10 @@ def test_paper_sized_variants_reach_backprop_in_200_steps(settings):
     result, _ = run_brian(model, protocol, inputs, targets, params)
     exact = oracle.backprop(model, params, inputs, targets).activity
     assert np.abs(exact[-1]).max() > 1e-3
-    traced = {layer: relaxation_history(result.traces, protocol, model.layers[layer].name, 1)[200] for layer in (1, 2, 3)}
+    traced = {
+        layer: relaxation_history(result.traces, protocol, model.layers[layer].name, 1)[200]
+        for layer in (1, 2, 3)
+    }
     errors = _relative_errors(traced, exact)
     print(f"relative error after 200 steps {errors}")
     assert max(errors.values()) <= 1e-6
@@ -193,7 +236,9 @@ def test_paper_minibatch_update_equals_backprop_step(paper_model, steps, limits)
         error = relative_error(change, -eta * grads.W[layer])
         print(f"W{layer}: relative error to the backprop step {error:.3g}")
         assert error <= limits[layer]
-        np.testing.assert_allclose(change, -eta * ar.W[layer], rtol=1e-8, atol=1e-8 * np.abs(change).max())
+        np.testing.assert_allclose(
+            change, -eta * ar.W[layer], rtol=1e-8, atol=1e-8 * np.abs(change).max()
+        )
 
 
 def test_linear_chain_relaxes_as_the_continuous_time_solution():
@@ -210,7 +255,9 @@ def test_linear_chain_relaxes_as_the_continuous_time_solution():
     for hops, layer in ((1, 3), (2, 2), (3, 1)):
         history = relaxation_history(result.traces, protocol, model.layers[layer].name, 1)[:, 0]
         for n in (50, 100, 200, 300, 500):
-            residual = np.linalg.norm(exact[layer][0] - history[n]) / np.linalg.norm(exact[layer][0])
+            residual = np.linalg.norm(exact[layer][0] - history[n]) / np.linalg.norm(
+                exact[layer][0]
+            )
             t_over_tau = n * eta
             continuous = exp(-t_over_tau) * sum(t_over_tau**j / factorial(j) for j in range(hops))
             euler = sum(comb(n, j) * eta**j * (1 - eta) ** (n - j) for j in range(hops))
@@ -233,7 +280,9 @@ def test_divergence_stops_with_layer_sample_and_time():
     assert "layer 'h2'" in result.diverged, result.diverged
     assert "t = 0.002 s, sample 0 (relaxation phase)" in result.diverged  # the first Euler step
     # kept: the first minibatch and the tick that ended it (sample 2's sweep)
-    assert set(result.traces["sample"]) == {0, 1, 2} and result.traces.t.max() == pytest.approx(0.025)
+    assert set(result.traces["sample"]) == {0, 1, 2} and result.traces.t.max() == pytest.approx(
+        0.025
+    )
     assert np.isfinite(result.traces[result.traces.t < 0.0015].value).all()
 
     params = oracle.init_params(model, seed=1)

@@ -31,7 +31,9 @@ def _total_loss(model, params, inputs, targets):
     return oracle.loss(model, params, inputs, targets).sum()
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v["activations"]) + "-" + v["loss"])
+@pytest.mark.parametrize(
+    "variant", VARIANTS, ids=lambda v: "-".join(v["activations"]) + "-" + v["loss"]
+)
 def test_backprop_matches_finite_differences(variant):
     variant = dict(variant)
     model = make_model([4, 5, 3, 3], variant.pop("activations"), **variant)
@@ -45,7 +47,10 @@ def test_backprop_matches_finite_differences(variant):
             plus, minus = params.copy(), params.copy()
             plus.W[layer][index] += step
             minus.W[layer][index] -= step
-            numeric[index] = (_total_loss(model, plus, inputs, targets) - _total_loss(model, minus, inputs, targets)) / (2 * step)
+            numeric[index] = (
+                _total_loss(model, plus, inputs, targets)
+                - _total_loss(model, minus, inputs, targets)
+            ) / (2 * step)
         np.testing.assert_allclose(grads.W[layer], numeric, rtol=1e-6, atol=1e-8)
         if params.b[layer] is not None:
             numeric_b = np.zeros_like(params.b[layer])
@@ -53,7 +58,10 @@ def test_backprop_matches_finite_differences(variant):
                 plus, minus = params.copy(), params.copy()
                 plus.b[layer][index] += step
                 minus.b[layer][index] -= step
-                numeric_b[index] = (_total_loss(model, plus, inputs, targets) - _total_loss(model, minus, inputs, targets)) / (2 * step)
+                numeric_b[index] = (
+                    _total_loss(model, plus, inputs, targets)
+                    - _total_loss(model, minus, inputs, targets)
+                ) / (2 * step)
             np.testing.assert_allclose(grads.b[layer], numeric_b, rtol=1e-6, atol=1e-8)
 
 
@@ -98,7 +106,7 @@ def test_ar_with_unit_step_is_exact_backprop_after_depth_steps():
     relaxed = oracle.relax(model, params, inputs, targets, steps=3, eta_x=1.0)
     for layer in (1, 2, 3):
         np.testing.assert_allclose(relaxed.x[layer], grads.activity[layer], rtol=1e-13, atol=1e-15)
-    for got, expected in zip(relaxed.W, grads.W):
+    for got, expected in zip(relaxed.W, grads.W, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
 
 
@@ -111,7 +119,9 @@ def test_linear_chain_residual_is_the_binomial_tail():
     inputs, targets = _batch(model, n=2)
     exact = oracle.backprop(model, params, inputs, targets).activity
     eta, steps = 0.05, 60
-    relaxed = oracle.relax(model, params, inputs, targets, steps, eta, keep_history=True, start="zero")
+    relaxed = oracle.relax(
+        model, params, inputs, targets, steps, eta, keep_history=True, start="zero"
+    )
     for n in (1, 10, 30, 60):
         for hops, layer in ((1, 3), (2, 2), (3, 1)):
             tail = sum(comb(n, j) * eta**j * (1 - eta) ** (n - j) for j in range(hops))
@@ -140,7 +150,9 @@ def test_learned_psi_update_is_the_transposed_forward_update():
 
 
 def test_init_params_draws_the_declared_distribution():
-    model = make_model([400, 300, 10], ["relu", "linear"], feedback="fixed", init={"variance": 0.05})
+    model = make_model(
+        [400, 300, 10], ["relu", "linear"], feedback="fixed", init={"variance": 0.05}
+    )
     params = oracle.init_params(model, seed=0)
     assert params.W[0].shape == (300, 400) and params.psi[0].shape == (400, 300)
     assert abs(params.W[0].var() - 0.05) < 0.002 and abs(params.W[0].mean()) < 0.002

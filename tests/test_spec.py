@@ -1,0 +1,170 @@
+"""Model and protocol files: loading, derived quantities and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PAPER_MODEL, PAPER_PROTOCOL
+
+from arsim.spec import SpecError, load_model, load_protocol, parse_duration
+
+GOOD_PROTOCOL = """
+tau = "10 ms"
+dt = "1 ms"
+[phases]
+relaxation = "100 ms"
+"""
+
+
+def test_paper_model_declares_the_paper_network():
+    model = load_model(PAPER_MODEL)
+    assert model.sizes == (784, 300, 300, 100, 10)
+    assert [layer.activation for layer in model.layers[1:]] == ["relu", "relu", "relu", "linear"]
+    assert model.loss == "mse" and model.loss_scale == 2.0 and model.init.variance == 0.05
+    assert model.is_chain() and all(
+        c.feedback == "transpose" and c.derivative for c in model.connections
+    )
+
+
+def test_paper_protocol_timing():
+    protocol = load_protocol(PAPER_PROTOCOL)
+    assert protocol.eta_x == pytest.approx(0.1)
+    assert protocol.phase_steps == {"feedforward": 1, "relaxation": 100, "update": 1}
+    assert protocol.batch_size == 64 and protocol.learning_rate == 0.0005
+    assert protocol.relaxation == pytest.approx(10 * protocol.tau)
+
+
+def test_specs_are_frozen():
+    model = load_model(PAPER_MODEL)
+    with pytest.raises(AttributeError):
+        model.loss = "cross-entropy"
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("0.1 ms", 1e-4), ("10ms", 0.01), ("2 s", 2.0), ("250 us", 2.5e-4), ("1e-3 s", 1e-3)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+PROTOCOL_ERRORS = [
+    ('tau = "10 ms"\ndt = "1 ms"\n[phases\n', "TOML syntax error"),
+    (GOOD_PROTOCOL + 'colour = "red"\n', "colour: unknown key"),
+    (GOOD_PROTOCOL.replace('tau = "10 ms"', 'tau = "-10 ms"'), "tau: expected a positive"),
+    (GOOD_PROTOCOL.replace('tau = "10 ms"', "tau = 10"), "tau: expected a duration with a unit"),
+    (
+        GOOD_PROTOCOL.replace('tau = "10 ms"', 'tau = "10 parsecs"'),
+        "tau: expected a duration with a unit",
+    ),
+    (GOOD_PROTOCOL.replace('dt = "1 ms"', 'dt = "20 ms"'), "dt: forward Euler is unstable"),
+    (GOOD_PROTOCOL.replace('dt = "1 ms"', 'dt = "25 ms"'), "dt: forward Euler is unstable"),
+    (
+        GOOD_PROTOCOL.replace('"100 ms"', '"100.5 ms"'),
+        "phases.relaxation: expected a multiple of dt",
+    ),
+    (
+        GOOD_PROTOCOL + "[learning]\nbatch_size = 0\n",
+        "learning.batch_size: expected an integer >= 1",
+    ),
+    (GOOD_PROTOCOL + '[learning]\nrate = "fast"\n', "learning.rate: expected float"),
+    (GOOD_PROTOCOL + '[record]\nvariables = ["v"]\n', "record.variables: expected names from"),
+    (
+        GOOD_PROTOCOL + '[record]\ninterval = "0.5 ms"\n',
+        "record.interval: expected a multiple of dt",
+    ),
+    ('dt = "1 ms"\n[phases]\nrelaxation = "1 ms"\n', "tau: missing"),
+]
+
+
+@pytest.mark.parametrize("text, message", PROTOCOL_ERRORS, ids=[m for _, m in PROTOCOL_ERRORS])
+def test_protocol_errors_name_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, "bad-protocol.toml", text)
+    with pytest.raises(SpecError) as error:
+        load_protocol(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+MODEL = """
+[[layers]]
+name = "input"
+size = 4
+[[layers]]
+name = "hidden"
+size = 3
+activation = "relu"
+[[layers]]
+name = "output"
+size = 2
+"""
+
+MODEL_ERRORS = [
+    (MODEL + "[init]\nvariance = -1\n", "init.variance: expected a number >= 0"),
+    (
+        MODEL.replace('activation = "relu"', 'activation = "swish"'),
+        "layers[1].activation: expected one of",
+    ),
+    (MODEL.replace("size = 3", "size = 0"), "layers[1].size: expected an integer >= 1"),
+    (MODEL.replace('name = "hidden"', 'name = "input"'), "layers[1].name: duplicate layer name"),
+    ('loss = "cross-entropy"\n' + MODEL, "loss: cross-entropy goes with a softmax output"),
+    (
+        MODEL.replace("size = 2", 'size = 2\nactivation = "softmax"'),
+        "loss: cross-entropy goes with a softmax",
+    ),
+    (
+        MODEL + '[defaults]\nfeedback = "mirror"\n',
+        "defaults.feedback: expected one of transpose, fixed, learned",
+    ),
+    (
+        MODEL + '[[connections]]\nsource = "input"\ntarget = "hidden"\nshape = [3, 5]\n',
+        "connections[0].shape: sizes do not chain",
+    ),
+    (
+        MODEL + '[[connections]]\nsource = "input"\ntarget = "nowhere"\n',
+        "connections[0].target: no layer named 'nowhere'",
+    ),
+    (
+        MODEL + '[[connections]]\nsource = "hidden"\ntarget = "input"\n',
+        "connections[0].target: connections run forward",
+    ),
+    (
+        MODEL
+        + '[[connections]]\nsource = "input"\ntarget = "hidden"\n'
+        + '[[connections]]\nsource = "input"\ntarget = "output"\n',
+        "connections: this version simulates chains",
+    ),
+    (MODEL + "[[layers]]\nsize = 2\n", "layers[3].name: missing"),
+    ("extra = 1\n" + MODEL, ": extra: unknown key"),
+]
+
+
+@pytest.mark.parametrize("text, message", MODEL_ERRORS, ids=[m for _, m in MODEL_ERRORS])
+def test_model_errors_name_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, "bad-model.toml", text)
+    with pytest.raises(SpecError) as error:
+        load_model(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="file not found"):
+        load_model(tmp_path / "nope.toml")
+
+
+def test_explicit_connections_carry_their_settings(tmp_path):
+    text = MODEL + (
+        '[[connections]]\nsource = "input"\ntarget = "hidden"\nfeedback = "learned"\nbias = true\n'
+        '[[connections]]\nsource = "hidden"\ntarget = "output"\n'
+        "derivative = false\nshape = [2, 3]\n"
+    )
+    model = load_model(_write(tmp_path, "model.toml", text))
+    first, second = model.connections
+    assert (first.feedback, first.bias, first.derivative) == ("learned", True, True)
+    assert (second.feedback, second.bias, second.derivative) == ("transpose", False, False)
