@@ -432,6 +432,7 @@ class ARNetwork:
         targets: np.ndarray,
         next_input: np.ndarray | None = None,
         next_target: np.ndarray | None = None,
+        report=None,
     ) -> None:
         """Simulate one minibatch, ``len(inputs)`` samples, and apply its weight changes.
 
@@ -447,6 +448,8 @@ class ARNetwork:
             Targets.
         next_input, next_target : ndarray, optional
             First sample of the next minibatch.
+        report : callable, optional
+            Called about once a second with the fraction of the chunk done.
         """
         count = len(inputs)
         if not 0 < count <= self.protocol.batch_size:
@@ -473,7 +476,13 @@ class ARNetwork:
         for group, role in zip(self.groups, self.roles, strict=True):
             if not role.is_input:
                 group.eta_bias = self.protocol.learning_rate / accumulated
-        self.network.run(end + self.dt - self.network.t, namespace={})
+        progress = {}
+        if report is not None:
+            progress = {
+                "report": lambda elapsed, done, start, duration: report(float(done)),
+                "report_period": 1 * b2.second,
+            }
+        self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
         self.samples_done += count
 
     def first_divergence(self) -> tuple[str, int, float] | None:

@@ -174,8 +174,15 @@ def simulate(
             monitor.active = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
         upcoming = (inputs[stop], targets[stop]) if stop < n_samples else (None, None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence: below
-            network.run_chunk(inputs[start:stop], targets[start:stop], *upcoming)
-        bar.update(stop - start)
+            network.run_chunk(
+                inputs[start:stop],
+                targets[start:stop],
+                *upcoming,
+                report=lambda done, first=start, count=stop - start: bar.update(
+                    first + int(done * count) - bar.n
+                ),
+            )
+        bar.update(stop - bar.n)
         found = network.first_divergence()
         if found is not None:
             layer, neuron, t = found
