@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Brian2 code generation: numpy (default; starts at once) or cython (compiled: "
         "about 1.5x faster per step, but the first run of a network compiles for minutes)",
     )
+    run.add_argument(
+        "--mode",
+        choices=("dense", "synapses"),
+        default="dense",
+        help="execution mode: dense (default; a minibatch relaxes in parallel, connections by "
+        "BLAS) or synapses (Brian2 Synapses with per-synapse plasticity); same numbers",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -78,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         seed = model.seed if args.seed is None else args.seed
         out = args.out or default_run_folder(model, protocol, seed)
         folder, result = run_to_folder(
-            model, protocol, out, args.samples, seed, args.target, progress=not args.quiet
+            model,
+            protocol,
+            out,
+            args.samples,
+            seed,
+            args.target,
+            progress=not args.quiet,
+            mode=args.mode,
         )
     except (SpecError, RunFolderError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)

@@ -195,7 +195,11 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
 # The built network
 # ------------------------------------------------------------------------------------------------
 class ARNetwork:
-    """Brian2 objects of a model under a protocol, ready to run minibatches.
+    """Brian2 layers of a model under a protocol, ready to run minibatches (base of the modes).
+
+    A layer is a ``NeuronGroup`` of ``replicas × size`` neurons (replica ``r``, neuron ``n`` at
+    index ``r · size + n``); the modes differ in how connections are made and in how many
+    samples one tick of the sample clock presents (``samples_per_tick``).
 
     Parameters
     ----------
@@ -214,11 +218,15 @@ class ARNetwork:
         All objects.
     groups : list of brian2.NeuronGroup
         One per layer, in layer order.
-    forward_synapses, feedback_synapses : list
-        One ``Synapses`` per connection (``feedback_synapses[c]`` is None for a transposed ψ).
     monitors : dict
         ``layer name -> StateMonitor``.
     """
+
+    mode = "base"
+    replicas = 1
+    """Copies of every layer that relax side by side (one per sample of a minibatch)."""
+    batches_per_chunk = 1
+    """Minibatches simulated by one Brian2 ``run()`` (each call costs about 0.1 s)."""
 
     def __init__(
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
@@ -228,17 +236,15 @@ class ARNetwork:
         steps = protocol.phase_steps
         self.steps_per_sample = protocol.sample_steps
         self.dt = protocol.dt * b2.second
-        self.samples_done = 0
-        batch = protocol.batch_size
+        self.ticks_done = 0
+        self.batch_params: list[Params] = []
+        """Parameters after each minibatch of the last chunk (for per-batch metrics)."""
+        rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
-        # Per-chunk inputs: row s is sample s of the chunk (row `batch` the next chunk's first).
-        zeros = np.zeros
-        self.stimulus = b2.TimedArray(
-            zeros((batch + 1, model.input.size)), dt=sample_dt, name="stimulus"
-        )
-        self.targets = b2.TimedArray(
-            zeros((batch + 1, model.output.size)), dt=sample_dt, name="targets"
-        )
+        # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
+        n_in, n_out = model.input.size * self.replicas, model.output.size * self.replicas
+        self.stimulus = b2.TimedArray(np.zeros((rows, n_in)), dt=sample_dt, name="stimulus")
+        self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="targets")
         self.namespace = {
             "steps_per_sample": self.steps_per_sample,
             "relax_start": steps["feedforward"],
@@ -254,25 +260,47 @@ class ARNetwork:
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]
-        self.forward_synapses, self.feedback_synapses = [], []
-        for index, connection in enumerate(model.connections):
-            self._make_synapses(index, connection)
-        objects = [*self.groups, *self.forward_synapses]
-        objects += [s for s in self.feedback_synapses if s is not None]
-        if model.output.activation == SOFTMAX:
-            objects.append(self._make_softmax_norm())
+        objects = [*self.groups, *self._make_connections()]
         self.monitors = self._make_monitors() if record else {}
         objects += list(self.monitors.values())
         self.network = b2.Network(*objects)
         self.set_params(params)
 
-    # -- construction ----------------------------------------------------------------------
+    # -- to be provided by a mode -----------------------------------------------------------
+    def _stimulus_rows(self) -> int:
+        raise NotImplementedError
+
+    def _make_connections(self) -> list:
+        raise NotImplementedError
+
+    def set_params(self, params: Params) -> None:
+        """Load weights, biases and ψ (and clear the accumulated changes)."""
+        raise NotImplementedError
+
+    def get_params(self) -> Params:
+        """Current weights, biases and ψ as NumPy arrays."""
+        raise NotImplementedError
+
+    def locate(self, rows: np.ndarray, steps: np.ndarray, layer_size: int):
+        """Sample, neuron and step of the sequential timeline for group rows at network steps.
+
+        The sequential timeline is the one of the synapses mode: sample ``s`` occupies steps
+        ``s·P … (s+1)·P − 1``, so traces and times agree between modes.
+        """
+        raise NotImplementedError
+
+    # -- shared construction -------------------------------------------------------------------
     def _group_index(self, name: str) -> int:
         return [layer.name for layer in self.model.layers].index(name)
 
+    def _bias_in_group(self, role: LayerRole) -> bool:
+        """Whether the group learns its biases itself (one replica) or the mode does."""
+        has_bias = any(self.model.connections[c].bias for c in role.incoming)
+        return has_bias and self.replicas == 1
+
     def _make_group(self, role: LayerRole) -> b2.NeuronGroup:
         group = b2.NeuronGroup(
-            role.spec.size,
+            role.spec.size * self.replicas,
             layer_equations(role),
             method="euler",
             namespace=self.namespace,
@@ -299,7 +327,7 @@ class ARNetwork:
         group.run_regularly(
             code, when="groups", order=_slot(role.index) + 3, name=f"{group.name}_sweep", **sample
         )
-        if any(self.model.connections[c].bias for c in role.incoming):
+        if self._bias_in_group(role):
             group.run_regularly(
                 bias_code(), when="start", order=_BIAS, name=f"{group.name}_bias", **sample
             )
@@ -308,6 +336,144 @@ class ARNetwork:
                 relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
             )
         return group
+
+    def _make_monitors(self) -> dict[str, b2.StateMonitor]:
+        record = self.protocol.record
+        monitors = {}
+        for role, group in zip(self.roles, self.groups, strict=True):
+            if record.layers is not None and role.spec.name not in record.layers:
+                continue
+            variables = [v for v in record.variables if v in group.variables]
+            size = role.spec.size
+            neurons = (
+                list(range(size))
+                if record.neurons is None
+                else [n for n in record.neurons if n < size]
+            )
+            if not variables or not neurons:
+                continue
+            rows = [r * size + n for r in range(self.replicas) for n in neurons]
+            monitors[role.spec.name] = b2.StateMonitor(
+                group,
+                variables,
+                record=rows,
+                dt=(record.interval or self.protocol.dt) * b2.second,
+                when="end",
+                name=f"record_{group.name}",
+            )
+        return monitors
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def chunk_samples(self) -> int:
+        """Samples one :meth:`run_chunk` takes at most."""
+        return self.protocol.batch_size * self.batches_per_chunk
+
+    def _learning_rates(self, count: int) -> tuple[float, float]:
+        """η of W and biases, and of ψ, for a minibatch of ``count`` samples."""
+        accumulated = count if self.protocol.batch_reduction == "mean" else 1
+        protocol = self.protocol
+        return protocol.learning_rate / accumulated, protocol.feedback_learning_rate / accumulated
+
+    def run_chunk(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        next_input: np.ndarray | None = None,
+        next_target: np.ndarray | None = None,
+        report=None,
+    ) -> None:
+        """Simulate consecutive minibatches of ``len(inputs)`` samples, updating after each.
+
+        The run ends just after the tick that follows the last minibatch, at which its last
+        plasticity and its update happen; that tick also presents ``next_input`` (the next
+        chunk's samples; zeros when None) so that the next chunk continues seamlessly.
+        ``batch_params`` then holds the parameters after each minibatch.
+
+        Parameters
+        ----------
+        inputs : ndarray, shape (n, n_in)
+            Stimuli, one row per sample (n at most :attr:`chunk_samples`).
+        targets : ndarray, shape (n, n_out)
+            Targets.
+        next_input, next_target : ndarray, shape (m, n_in) and (m, n_out), optional
+            The next chunk's samples (the synapses mode needs only the first).
+        report : callable, optional
+            Called about once a second with the fraction of the chunk done.
+        """
+        count = len(inputs)
+        if not 0 < count <= self.chunk_samples:
+            raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
+        self.batch_params = []
+        ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
+        sample_dt = self.steps_per_sample * self.dt
+        end = (self.ticks_done + ticks) * sample_dt
+        for group in self.groups:
+            group.chunk_start = self.ticks_done * sample_dt
+            group.apply_at = end
+        progress = {}
+        if report is not None:
+            progress = {
+                "report": lambda elapsed, done, start, duration: report(float(done)),
+                "report_period": 1 * b2.second,
+            }
+        self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
+        self.ticks_done += ticks
+        self._after_chunk()
+
+    def _after_chunk(self) -> None:
+        """Collect ``batch_params`` if the mode did not while running."""
+
+    def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
+        """Write the chunk's stimuli into the TimedArrays; returns the sample ticks it spans."""
+        raise NotImplementedError
+
+    def first_divergence(self) -> tuple[str, int, int, float] | None:
+        """Earliest non-finite activity so far, or None.
+
+        Returns ``(layer, neuron, sample, t)`` with ``t`` in seconds on the sequential timeline
+        (the end of the step that produced the value).
+        """
+        found = None
+        for role, group in zip(self.roles, self.groups, strict=True):
+            if role.is_input:
+                continue
+            t_bad = np.asarray(group.t_bad[:])
+            row = int(np.argmin(t_bad))
+            if t_bad[row] >= NEVER:
+                continue
+            step = np.array([round(t_bad[row] / self.protocol.dt) - 1])
+            sample, neuron, sequential = self.locate(np.array([row]), step, role.spec.size)
+            t = float((sequential[0] + 1) * self.protocol.dt)
+            if found is None or t < found[3]:
+                found = (role.spec.name, int(neuron[0]), int(sample[0]), t)
+        return found
+
+
+class SynapsesNetwork(ARNetwork):
+    """The neuromorphic reference: W and ψ are Brian2 ``Synapses`` with per-synapse plasticity.
+
+    Samples are presented one after another; a chunk is one minibatch.
+
+    Attributes
+    ----------
+    forward_synapses, feedback_synapses : list
+        One ``Synapses`` per connection (``feedback_synapses[c]`` is None for a transposed ψ).
+    """
+
+    mode = "synapses"
+
+    def _stimulus_rows(self) -> int:
+        return self.protocol.batch_size + 1
+
+    def _make_connections(self) -> list:
+        self.forward_synapses, self.feedback_synapses = [], []
+        for index, connection in enumerate(self.model.connections):
+            self._make_synapses(index, connection)
+        objects = [*self.forward_synapses, *(s for s in self.feedback_synapses if s is not None)]
+        if self.model.output.activation == SOFTMAX:
+            objects.append(self._make_softmax_norm())
+        return objects
 
     def _make_synapses(self, index: int, connection: ConnectionSpec) -> None:
         source_index, target_index = (
@@ -360,31 +526,6 @@ class ARNetwork:
         norm.connect()
         return norm
 
-    def _make_monitors(self) -> dict[str, b2.StateMonitor]:
-        record = self.protocol.record
-        monitors = {}
-        for role, group in zip(self.roles, self.groups, strict=True):
-            if record.layers is not None and role.spec.name not in record.layers:
-                continue
-            variables = [v for v in record.variables if v in group.variables]
-            size = role.spec.size
-            neurons = (
-                list(range(size))
-                if record.neurons is None
-                else [n for n in record.neurons if n < size]
-            )
-            if not variables or not neurons:
-                continue
-            monitors[role.spec.name] = b2.StateMonitor(
-                group,
-                variables,
-                record=neurons,
-                dt=(record.interval or self.protocol.dt) * b2.second,
-                when="end",
-                name=f"record_{group.name}",
-            )
-        return monitors
-
     # -- parameters --------------------------------------------------------------------------
     def set_params(self, params: Params) -> None:
         """Load weights, biases and ψ into the synapses and groups (and clear accumulators)."""
@@ -425,74 +566,29 @@ class ARNetwork:
             feedbacks.append(psi)
         return Params(weights, biases, feedbacks)
 
-    # -- running -----------------------------------------------------------------------------
-    def run_chunk(
-        self,
-        inputs: np.ndarray,
-        targets: np.ndarray,
-        next_input: np.ndarray | None = None,
-        next_target: np.ndarray | None = None,
-        report=None,
-    ) -> None:
-        """Simulate one minibatch, ``len(inputs)`` samples, and apply its weight changes.
+    def locate(self, rows, steps, layer_size):
+        """See :meth:`ARNetwork.locate`: one replica, the network time is sequential."""
+        return steps // self.steps_per_sample, rows, steps
 
-        The run ends just after the next sample's tick, at which the minibatch's last
-        plasticity and its update happen; that tick also presents ``next_input`` (zeros when
-        None) so the following chunk continues seamlessly.
+    def _after_chunk(self) -> None:
+        self.batch_params = [self.get_params()]
 
-        Parameters
-        ----------
-        inputs : ndarray, shape (n, n_in)
-            Stimuli, one row per sample (n at most the protocol's batch size).
-        targets : ndarray, shape (n, n_out)
-            Targets.
-        next_input, next_target : ndarray, optional
-            First sample of the next minibatch.
-        report : callable, optional
-            Called about once a second with the fraction of the chunk done.
-        """
+    def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         count = len(inputs)
-        if not 0 < count <= self.protocol.batch_size:
-            raise ValueError(f"a chunk holds 1 to {self.protocol.batch_size} samples, got {count}")
+        rate, feedback_rate = self._learning_rates(count)
+        for synapses in self.forward_synapses:
+            synapses.eta = rate
+        for synapses in self.feedback_synapses:
+            if synapses is not None:
+                synapses.eta = feedback_rate
+        for group, role in zip(self.groups, self.roles, strict=True):
+            if not role.is_input:
+                group.eta_bias = rate
         self.stimulus.values[:] = 0
         self.targets.values[:] = 0
         self.stimulus.values[:count] = inputs
         self.targets.values[:count] = targets
         if next_input is not None:
-            self.stimulus.values[count] = next_input
-            self.targets.values[count] = next_target
-        sample_dt = self.steps_per_sample * self.dt
-        chunk_start = self.samples_done * sample_dt
-        end = (self.samples_done + count) * sample_dt
-        for group in self.groups:
-            group.chunk_start = chunk_start
-            group.apply_at = end
-        accumulated = count if self.protocol.batch_reduction == "mean" else 1
-        for synapses in self.forward_synapses:
-            synapses.eta = self.protocol.learning_rate / accumulated
-        for synapses in self.feedback_synapses:
-            if synapses is not None:
-                synapses.eta = self.protocol.feedback_learning_rate / accumulated
-        for group, role in zip(self.groups, self.roles, strict=True):
-            if not role.is_input:
-                group.eta_bias = self.protocol.learning_rate / accumulated
-        progress = {}
-        if report is not None:
-            progress = {
-                "report": lambda elapsed, done, start, duration: report(float(done)),
-                "report_period": 1 * b2.second,
-            }
-        self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
-        self.samples_done += count
-
-    def first_divergence(self) -> tuple[str, int, float] | None:
-        """Earliest non-finite activity so far: ``(layer, neuron, t in seconds)``, or None."""
-        found = None
-        for role, group in zip(self.roles, self.groups, strict=True):
-            if role.is_input:
-                continue
-            t_bad = np.asarray(group.t_bad[:])
-            neuron = int(np.argmin(t_bad))
-            if t_bad[neuron] < NEVER and (found is None or t_bad[neuron] < found[2]):
-                found = (role.spec.name, neuron, float(t_bad[neuron]))
-        return found
+            self.stimulus.values[count] = next_input[0]
+            self.targets.values[count] = next_target[0]
+        return count

@@ -18,49 +18,59 @@ def phase_of_step(step_in_sample: np.ndarray, protocol: ProtocolSpec) -> np.ndar
     return np.searchsorted(bounds, step_in_sample, side="right")
 
 
-def monitors_to_frame(
-    monitors: dict[str, b2.StateMonitor], protocol: ProtocolSpec, n_samples: int
-) -> pd.DataFrame:
-    """Turn the state monitors of a run into one long table.
+def monitors_to_frame(network, n_samples: int) -> pd.DataFrame:
+    """Turn the state monitors of a network into one long table.
 
     A monitor records at the end of each step; the row's ``t`` is the end of that step (when the
-    value holds), its ``phase`` the phase the step belongs to and ``sample`` the sample it is
-    part of. Only the samples and phases the protocol's ``record`` asks for are kept.
+    value holds) on the sequential timeline (sample ``s`` occupies ``[s P dt, (s+1) P dt)``
+    whatever the execution mode), its ``phase`` the phase of that step and ``sample`` the sample
+    it belongs to. Only the samples and phases the protocol's ``record`` asks for are kept.
+
+    Parameters
+    ----------
+    network : arsim.network.ARNetwork
+        A network that has run (its ``monitors`` and ``locate``).
+    n_samples : int
+        Samples presented (later rows belong to the tick that ended the run).
 
     Returns
     -------
     pandas.DataFrame
         Columns :data:`TRACE_COLUMNS`; ``phase``, ``layer`` and ``variable`` are categorical.
     """
+    protocol: ProtocolSpec = network.protocol
     steps_per_sample = protocol.sample_steps
     wanted_phases = [PHASES.index(p) for p in protocol.record.phases]
+    sizes = {layer.name: layer.size for layer in network.model.layers}
     frames = []
-    for layer, monitor in monitors.items():
+    for layer, monitor in network.monitors.items():
         times = np.asarray(monitor.t / b2.second)
         if times.size == 0:
             continue
-        step = np.rint(times / protocol.dt).astype(np.int64)
-        sample = step // steps_per_sample
-        phase = phase_of_step(step % steps_per_sample, protocol)
+        rows = np.asarray(monitor.record, dtype=np.int64)
+        n_rows, n_times = len(rows), len(times)
+        steps = np.rint(times / protocol.dt).astype(np.int64)
+        sample, neuron, sequential = network.locate(
+            np.repeat(rows, n_times), np.tile(steps, n_rows), sizes[layer]
+        )
+        phase = phase_of_step(sequential % steps_per_sample, protocol)
         keep = (sample < n_samples) & np.isin(phase, wanted_phases)
         if protocol.record.samples is not None:
             keep &= np.isin(sample, protocol.record.samples)
         if not keep.any():
             continue
-        neurons = np.asarray(monitor.record, dtype=np.int32)
         for variable in monitor.record_variables:
-            values = np.asarray(getattr(monitor, variable))[:, keep]  # (neurons, times)
-            n_neurons, n_times = values.shape
+            values = np.asarray(getattr(monitor, variable)).ravel()  # (rows, times) row-major
             frames.append(
                 pd.DataFrame(
                     {
-                        "sample": np.tile(sample[keep].astype(np.int32), n_neurons),
-                        "phase": np.tile(phase[keep], n_neurons),
-                        "t": np.tile((step[keep] + 1) * protocol.dt, n_neurons),
+                        "sample": sample[keep].astype(np.int32),
+                        "phase": phase[keep],
+                        "t": (sequential[keep] + 1) * protocol.dt,
                         "layer": layer,
-                        "neuron": np.repeat(neurons, n_times),
+                        "neuron": neuron[keep].astype(np.int32),
                         "variable": variable,
-                        "value": values.ravel(),
+                        "value": values[keep],
                     }
                 )
             )
@@ -72,6 +82,5 @@ def monitors_to_frame(
     frame["phase"] = pd.Categorical.from_codes(frame["phase"].to_numpy(np.int64), categories=PHASES)
     frame["layer"] = frame["layer"].astype("category")
     frame["variable"] = frame["variable"].astype("category")
-    return frame.sort_values(
-        ["sample", "layer", "variable", "neuron", "t"], kind="stable"
-    ).reset_index(drop=True)
+    order = ["sample", "layer", "variable", "neuron", "t"]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)

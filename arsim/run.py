@@ -30,13 +30,17 @@ from tqdm.auto import tqdm
 
 import arsim
 from arsim import oracle
+from arsim.dense import DenseNetwork
 from arsim.metrics import angle_degrees, relative_error
-from arsim.network import ARNetwork
+from arsim.network import SynapsesNetwork
 from arsim.oracle import Params
 from arsim.recording import monitors_to_frame, phase_of_step
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
 
 CODEGEN_TARGETS = ("cython", "numpy")
+MODES = {"dense": DenseNetwork, "synapses": SynapsesNetwork}
+"""Execution modes: Brian2 neurons with BLAS connections, or Brian2 ``Synapses``."""
+DEFAULT_MODE = "dense"
 
 
 class SimulationDiverged(RuntimeError):
@@ -135,8 +139,9 @@ def simulate(
     params: Params | None = None,
     progress: bool = False,
     record: bool = True,
+    mode: str = DEFAULT_MODE,
 ) -> RunResult:
-    """Run the samples through the Brian2 network, one minibatch per simulation chunk.
+    """Run the samples through the Brian2 network, some minibatches per simulation chunk.
 
     Parameters
     ----------
@@ -152,6 +157,8 @@ def simulate(
         Show a progress bar (samples).
     record : bool
         Create the state monitors the protocol asks for.
+    mode : {'dense', 'synapses'}
+        Execution mode (see :data:`MODES`); both compute the same numbers.
 
     Returns
     -------
@@ -160,19 +167,22 @@ def simulate(
         message and the traces hold what was recorded up to the end of that minibatch.
     """
     params = oracle.init_params(model) if params is None else params
-    network = ARNetwork(model, protocol, params, record=record)
-    n_samples, batch = len(inputs), protocol.batch_size
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    network = MODES[mode](model, protocol, params, record=record)
+    n_samples, batch, chunk = len(inputs), protocol.batch_size, network.chunk_samples
     rows, diverged = [], None
     wanted = None if protocol.record.samples is None else set(protocol.record.samples)
     bar = tqdm(
         total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}"
     )
     current = params
-    for start in range(0, n_samples, batch):
-        stop = min(start + batch, n_samples)
+    for start in range(0, n_samples, chunk):
+        stop = min(start + chunk, n_samples)
         for monitor in network.monitors.values():
             monitor.active = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
-        upcoming = (inputs[stop], targets[stop]) if stop < n_samples else (None, None)
+        following = slice(stop, min(stop + chunk, n_samples))
+        upcoming = (inputs[following], targets[following]) if stop < n_samples else (None, None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence: below
             network.run_chunk(
                 inputs[start:stop],
@@ -185,26 +195,28 @@ def simulate(
         bar.update(stop - bar.n)
         found = network.first_divergence()
         if found is not None:
-            layer, neuron, t = found
-            step = int(round(t / protocol.dt)) - 1  # t_bad is the end of the offending step
+            layer, neuron, sample, t = found
+            step = int(round(t / protocol.dt)) - 1  # t is the end of the offending step
             diverged = (
                 f"simulation diverged: non-finite activity in layer {layer!r} (neuron {neuron}) at "
-                f"t = {t:.6g} s, sample {step // protocol.sample_steps} "
-                f"({_phase_of(step, protocol)} phase); recording kept up to t = "
-                f"{float(network.network.t / b2.second):.6g} s"
+                f"t = {t:.6g} s, sample {sample} ({_phase_of(step, protocol)} phase); "
+                f"recording kept up to sample {stop - 1}"
             )
             break
-        after = network.get_params()
-        rate = protocol.learning_rate / (
-            (stop - start) if protocol.batch_reduction == "mean" else 1
-        )
-        rows.append(
-            {"batch": start // batch, "samples": stop, "t": float(network.network.t / b2.second)}
-            | batch_metrics(model, current, after, inputs[start:stop], targets[start:stop], rate)
-        )
-        current = after
+        for first, after in zip(range(start, stop, batch), network.batch_params, strict=True):
+            last = min(first + batch, n_samples)
+            rate = protocol.learning_rate / (
+                (last - first) if protocol.batch_reduction == "mean" else 1
+            )
+            rows.append(
+                {"batch": first // batch, "samples": last, "t": last * protocol.sample_duration}
+                | batch_metrics(
+                    model, current, after, inputs[first:last], targets[first:last], rate
+                )
+            )
+            current = after
     bar.close()
-    traces = monitors_to_frame(network.monitors, protocol, n_samples)
+    traces = monitors_to_frame(network, n_samples)
     return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged)
 
 
@@ -244,6 +256,7 @@ def run_to_folder(
     seed: int | None = None,
     target: str = "numpy",
     progress: bool = True,
+    mode: str = DEFAULT_MODE,
 ) -> tuple[Path, RunResult]:
     """Run on seeded random data and write the run folder (see the module docstring).
 
@@ -270,12 +283,13 @@ def run_to_folder(
         "samples": n_samples,
         "data": "random: inputs uniform in [0, 1), one-hot targets of random classes",
         "codegen_target": target,
+        "mode": mode,
         "versions": versions(),
         "command": sys.argv,
     }
     (partial / "config.json").write_text(json.dumps(config, indent=2))
     np.savez(partial / "weights" / "initial.npz", **params.to_arrays())
-    result = simulate(model, protocol, inputs, targets, params, progress=progress)
+    result = simulate(model, protocol, inputs, targets, params, progress=progress, mode=mode)
     np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
     result.traces.to_parquet(partial / "traces.parquet", index=False)
     result.metrics.to_csv(partial / "metrics.csv", index=False)

@@ -120,7 +120,13 @@ def random_batch(model, n, seed=1):
     return inputs, targets
 
 
-def run_brian(model, protocol, inputs, targets, params=None):
+def run_brian(model, protocol, inputs, targets, params=None, mode="dense"):
     """Run the Brian2 network; returns (RunResult, params used)."""
     params = oracle.init_params(model) if params is None else params
-    return simulate(model, protocol, inputs, targets, params.copy()), params
+    return simulate(model, protocol, inputs, targets, params.copy(), mode=mode), params
+
+
+@pytest.fixture(params=["dense", "synapses"])
+def mode(request):
+    """Every execution mode."""
+    return request.param

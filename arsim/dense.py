@@ -1,0 +1,177 @@
+"""The ``dense`` execution mode: Brian2 neurons, BLAS connections.
+
+Every layer is still a Brian2 ``NeuronGroup`` that integrates the leaky-integrator dynamics,
+with the same equations and phase code as the ``synapses`` mode (:mod:`arsim.network`), but it
+holds one replica per sample of the minibatch, so a whole minibatch relaxes side by side in one
+sample period. The connection products — the feedforward sweep, the summed top-down input and
+the plasticity — are matrix products on NumPy arrays done by BLAS in ``NetworkOperation``s,
+and W, ψ and the biases are matrices updated by the same rules.
+"""
+
+from __future__ import annotations
+
+import brian2 as b2
+import numpy as np
+
+from arsim.activations import SOFTMAX
+from arsim.network import _LEARN, ARNetwork, LayerRole, _slot
+from arsim.oracle import Params
+
+
+class DenseNetwork(ARNetwork):
+    """A minibatch of replicas relaxing in parallel; connections by matrix products.
+
+    Parameters and attributes are those of :class:`arsim.network.ARNetwork`; in addition
+    ``W``, ``b`` and ``psi`` hold the current matrices (``psi[c]`` None for a transposed ψ).
+    """
+
+    mode = "dense"
+
+    batches_per_chunk = 16
+
+    def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
+        self.replicas = protocol.batch_size
+        if batches_per_chunk is not None:
+            self.batches_per_chunk = batches_per_chunk
+        self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
+        self._chunk_start = 0.0
+        super().__init__(model, protocol, params, record)
+
+    # -- construction ----------------------------------------------------------------------------
+    def _stimulus_rows(self) -> int:
+        return self.batches_per_chunk + 1  # this chunk's minibatches, the next chunk's first
+
+    def _view(self, layer: int, variable: str) -> np.ndarray:
+        """The group's own array of ``variable`` as (replicas, size); writes go to Brian2."""
+        flat = self.groups[layer].variables[variable].get_value()
+        return flat.reshape(self.replicas, self.model.layers[layer].size)
+
+    def _make_connections(self) -> list:
+        self._connections = []  # (source index, target index, connection spec)
+        for connection in self.model.connections:
+            source = self._group_index(connection.source)
+            target = self._group_index(connection.target)
+            self._connections.append((source, target, connection))
+        operations = []
+        for role in self.roles:
+            if role.is_input:
+                continue
+            operations.append(
+                b2.NetworkOperation(
+                    self._sweep_operation(role),
+                    clock=self.sample_clock,
+                    when="groups",
+                    order=_slot(role.index),
+                    name=f"sweep_into_{role.spec.name}",
+                )
+            )
+        operations.append(
+            b2.NetworkOperation(
+                self._feedback, clock=self.step_clock, when="groups", order=0, name="feedback"
+            )
+        )
+        operations.append(
+            b2.NetworkOperation(
+                self._plasticity,
+                clock=self.sample_clock,
+                when="start",
+                order=_LEARN,
+                name="plasticity",
+            )
+        )
+        return operations
+
+    # -- the connection products -------------------------------------------------------------
+    def _sweep_operation(self, role: LayerRole):
+        def sweep(t):
+            self._sweep_into(role)
+
+        return sweep
+
+    def _sweep_into(self, role: LayerRole) -> None:
+        """``a_c = x̂_source Wᵀ`` for every incoming connection (and the softmax normaliser)."""
+        total = None
+        for c in role.incoming:
+            source = self._connections[c][0]
+            a_c = self._view(role.index, f"a_c{c}")
+            np.matmul(self._view(source, "xhat"), self.W[c].T, out=a_c)
+            total = a_c.copy() if total is None else total + a_c
+        if role.is_output and role.spec.activation == SOFTMAX:
+            logits = total + self._view(role.index, "b")
+            self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
+
+    def _feedback(self, t) -> None:
+        """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer."""
+        step = int(round(float(t / self.dt))) % self.steps_per_sample
+        if not self.namespace["relax_start"] <= step < self.namespace["relax_stop"]:
+            return  # the state updater multiplies fb by 0 outside the relaxation
+        for c, (source, target, connection) in enumerate(self._connections):
+            if not self.roles[source].relaxes:
+                continue
+            signal = self._view(target, "delta" if connection.derivative else "x")
+            fb = self._view(source, f"fb_c{c}")
+            if self.psi[c] is None:
+                np.matmul(signal, self.W[c], out=fb)
+            else:
+                np.matmul(signal, self.psi[c].T, out=fb)
+
+    def _plasticity(self, t) -> None:
+        """At the tick that ends a minibatch: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise."""
+        sample_dt = self.steps_per_sample * self.protocol.dt
+        ended = round((float(t / b2.second) - self._chunk_start) / sample_dt) - 1
+        if not 0 <= ended < len(self._batches):
+            return  # the first tick of all: no minibatch has ended
+        mask, (rate, feedback_rate) = self._batches[ended]
+        for c, (source, target, connection) in enumerate(self._connections):
+            delta = self._view(target, "delta")[mask]
+            change = delta.T @ self._view(source, "xhat")[mask]
+            self.W[c] -= rate * change
+            if connection.feedback == "learned":
+                self.psi[c] -= feedback_rate * change.T
+            if self.b[c] is not None:
+                self.b[c] -= rate * delta.sum(axis=0)
+                self._view(target, "b")[:] = self.b[c]
+        self.batch_params.append(self.get_params())
+
+    # -- parameters ------------------------------------------------------------------------------
+    def set_params(self, params: Params) -> None:
+        """Load weights, biases and ψ (copies)."""
+        copy = params.copy()
+        self.W, self.b, self.psi = copy.W, copy.b, copy.psi
+        for c, (_, target, _) in enumerate(self._connections):
+            if self.b[c] is not None:
+                self._view(target, "b")[:] = self.b[c]
+
+    def get_params(self) -> Params:
+        """Current weights, biases and ψ (copies)."""
+        return Params(self.W, self.b, self.psi).copy()
+
+    # -- running ---------------------------------------------------------------------------------
+    def locate(self, rows, steps, layer_size):
+        """See :meth:`arsim.network.ARNetwork.locate`: tick ``c`` relaxes samples ``c·B + r``."""
+        tick, step_in_sample = np.divmod(steps, self.steps_per_sample)
+        replica, neuron = np.divmod(rows, layer_size)
+        sample = tick * self.replicas + replica
+        return sample, neuron, sample * self.steps_per_sample + step_in_sample
+
+    def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
+        batch, rows = self.replicas, self.batches_per_chunk + 1
+        stimulus = self.stimulus.values.reshape(rows, batch, -1)
+        target_values = self.targets.values.reshape(rows, batch, -1)
+        stimulus[:] = 0
+        target_values[:] = 0
+        self._batches = []
+        for row, start in enumerate(range(0, len(inputs), batch)):
+            count = min(batch, len(inputs) - start)
+            stimulus[row, :count] = inputs[start : start + count]
+            target_values[row, :count] = targets[start : start + count]
+            self._batches.append((np.arange(batch) < count, self._learning_rates(count)))
+        if next_input is not None:
+            count = min(batch, len(next_input))
+            stimulus[len(self._batches), :count] = next_input[:count]
+            target_values[len(self._batches), :count] = next_target[:count]
+        self._chunk_start = self.ticks_done * self.steps_per_sample * self.protocol.dt
+        return len(self._batches)
+
+    def _after_chunk(self) -> None:
+        pass  # batch_params were collected by the plasticity operation
