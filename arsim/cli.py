@@ -69,13 +69,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="execution mode: dense (default; a minibatch relaxes in parallel, connections by "
         "BLAS) or synapses (Brian2 Synapses with per-synapse plasticity); same numbers",
     )
+    run.add_argument(
+        "--device",
+        choices=("runtime", "cpp_standalone"),
+        default="runtime",
+        help="Brian2 device of the synapses mode: runtime, or cpp_standalone (one C++ build, "
+        "then one program run per minibatch)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench = commands.add_parser(
+        "bench", help="samples per second of every execution mode on the paper network"
+    )
+    bench.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    bench.add_argument(
+        "--modes",
+        nargs="+",
+        default=["numpy-reference", "dense", "synapses-standalone", "synapses-cython"],
+        choices=[
+            "numpy-reference",
+            "dense",
+            "synapses-standalone",
+            "synapses-cython",
+            "synapses-numpy",
+        ],
+        help="what to measure (default: all but synapses-numpy)",
+    )
+    bench.add_argument("--threads", type=_positive_int, default=2, help="BLAS threads (default 2)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from arsim.bench import run_benchmark
+
+        rows = run_benchmark(args.modes, args.threads, args.out)
+        return 1 if any("error" in row for row in rows) else 0
     from arsim.run import RunFolderError, default_run_folder, run_to_folder
     from arsim.spec import load_model, load_protocol
 
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             args.target,
             progress=not args.quiet,
             mode=args.mode,
+            device=args.device,
         )
     except (SpecError, RunFolderError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)

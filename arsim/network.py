@@ -46,6 +46,18 @@ NEVER = 1e9
 _LEARN, _BIAS, _PRESENT = 0, 1, 2
 
 
+def all_to_all(n_pre: int, n_post: int, major: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pre and post indices of all-to-all synapses, ``major`` = 'pre' or 'post' varying slowest.
+
+    A summed variable loops over the synapses in this order; it is fastest when consecutive
+    synapses write different target neurons (no read-modify-write chain on one neuron), so the
+    order is chosen against the side that is summed into.
+    """
+    if major == "post":
+        return np.tile(np.arange(n_pre), n_post), np.repeat(np.arange(n_post), n_pre)
+    return np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre)
+
+
 def _slot(layer_index: int) -> int:
     """Base of the 'groups'-slot order numbers of layer ``layer_index`` (the sweep goes up)."""
     return 10 * (layer_index + 1)
@@ -487,7 +499,9 @@ class SynapsesNetwork(ARNetwork):
         forward = b2.Synapses(
             source, target, models["forward"], namespace=self.namespace, name=name
         )
-        forward.connect()
+        # the top-down input is summed into the pre layer: post-major order (see all_to_all)
+        pre, post = all_to_all(source.N, target.N, major="post")
+        forward.connect(i=pre, j=post)
         forward.run_regularly(
             models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
         )
@@ -507,7 +521,9 @@ class SynapsesNetwork(ARNetwork):
         feedback = b2.Synapses(
             target, source, models["feedback"], namespace=self.namespace, name=name
         )
-        feedback.connect()
+        # ψ sums into its post (lower) layer: pre-major order
+        pre, post = all_to_all(target.N, source.N, major="pre")
+        feedback.connect(i=pre, j=post)
         if "feedback_learn" in models:
             feedback.run_regularly(
                 models["feedback_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample

@@ -80,7 +80,18 @@ def monitors_to_frame(network, n_samples: int) -> pd.DataFrame:
     else:
         frame = pd.concat(frames, ignore_index=True)
     frame["phase"] = pd.Categorical.from_codes(frame["phase"].to_numpy(np.int64), categories=PHASES)
+    return _tidy(frame)
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     frame["layer"] = frame["layer"].astype("category")
     frame["variable"] = frame["variable"].astype("category")
     order = ["sample", "layer", "variable", "neuron", "t"]
     return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def concat_traces(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One trace table from several (categories re-made, rows sorted)."""
+    frame = pd.concat(frames, ignore_index=True)
+    frame["phase"] = pd.Categorical(frame["phase"].astype(str), categories=PHASES)
+    return _tidy(frame)

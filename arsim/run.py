@@ -34,13 +34,15 @@ from arsim.dense import DenseNetwork
 from arsim.metrics import angle_degrees, relative_error
 from arsim.network import SynapsesNetwork
 from arsim.oracle import Params
-from arsim.recording import monitors_to_frame, phase_of_step
+from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
+from arsim.standalone import StandaloneSynapsesNetwork
 
 CODEGEN_TARGETS = ("cython", "numpy")
 MODES = {"dense": DenseNetwork, "synapses": SynapsesNetwork}
 """Execution modes: Brian2 neurons with BLAS connections, or Brian2 ``Synapses``."""
 DEFAULT_MODE = "dense"
+DEVICES = ("runtime", "cpp_standalone")
 
 
 class SimulationDiverged(RuntimeError):
@@ -140,6 +142,7 @@ def simulate(
     progress: bool = False,
     record: bool = True,
     mode: str = DEFAULT_MODE,
+    device: str = "runtime",
 ) -> RunResult:
     """Run the samples through the Brian2 network, some minibatches per simulation chunk.
 
@@ -159,6 +162,9 @@ def simulate(
         Create the state monitors the protocol asks for.
     mode : {'dense', 'synapses'}
         Execution mode (see :data:`MODES`); both compute the same numbers.
+    device : {'runtime', 'cpp_standalone'}
+        Brian2 device of the synapses mode: runtime (NumPy or Cython code generation) or a
+        compiled C++ program built once and run once per minibatch.
 
     Returns
     -------
@@ -167,11 +173,30 @@ def simulate(
         message and the traces hold what was recorded up to the end of that minibatch.
     """
     params = oracle.init_params(model) if params is None else params
+    network = build_network(model, protocol, params, mode, device, record)
+    try:
+        return _simulate(network, model, protocol, inputs, targets, params, progress)
+    finally:
+        if hasattr(network, "close"):
+            network.close()
+
+
+def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
+    """The network of an execution mode and Brian2 device (see :data:`MODES`)."""
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    network = MODES[mode](model, protocol, params, record=record)
+    if device not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpp_standalone":
+        if mode != "synapses":
+            raise ValueError("device: cpp_standalone runs the synapses mode only (--mode synapses)")
+        return StandaloneSynapsesNetwork(model, protocol, params, record=record)
+    return MODES[mode](model, protocol, params, record=record)
+
+
+def _simulate(network, model, protocol, inputs, targets, params, progress) -> RunResult:
     n_samples, batch, chunk = len(inputs), protocol.batch_size, network.chunk_samples
-    rows, diverged = [], None
+    rows, diverged, frames = [], None, []
     wanted = None if protocol.record.samples is None else set(protocol.record.samples)
     bar = tqdm(
         total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}"
@@ -179,8 +204,10 @@ def simulate(
     current = params
     for start in range(0, n_samples, chunk):
         stop = min(start + chunk, n_samples)
-        for monitor in network.monitors.values():
-            monitor.active = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
+        if not getattr(network, "traces_per_chunk", False):  # fixed once a program is built
+            for monitor in network.monitors.values():
+                wanted_here = wanted is None or bool(wanted.intersection(range(start, stop + 1)))
+                monitor.active = wanted_here
         following = slice(stop, min(stop + chunk, n_samples))
         upcoming = (inputs[following], targets[following]) if stop < n_samples else (None, None)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence: below
@@ -193,6 +220,8 @@ def simulate(
                 ),
             )
         bar.update(stop - bar.n)
+        if getattr(network, "traces_per_chunk", False):  # each program run starts afresh
+            frames.append(monitors_to_frame(network, n_samples))
         found = network.first_divergence()
         if found is not None:
             layer, neuron, sample, t = found
@@ -216,7 +245,10 @@ def simulate(
             )
             current = after
     bar.close()
-    traces = monitors_to_frame(network, n_samples)
+    if getattr(network, "traces_per_chunk", False):
+        traces = concat_traces(frames) if frames else monitors_to_frame(network, 0)
+    else:
+        traces = monitors_to_frame(network, n_samples)
     return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged)
 
 
@@ -257,6 +289,7 @@ def run_to_folder(
     target: str = "numpy",
     progress: bool = True,
     mode: str = DEFAULT_MODE,
+    device: str = "runtime",
 ) -> tuple[Path, RunResult]:
     """Run on seeded random data and write the run folder (see the module docstring).
 
@@ -284,12 +317,15 @@ def run_to_folder(
         "data": "random: inputs uniform in [0, 1), one-hot targets of random classes",
         "codegen_target": target,
         "mode": mode,
+        "device": device,
         "versions": versions(),
         "command": sys.argv,
     }
     (partial / "config.json").write_text(json.dumps(config, indent=2))
     np.savez(partial / "weights" / "initial.npz", **params.to_arrays())
-    result = simulate(model, protocol, inputs, targets, params, progress=progress, mode=mode)
+    result = simulate(
+        model, protocol, inputs, targets, params, progress=progress, mode=mode, device=device
+    )
     np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
     result.traces.to_parquet(partial / "traces.parquet", index=False)
     result.metrics.to_csv(partial / "metrics.csv", index=False)

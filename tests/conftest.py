@@ -120,10 +120,11 @@ def random_batch(model, n, seed=1):
     return inputs, targets
 
 
-def run_brian(model, protocol, inputs, targets, params=None, mode="dense"):
+def run_brian(model, protocol, inputs, targets, params=None, mode="dense", device="runtime"):
     """Run the Brian2 network; returns (RunResult, params used)."""
     params = oracle.init_params(model) if params is None else params
-    return simulate(model, protocol, inputs, targets, params.copy(), mode=mode), params
+    result = simulate(model, protocol, inputs, targets, params.copy(), mode=mode, device=device)
+    return result, params
 
 
 @pytest.fixture(params=["dense", "synapses"])

@@ -75,11 +75,11 @@ def _every_feature_model():
 
 
 def _assert_matches_oracle(
-    model, protocol, n_samples, mode, rtol_trace=1e-10, rtol_params=1e-10, seed=7
+    model, protocol, n_samples, mode, rtol_trace=1e-10, rtol_params=1e-10, seed=7, device="runtime"
 ):
     params = oracle.init_params(model, seed=seed)
     inputs, targets = random_batch(model, n_samples, seed=seed)
-    result, _ = run_brian(model, protocol, inputs, targets, params, mode)
+    result, _ = run_brian(model, protocol, inputs, targets, params, mode, device)
     assert result.diverged is None
     steps = protocol.phase_steps["relaxation"]
     histories, expected = _oracle_batches(model, protocol, params, inputs, targets, steps)
@@ -117,6 +117,14 @@ def test_every_feature_matches_oracle_on_every_target(codegen_target, mode):
     np.testing.assert_array_equal(result.params.psi[2], params.psi[2])
     assert np.abs(result.params.psi[1] - params.psi[1]).max() > 1e-4
     assert np.abs(result.params.psi[3] - params.psi[3]).max() > 1e-4
+
+
+def test_every_feature_matches_oracle_in_cpp_standalone():
+    """The synapses mode compiled once with cpp_standalone and run per minibatch with new
+    stimuli and weights (run_args): traces and weights equal the NumPy AR to 1e-10."""
+    model = _every_feature_model()
+    protocol = make_protocol(relax_steps=12, batch_size=3, rate=0.05, feedback_rate=0.03)
+    _assert_matches_oracle(model, protocol, 5, "synapses", device="cpp_standalone")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,133 @@
+"""The ``synapses`` mode on Brian2's ``cpp_standalone`` device: build once, run many times.
+
+The network of :class:`arsim.network.SynapsesNetwork` is compiled into a C++ program that
+simulates one minibatch. Each chunk runs that program again with the chunk's stimuli, targets,
+weights, ψ and biases passed as ``run_args`` (no recompilation), then reads the weights back.
+Every program run starts at t = 0; traces and divergence times are shifted onto the sequential
+timeline of the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+
+from arsim.network import SynapsesNetwork
+from arsim.oracle import Params
+
+
+def default_build_dir(model, protocol) -> Path:
+    """A build folder per network and process, so that parallel workers never share one."""
+    key = hashlib.sha1(repr((model, protocol)).encode()).hexdigest()[:12]
+    root = Path(os.environ.get("ARSIM_BUILD_DIR", Path(tempfile.gettempdir()) / "arsim-standalone"))
+    return root / f"{model.name}-{key}-{os.getpid()}"
+
+
+class StandaloneSynapsesNetwork(SynapsesNetwork):
+    """:class:`~arsim.network.SynapsesNetwork` compiled with ``cpp_standalone``.
+
+    Parameters
+    ----------
+    model, protocol, params, record
+        As for :class:`~arsim.network.ARNetwork`.
+    build_dir : path, optional
+        Where the C++ program is built (default: :func:`default_build_dir`).
+
+    Notes
+    -----
+    Brian2's device is global: while this network exists the process is in standalone mode;
+    :meth:`close` (called by the runner) switches back to the runtime device.
+    """
+
+    mode = "synapses-standalone"
+    traces_per_chunk = True
+
+    def __init__(self, model, protocol, params, record=True, build_dir=None):
+        self.build_dir = Path(build_dir or default_build_dir(model, protocol))
+        self.build_dir.mkdir(parents=True, exist_ok=True)
+        b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
+        try:
+            super().__init__(model, protocol, params, record)
+            batch = protocol.batch_size
+            for group in self.groups:
+                group.chunk_start = 0 * b2.second
+                group.apply_at = batch * self.steps_per_sample * self.dt
+            self.network.run(batch * self.steps_per_sample * self.dt + self.dt, namespace={})
+            b2.device.build(run=False, directory=str(self.build_dir))
+        except BaseException:
+            self.close()
+            raise
+        self._offset_steps = 0  # steps of the sequential timeline before the current program run
+
+    def close(self) -> None:
+        """Leave standalone mode (the built program stays in ``build_dir``)."""
+        b2.device.reinit()
+        b2.device.activate()
+        b2.set_device("runtime")
+
+    # -- parameters are run arguments --------------------------------------------------------
+    def set_params(self, params: Params) -> None:
+        """Keep the parameters for the next program run (passed as ``run_args``)."""
+        self._params = params.copy()
+
+    def get_params(self) -> Params:
+        """Parameters after the last program run (or as set)."""
+        return self._params.copy()
+
+    def _read_params(self) -> Params:
+        weights, biases, feedbacks = [], [], []
+        for index, connection in enumerate(self.model.connections):
+            n_in = self.model.layer(connection.source).size
+            n_out = self.model.layer(connection.target).size
+            weights.append(np.asarray(self.forward_synapses[index].w[:]).reshape(n_out, n_in))
+            target = self.groups[self._group_index(connection.target)]
+            biases.append(np.array(target.b[:]) if connection.bias else None)
+            feedback = self.feedback_synapses[index]
+            psi = None
+            if feedback is not None:  # pre-major over (upper, lower): psi[lower, upper]
+                psi = np.asarray(feedback.psi[:]).reshape(n_out, n_in).T.copy()
+            feedbacks.append(psi)
+        return Params(weights, biases, feedbacks)
+
+    # -- running -----------------------------------------------------------------------------
+    def locate(self, rows, steps, layer_size):
+        """As the synapses mode, shifted by the samples of earlier program runs."""
+        return super().locate(rows, steps + self._offset_steps, layer_size)
+
+    def run_chunk(self, inputs, targets, next_input=None, next_target=None, report=None):
+        """Run the compiled program on one minibatch (see :meth:`ARNetwork.run_chunk`)."""
+        count = len(inputs)
+        if not 0 < count <= self.chunk_samples:
+            raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
+        self._offset_steps = self.ticks_done * self.steps_per_sample
+        self.stimulus.values[:] = 0
+        self.targets.values[:] = 0
+        self.stimulus.values[:count] = inputs
+        self.targets.values[:count] = targets
+        rate, feedback_rate = self._learning_rates(count)
+        run_args = {self.stimulus: self.stimulus.values, self.targets: self.targets.values}
+        apply_at = count * self.steps_per_sample * self.dt
+        for group, role in zip(self.groups, self.roles, strict=True):
+            run_args[group.apply_at] = apply_at
+            if not role.is_input:
+                run_args[group.eta_bias] = rate
+        for index, connection in enumerate(self.model.connections):
+            forward = self.forward_synapses[index]
+            run_args[forward.w] = self._params.W[index].ravel()  # post-major order
+            run_args[forward.eta] = rate
+            if self._params.b[index] is not None:
+                target = self.groups[self._group_index(connection.target)]
+                run_args[target.b] = self._params.b[index]
+            feedback = self.feedback_synapses[index]
+            if feedback is not None:
+                run_args[feedback.psi] = self._params.psi[index].T.ravel()
+                run_args[feedback.eta] = feedback_rate
+        b2.device.run(run_args=run_args)
+        self._params = self._read_params()
+        self.batch_params = [self.get_params()]
+        self.ticks_done += count

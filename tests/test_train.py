@@ -1,0 +1,265 @@
+"""Training on Fashion-MNIST: AR against the NumPy backprop oracle, resume, bad data, variants."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arsim import oracle
+from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
+from arsim.metrics import angle_degrees
+from arsim.spec import load_model, load_protocol
+from arsim.train import add_train_arguments, epoch_order, run_from_args, train
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+PAPER_PROTOCOL = ROOT / "protocols" / "paper.toml"
+RELAX150 = ROOT / "protocols" / "paper-relax150.toml"
+
+
+def _fashion_mnist_or_skip():
+    try:
+        find_dataset_folder("fashion-mnist")
+    except DatasetError as error:
+        pytest.skip(f"Fashion-MNIST not installed: {error}")
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    _fashion_mnist_or_skip()
+    return load_dataset("fashion-mnist", train_limit=640, test_limit=1000)
+
+
+def _weights(path):
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+def _params(model, arrays):
+    return oracle.Params(
+        [arrays[f"W{layer}"] for layer in range(len(model.connections))],
+        [None] * len(model.connections),
+        [None] * len(model.connections),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# AR on real images against the NumPy backprop oracle
+# --------------------------------------------------------------------------------------------
+def test_one_real_minibatch_update_is_the_backprop_step(fmnist, tmp_path):
+    """64 real samples, paper protocol: AR's single update against W − η ∇L from the oracle."""
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(PAPER_PROTOCOL)
+    folder, status = train(
+        model, protocol, fmnist, tmp_path / "run", 1, train_samples=64, progress=False
+    )
+    assert status["status"] == "completed"
+    initial = _weights(folder / "weights" / "initial.npz")
+    final_ar = _weights(folder / "weights" / "final.npz")
+    final_bp = _weights(folder / "weights" / "backprop-final.npz")
+    x, t = fmnist.train_images[:64], fmnist.one_hot(fmnist.train_labels[:64])
+    grads = oracle.backprop(model, _params(model, initial), x, t)  # the sum: order-free
+    ar_change = [initial[f"W{k}"] - final_ar[f"W{k}"] for k in range(4)]
+    assert angle_degrees(ar_change, grads.W) <= 1.0
+    for k in range(4):
+        np.testing.assert_allclose(
+            final_bp[f"W{k}"], initial[f"W{k}"] - protocol.learning_rate * grads.W[k], rtol=1e-12
+        )
+        assert not np.array_equal(final_ar[f"W{k}"], initial[f"W{k}"])
+
+
+def test_ar_tracks_backprop_and_loss_falls_on_real_data(fmnist, tmp_path):
+    """640 real samples, 2 epochs, every minibatch: angle ≤ 1°, training loss falls."""
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(RELAX150)
+    folder, _ = train(model, protocol, fmnist, tmp_path / "run", 2, metrics_every=1, progress=False)
+    metrics = pd.read_csv(folder / "metrics.csv")
+    batches = metrics[metrics.kind == "batch"]
+    assert len(batches) == 2 * 10
+    assert (batches.angle_deg <= 1.0).all(), batches.angle_deg.max()
+    # independent of the run's own metrics: the oracle's loss at the saved weights
+    x, t = fmnist.train_images, fmnist.one_hot(fmnist.train_labels)
+    initial = oracle.loss(model, _params(model, _weights(folder / "weights/initial.npz")), x, t)
+    final = oracle.loss(model, _params(model, _weights(folder / "weights/final.npz")), x, t)
+    bp_final = oracle.loss(
+        model, _params(model, _weights(folder / "weights/backprop-final.npz")), x, t
+    )
+    assert final.mean() < 0.75 * initial.mean()
+    assert abs(final.mean() - bp_final.mean()) < 0.01 * initial.mean()
+    assert batches.ar_loss.iloc[-5:].mean() < batches.ar_loss.iloc[:5].mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Resume
+# --------------------------------------------------------------------------------------------
+def _assert_same_runs(a: Path, b: Path):
+    for name in ("final.npz", "backprop-final.npz"):
+        wa, wb = _weights(a / "weights" / name), _weights(b / "weights" / name)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert np.array_equal(wa[key], wb[key]), (name, key)
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
+
+
+def test_resume_after_an_epoch_is_bit_identical(fmnist, tmp_path):
+    model, protocol = load_model(MODELS / "paper-mlp-learned.toml"), load_protocol(PAPER_PROTOCOL)
+    common = dict(train_samples=200, metrics_every=2, progress=False)
+    whole, _ = train(model, protocol, fmnist, tmp_path / "whole", 2, **common)
+    part, status = train(model, protocol, fmnist, tmp_path / "part", 1, **common)
+    assert status["epochs_done"] == 1
+    first = _weights(part / "weights" / "final.npz")
+    resumed, status = train(model, protocol, fmnist, part, 2, resume=True, **common)
+    assert status["epochs_done"] == 2 and resumed == part
+    _assert_same_runs(whole, resumed)
+    assert not np.array_equal(first["psi1"], _weights(resumed / "weights/final.npz")["psi1"])
+
+
+def test_resume_after_kill_9_is_bit_identical(fmnist, tmp_path):
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(PAPER_PROTOCOL)
+    common = dict(train_samples=512, metrics_every=1, progress=False)
+    epochs = 4
+    killed = tmp_path / "killed"
+    code = (
+        "from pathlib import Path; from arsim.datasets import load_dataset; "
+        "from arsim.spec import load_model, load_protocol; from arsim.train import train; "
+        f"train(load_model({str(MODELS / 'paper-mlp-exact.toml')!r}), "
+        f"load_protocol({str(PAPER_PROTOCOL)!r}), "
+        "load_dataset('fashion-mnist', train_limit=512, test_limit=1000), "
+        f"Path({str(killed)!r}), {epochs}, train_samples=512, metrics_every=1, progress=False)"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.time() + 120
+        checkpoint = None
+        while time.time() < deadline and process.poll() is None:
+            found = list(tmp_path.glob(".killed.partial-*/checkpoints/epoch-1.json"))
+            if found:
+                checkpoint = found[0]
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)  # into the second epoch: some of its metric rows are written
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert checkpoint is not None, "the subprocess never wrote its first checkpoint"
+    assert not killed.exists(), "the run finished before it was killed; nothing was tested"
+    partial = checkpoint.parents[1]
+    assert json.loads((partial / "status.json").read_text())["status"] == "running"
+    resumed, status = train(model, protocol, fmnist, killed, epochs, resume=True, **common)
+    assert resumed == killed and status["status"] == "completed"
+    whole, _ = train(model, protocol, fmnist, tmp_path / "whole", epochs, **common)
+    _assert_same_runs(whole, resumed)
+
+
+def test_epoch_order_is_a_seeded_permutation():
+    order = epoch_order(0, 1, 100)
+    assert sorted(order) == list(range(100))
+    assert np.array_equal(order, epoch_order(0, 1, 100))
+    assert not np.array_equal(order, epoch_order(0, 2, 100))
+    assert not np.array_equal(order, epoch_order(1, 1, 100))
+
+
+# --------------------------------------------------------------------------------------------
+# Bad data
+# --------------------------------------------------------------------------------------------
+def _args(**overrides):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quiet", action="store_true")
+    add_train_arguments(parser)
+    args = parser.parse_args(["--quiet", "--data", "fashion-mnist"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def _idx(path: Path, dims: tuple[int, ...], payload: bytes, code: int = 0x08):
+    header = bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    path.write_bytes(gzip.compress(header + payload))
+
+
+def test_missing_data_folder_exits_2_with_one_line(tmp_path, capsys):
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(PAPER_PROTOCOL)
+    args = _args(data_dir=tmp_path / "nowhere", out=tmp_path / "run")
+    assert run_from_args(args, model, protocol) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err and err.startswith("arsim: error:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_truncated_data_file_exits_2_with_one_line(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    _idx(data / "train-images-idx3-ubyte.gz", (60000, 28, 28), bytes(28 * 28 * 3))  # truncated
+    _idx(data / "train-labels-idx1-ubyte.gz", (3,), bytes(3))
+    _idx(data / "t10k-images-idx3-ubyte.gz", (2, 28, 28), bytes(28 * 28 * 2))
+    _idx(data / "t10k-labels-idx1-ubyte.gz", (2,), bytes(2))
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(PAPER_PROTOCOL)
+    args = _args(data_dir=data, out=tmp_path / "run")
+    assert run_from_args(args, model, protocol) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train-images" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_nothing_exits_2(tmp_path, capsys):
+    model, protocol = load_model(MODELS / "paper-mlp-exact.toml"), load_protocol(PAPER_PROTOCOL)
+    assert run_from_args(_args(resume=tmp_path / "none"), model, protocol) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Variant model files
+# --------------------------------------------------------------------------------------------
+def _plain(model):
+    data = model.to_dict()
+    data.pop("source")
+    data.pop("name")
+    return data
+
+
+@pytest.mark.parametrize(
+    "variant, feedback, derivative, loss",
+    [
+        ("exact", "transpose", True, "mse"),
+        ("fa", "fixed", True, "mse"),
+        ("learned", "learned", True, "mse"),
+        ("noderiv", "transpose", False, "mse"),
+        ("learned-noderiv", "learned", False, "mse"),
+        ("ce", "transpose", True, "cross-entropy"),
+    ],
+)
+def test_variant_model_files_differ_as_intended(variant, feedback, derivative, loss):
+    reference = load_model(MODELS / "paper-mlp-exact.toml")
+    model = load_model(MODELS / f"paper-mlp-{variant}.toml")
+    assert model.name == f"paper-mlp-{variant}"
+    assert model.sizes == (784, 300, 300, 100, 10) == load_model(MODELS / "paper-mlp.toml").sizes
+    assert {(c.feedback, c.derivative, c.bias) for c in model.connections} == {
+        (feedback, derivative, False)
+    }
+    assert model.loss == loss
+    expected = _plain(reference)
+    for connection in expected["connections"]:
+        connection.update(feedback=feedback, derivative=derivative)
+    if loss == "cross-entropy":
+        expected.update(loss="cross-entropy", loss_scale=1.0)
+        expected["layers"][-1]["activation"] = "softmax"
+        assert model.output.activation == "softmax" and model.loss_scale == 1.0
+    assert _plain(model) == expected
+    # the same forward weights from the same seed, whatever the feedback
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(oracle.init_params(model).W, oracle.init_params(reference).W, strict=True)
+    )
