@@ -90,14 +90,6 @@ def relaxation_history(traces, protocol, layer, n_samples):
     return history
 
 
-@pytest.fixture(params=["numpy", "cython"])
-def codegen_target(request):
-    """Every Brian2 code generation target."""
-    set_codegen_target(request.param)
-    yield request.param
-    set_codegen_target("numpy")
-
-
 @pytest.fixture(autouse=True)
 def _numpy_target_by_default():
     set_codegen_target("numpy")

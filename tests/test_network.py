@@ -11,7 +11,7 @@ from conftest import make_model, make_protocol, random_batch, relaxation_history
 
 from arsim import oracle
 from arsim.metrics import relative_error
-from arsim.run import simulate
+from arsim.run import set_codegen_target, simulate
 from arsim.spec import RecordSpec, model_from_dict
 
 NO_RECORDING = RecordSpec(variables=("x",), samples=())
@@ -107,24 +107,32 @@ def _assert_matches_oracle(
     return params, result, expected
 
 
-def test_every_feature_matches_oracle_on_every_target(codegen_target, mode):
-    """Traces and weights equal the NumPy AR (same Euler steps) to 1e-10, both Brian2 targets;
-    two minibatches (3 + 2 samples) so that chunking and the update timing are covered."""
+EXECUTION = [
+    ("dense", "runtime", "numpy"),
+    ("dense", "runtime", "cython"),
+    ("synapses", "runtime", "numpy"),
+    ("synapses", "runtime", "cython"),
+    ("synapses", "cpp_standalone", None),
+]
+"""Every execution mode × Brian2 device × code generation target."""
+
+
+@pytest.mark.parametrize(
+    "mode, device, target", EXECUTION, ids=["-".join(filter(None, e)) for e in EXECUTION]
+)
+def test_every_feature_matches_oracle_in_every_execution_mode(mode, device, target):
+    """Traces and weights equal the NumPy AR (same Euler steps) to 1e-10 in every mode, device
+    and target, over two minibatches (3 + 2 samples) so that chunking and the update timing
+    are covered; cpp_standalone is built once and run per minibatch with new inputs and
+    weights."""
+    set_codegen_target(target or "numpy")
     model = _every_feature_model()
-    protocol = replace(make_protocol(relax_steps=12, batch_size=3, rate=0.05, feedback_rate=0.03))
-    params, result, expected = _assert_matches_oracle(model, protocol, 5, mode)
+    protocol = make_protocol(relax_steps=12, batch_size=3, rate=0.05, feedback_rate=0.03)
+    params, result, _ = _assert_matches_oracle(model, protocol, 5, mode, device=device)
     # fixed ψ never changes; learned ψ does
     np.testing.assert_array_equal(result.params.psi[2], params.psi[2])
     assert np.abs(result.params.psi[1] - params.psi[1]).max() > 1e-4
     assert np.abs(result.params.psi[3] - params.psi[3]).max() > 1e-4
-
-
-def test_every_feature_matches_oracle_in_cpp_standalone():
-    """The synapses mode compiled once with cpp_standalone and run per minibatch with new
-    stimuli and weights (run_args): traces and weights equal the NumPy AR to 1e-10."""
-    model = _every_feature_model()
-    protocol = make_protocol(relax_steps=12, batch_size=3, rate=0.05, feedback_rate=0.03)
-    _assert_matches_oracle(model, protocol, 5, "synapses", device="cpp_standalone")
 
 
 @pytest.mark.parametrize(
