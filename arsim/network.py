@@ -255,16 +255,16 @@ class ARNetwork:
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
         n_in, n_out = model.input.size * self.replicas, model.output.size * self.replicas
-        self.stimulus = b2.TimedArray(np.zeros((rows, n_in)), dt=sample_dt, name="stimulus")
-        self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="targets")
+        self.stimulus = b2.TimedArray(np.zeros((rows, n_in)), dt=sample_dt, name="stimulus_stream")
+        self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="target_stream")
         self.namespace = {
             "steps_per_sample": self.steps_per_sample,
             "relax_start": steps["feedforward"],
             "relax_stop": steps["feedforward"] + steps["relaxation"],
             "tau": protocol.tau * b2.second,
             "loss_scale": model.loss_scale,
-            "stimulus": self.stimulus,
-            "targets": self.targets,
+            "stimulus_stream": self.stimulus,
+            "target_stream": self.targets,
             "divergence_limit": DIVERGENCE_LIMIT,
             "never": NEVER * b2.second,
             "step_dt": self.dt,
@@ -322,7 +322,7 @@ class ARNetwork:
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:
-            present = "xhat = stimulus(t - chunk_start, i)"
+            present = "xhat = stimulus_stream(t - chunk_start, i)"
             group.run_regularly(
                 present, when="start", order=_PRESENT, name=f"{group.name}_present", **sample
             )
@@ -330,7 +330,7 @@ class ARNetwork:
         group.t_bad = NEVER * b2.second
         present = [f"a_c{c} = 0" for c in role.incoming]
         if role.is_output:
-            present.append("target = targets(t - chunk_start, i)")
+            present.append("target = target_stream(t - chunk_start, i)")
         group.run_regularly(
             "\n".join(present), when="start", order=_PRESENT, name=f"{group.name}_present", **sample
         )

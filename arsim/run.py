@@ -173,6 +173,8 @@ def simulate(
         message and the traces hold what was recorded up to the end of that minibatch.
     """
     params = oracle.init_params(model) if params is None else params
+    if progress and device == "cpp_standalone":
+        tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
     network = build_network(model, protocol, params, mode, device, record)
     try:
         return _simulate(network, model, protocol, inputs, targets, params, progress)
