@@ -40,29 +40,27 @@ def test_backprop_matches_finite_differences(variant):
     params = oracle.init_params(model, seed=3)
     inputs, targets = _batch(model)
     grads = oracle.backprop(model, params, inputs, targets)
-    step = 1e-6
-    for layer, weight in enumerate(params.W):
-        numeric = np.zeros_like(weight)
-        for index in np.ndindex(weight.shape):
-            plus, minus = params.copy(), params.copy()
-            plus.W[layer][index] += step
-            minus.W[layer][index] -= step
-            numeric[index] = (
-                _total_loss(model, plus, inputs, targets)
-                - _total_loss(model, minus, inputs, targets)
-            ) / (2 * step)
+    for layer in range(len(params.W)):
+        numeric = _numeric_gradient(model, params, inputs, targets, "W", layer)
         np.testing.assert_allclose(grads.W[layer], numeric, rtol=1e-6, atol=1e-8)
         if params.b[layer] is not None:
-            numeric_b = np.zeros_like(params.b[layer])
-            for index in range(len(numeric_b)):
-                plus, minus = params.copy(), params.copy()
-                plus.b[layer][index] += step
-                minus.b[layer][index] -= step
-                numeric_b[index] = (
-                    _total_loss(model, plus, inputs, targets)
-                    - _total_loss(model, minus, inputs, targets)
-                ) / (2 * step)
+            numeric_b = _numeric_gradient(model, params, inputs, targets, "b", layer)
             np.testing.assert_allclose(grads.b[layer], numeric_b, rtol=1e-6, atol=1e-8)
+
+
+def _numeric_gradient(model, params, inputs, targets, kind, layer, step=1e-6):
+    """Central differences of the batch loss with respect to ``params.<kind>[layer]``."""
+    array = getattr(params, kind)[layer]
+    numeric = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        plus, minus = params.copy(), params.copy()
+        getattr(plus, kind)[layer][index] += step
+        getattr(minus, kind)[layer][index] -= step
+        difference = _total_loss(model, plus, inputs, targets) - _total_loss(
+            model, minus, inputs, targets
+        )
+        numeric[index] = difference / (2 * step)
+    return numeric
 
 
 def test_activity_gradient_matches_finite_differences():

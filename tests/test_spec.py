@@ -82,13 +82,16 @@ PROTOCOL_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("text, message", PROTOCOL_ERRORS, ids=[m for _, m in PROTOCOL_ERRORS])
-def test_protocol_errors_name_file_and_key(tmp_path, text, message):
-    path = _write(tmp_path, "bad-protocol.toml", text)
+def _assert_one_line_error(load, path, message):
     with pytest.raises(SpecError) as error:
-        load_protocol(path)
+        load(path)
     text = str(error.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("text, message", PROTOCOL_ERRORS, ids=[m for _, m in PROTOCOL_ERRORS])
+def test_protocol_errors_name_file_and_key(tmp_path, text, message):
+    _assert_one_line_error(load_protocol, _write(tmp_path, "bad-protocol.toml", text), message)
 
 
 MODEL = """
@@ -146,11 +149,7 @@ MODEL_ERRORS = [
 
 @pytest.mark.parametrize("text, message", MODEL_ERRORS, ids=[m for _, m in MODEL_ERRORS])
 def test_model_errors_name_file_and_key(tmp_path, text, message):
-    path = _write(tmp_path, "bad-model.toml", text)
-    with pytest.raises(SpecError) as error:
-        load_model(path)
-    text = str(error.value)
-    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+    _assert_one_line_error(load_model, _write(tmp_path, "bad-model.toml", text), message)
 
 
 def test_missing_file(tmp_path):
