@@ -6,7 +6,7 @@ step for several η_x = dt/τ. Computed with the NumPy oracle (``oracle.relax(..
 keep_history=True)``) on a minibatch of real Fashion-MNIST images; no training needed (or the
 weights of a run with ``--weights``). Usage::
 
-    python analysis/fig1_relaxation.py [--model models/paper-mlp-exact.toml] [--batch 64]
+    python analysis/fig1_relaxation.py [--model models/paper-mlp.toml] [--batch 64]
         [--steps 200] [--weights RUN_DIR/weights/final.npz]
         [--out analysis/figures/fig1-relaxation.png]
 """
@@ -53,7 +53,7 @@ def errors(model, params, x, t, steps, eta):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "paper-mlp-exact.toml")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "paper-mlp.toml")
     parser.add_argument("--batch", type=int, default=64, help="test images used (default 64)")
     parser.add_argument("--steps", type=int, default=200, help="relaxation steps (default 200)")
     parser.add_argument("--weights", type=Path, help="npz of weights (default: initial draw)")

@@ -66,9 +66,8 @@ def main(argv=None) -> int:
             axis.plot((group.t - start) * 1e3, group.value, style, lw=1, color=f"C{neuron % 10}")
         axis.set_ylabel(layer)
     axes[-1, 0].set_xlabel("time in sample (ms)")
-    axes[0, 0].set_title(
-        f"{config['model']['name']} / {config['protocol']['name']}: sample {args.sample} (x solid, x̂ dashed)"
-    )
+    names = f"{config['model']['name']} / {config['protocol']['name']}"
+    axes[0, 0].set_title(f"{names}: sample {args.sample} (x solid, x̂ dashed)")
     fig.tight_layout()
     out = args.out or args.run / "figures" / f"relaxation-sample{args.sample}.png"
     out.parent.mkdir(parents=True, exist_ok=True)

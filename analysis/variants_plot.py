@@ -65,7 +65,9 @@ def main(argv=None) -> int:
         batch = metrics[metrics.kind == "batch"]
         color = f"C{k}"
         if args.figure == 3:
-            ax.plot(batch.epochs, 100 * batch.ar_test_acc, color=color, label=label(config))
+            ax.plot(
+                batch.epochs, 100 * batch.ar_test_acc, color=color, label=label(config), zorder=3
+            )
             loss = config["model"]["loss"]
             if loss not in baselines and batch.bp_test_acc.notna().any():
                 baselines[loss] = (batch.epochs, 100 * batch.bp_test_acc)

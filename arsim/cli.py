@@ -1,5 +1,8 @@
 """Command line: ``arsim run MODEL PROTOCOL [--out DIR] [--samples N] [--seed S]``.
 
+With ``--data fashion-mnist`` (or ``--resume DIR``) the run trains on the dataset in epochs
+beside a backprop baseline instead (see :mod:`arsim.train`).
+
 Exit status: 0 done, 2 bad input (one line on stderr naming the file and key), 3 the
 simulation diverged (the run folder keeps what was recorded).
 """
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "then one program run per minibatch)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    from arsim.train import add_train_arguments
+
+    add_train_arguments(run)
     bench = commands.add_parser(
         "bench", help="samples per second of every execution mode on the paper network"
     )
@@ -111,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.model)
         protocol = load_protocol(args.protocol)
+        if args.data is not None or args.resume is not None:
+            from arsim.train import run_from_args
+
+            return run_from_args(args, model, protocol)
         seed = model.seed if args.seed is None else args.seed
         out = args.out or default_run_folder(model, protocol, seed)
         folder, result = run_to_folder(

@@ -41,7 +41,8 @@ The run folder::
 Shuffling: epoch ``e`` (0-based) presents ``default_rng([seed, 3, e]).permutation(n)``, so the
 epoch index is all a resumed run needs. A fresh Brian2 network is built at the start of every
 epoch from the current weights, in an uninterrupted run as in a resumed one, which is what
-makes a resumed run end bit-identical to an uninterrupted one.
+makes a resumed run end bit-identical to an uninterrupted one (given the same number of BLAS
+threads, e.g. ``OPENBLAS_NUM_THREADS``: it decides how the matrix products split their sums).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def test_paper_model_declares_the_paper_network():
     model = load_model(PAPER_MODEL)
     assert model.sizes == (784, 300, 300, 100, 10)
     assert [layer.activation for layer in model.layers[1:]] == ["relu", "relu", "relu", "linear"]
-    assert model.loss == "mse" and model.loss_scale == 2.0 and model.init.variance == 0.05
+    assert model.loss == "mse" and model.loss_scale == 2.0 and model.init.variance == 0.0025
     assert model.is_chain() and all(
         c.feedback == "transpose" and c.derivative for c in model.connections
     )
