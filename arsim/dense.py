@@ -14,7 +14,7 @@ import brian2 as b2
 import numpy as np
 
 from arsim.activations import SOFTMAX
-from arsim.network import _LEARN, ARNetwork, LayerRole, _slot
+from arsim.network import _LEARN, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
 from arsim.oracle import Params
 
 
@@ -26,8 +26,9 @@ class DenseNetwork(ARNetwork):
     """
 
     mode = "dense"
+    per_step_code_in_brian = False  # one NumPy operation does δ and the divergence watch
 
-    batches_per_chunk = 16
+    batches_per_chunk = 32
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -35,7 +36,10 @@ class DenseNetwork(ARNetwork):
             self.batches_per_chunk = batches_per_chunk
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
+        self._views = {}
         super().__init__(model, protocol, params, record)
+        self._relaxing_roles = [role for role in self.roles if role.relaxes]
+        self._step_counter = self.step_clock.variables["timestep"].get_value()
 
     # -- construction ----------------------------------------------------------------------------
     def _stimulus_rows(self) -> int:
@@ -43,8 +47,11 @@ class DenseNetwork(ARNetwork):
 
     def _view(self, layer: int, variable: str) -> np.ndarray:
         """The group's own array of ``variable`` as (replicas, size); writes go to Brian2."""
-        flat = self.groups[layer].variables[variable].get_value()
-        return flat.reshape(self.replicas, self.model.layers[layer].size)
+        key = (layer, variable)
+        if key not in self._views:
+            flat = self.groups[layer].variables[variable].get_value()
+            self._views[key] = flat.reshape(self.replicas, self.model.layers[layer].size)
+        return self._views[key]
 
     def _make_connections(self) -> list:
         self._connections = []  # (source index, target index, connection spec)
@@ -70,6 +77,12 @@ class DenseNetwork(ARNetwork):
                 self._feedback, clock=self.step_clock, when="groups", order=0, name="feedback"
             )
         )
+        if "delta" in self.protocol.record.variables:
+            operations.append(
+                b2.NetworkOperation(
+                    self._after_step, clock=self.step_clock, when="after_groups", name="after_step"
+                )
+            )
         operations.append(
             b2.NetworkOperation(
                 self._plasticity,
@@ -101,10 +114,17 @@ class DenseNetwork(ARNetwork):
             self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
 
     def _feedback(self, t) -> None:
-        """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer."""
-        step = int(round(float(t / self.dt))) % self.steps_per_sample
-        if not self.namespace["relax_start"] <= step < self.namespace["relax_stop"]:
+        """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
+
+        ``delta = x · fp`` of the previous step is stored first (once per step for all layers:
+        the synapses mode does it after each step with :func:`~arsim.network.
+        relaxation_step_code`), so that the products read the previous step's activities.
+        """
+        if not self._relaxing():
             return  # the state updater multiplies fb by 0 outside the relaxation
+        step_start = int(self._step_counter[0]) * self.protocol.dt
+        for role in self._relaxing_roles:
+            self._store_delta(role, step_start)
         for c, (source, target, connection) in enumerate(self._connections):
             if not self.roles[source].relaxes:
                 continue
@@ -115,6 +135,30 @@ class DenseNetwork(ARNetwork):
             else:
                 np.matmul(signal, self.psi[c].T, out=fb)
 
+    def _relaxing(self) -> bool:
+        """Whether the current step of the step clock belongs to the relaxation phase."""
+        step = int(self._step_counter[0]) % self.steps_per_sample
+        return self.namespace["relax_start"] <= step < self.namespace["relax_stop"]
+
+    def _store_delta(self, role: LayerRole, since: float) -> None:
+        """``delta = x · fp``; neurons whose x is non-finite are marked bad since ``since`` (s).
+
+        "Non-finite" includes beyond the divergence limit; an earlier mark is kept.
+        """
+        x = self._view(role.index, "x")
+        np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
+        if not abs(x.sum()) < DIVERGENCE_LIMIT:  # NaN, inf or huge somewhere: find where
+            t_bad = self.groups[role.index].variables["t_bad"].get_value()
+            bad = ~(np.abs(x.ravel()) < DIVERGENCE_LIMIT)
+            t_bad[bad] = np.minimum(t_bad[bad], since)
+
+    def _after_step(self, t) -> None:
+        """δ after every relaxation step, only so that a recording of ``delta`` shows it."""
+        if self._relaxing():
+            step_end = (int(self._step_counter[0]) + 1) * self.protocol.dt
+            for role in self._relaxing_roles:
+                self._store_delta(role, step_end)
+
     def _plasticity(self, t) -> None:
         """At the tick that ends a minibatch: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise."""
         sample_dt = self.steps_per_sample * self.protocol.dt
@@ -122,6 +166,8 @@ class DenseNetwork(ARNetwork):
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
         mask, (rate, feedback_rate) = self._batches[ended]
+        for role in self._relaxing_roles:  # δ after the last relaxation step
+            self._store_delta(role, float(t / b2.second))
         for c, (source, target, connection) in enumerate(self._connections):
             delta = self._view(target, "delta")[mask]
             change = delta.T @ self._view(source, "xhat")[mask]

@@ -239,6 +239,9 @@ class ARNetwork:
     """Copies of every layer that relax side by side (one per sample of a minibatch)."""
     batches_per_chunk = 1
     """Minibatches simulated by one Brian2 ``run()`` (each call costs about 0.1 s)."""
+    per_step_code_in_brian = True
+    """Whether ``delta = x·fp`` and the divergence watch run as Brian2 code after every step
+    (:func:`relaxation_step_code`) or are done by the mode itself."""
 
     def __init__(
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
@@ -343,7 +346,7 @@ class ARNetwork:
             group.run_regularly(
                 bias_code(), when="start", order=_BIAS, name=f"{group.name}_bias", **sample
             )
-        if role.relaxes:
+        if role.relaxes and self.per_step_code_in_brian:
             group.run_regularly(
                 relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
             )
