@@ -28,6 +28,7 @@ The equation strings are built in :func:`layer_equations`, :func:`feedforward_co
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import brian2 as b2
@@ -432,7 +433,13 @@ class ARNetwork:
                 "report": lambda elapsed, done, start, duration: report(float(done)),
                 "report_period": 1 * b2.second,
             }
-        self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
+        # Brian2 calls gc.collect() at every run(), which walks every object in the process
+        # (0.1 s here); freezing the long-lived ones for the call makes it nearly free.
+        gc.freeze()
+        try:
+            self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
+        finally:
+            gc.unfreeze()
         self.ticks_done += ticks
         self._after_chunk()
 
