@@ -258,9 +258,12 @@ def _phase_of(step: int, protocol: ProtocolSpec) -> str:
     return PHASES[int(phase_of_step(np.array([step % protocol.sample_steps]), protocol)[0])]
 
 
-def default_run_folder(model: ModelSpec, protocol: ProtocolSpec, seed: int) -> Path:
-    """``runs/<model>__<protocol>__seed<seed>[-N]``, the first that does not exist."""
-    base = Path("runs") / f"{model.name}__{protocol.name}__seed{seed}"
+def default_run_folder(
+    model: ModelSpec, protocol: ProtocolSpec, seed: int, data: str | None = None
+) -> Path:
+    """``runs/<model>__<protocol>[__<data>]__seed<seed>[-N]``, the first that does not exist."""
+    parts = [model.name, protocol.name] + ([data] if data else []) + [f"seed{seed}"]
+    base = Path("runs") / "__".join(parts)
     candidate, number = base, 1
     while candidate.exists():
         number += 1

@@ -615,19 +615,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _default_folder(model: ModelSpec, protocol: ProtocolSpec, data: str, seed: int) -> Path:
-    """``runs/<model>__<protocol>__<data>__seed<S>[-N]``, the first that does not exist."""
-    base = Path("runs") / f"{model.name}__{protocol.name}__{data}__seed{seed}"
-    candidate, number = base, 1
-    while candidate.exists():
-        number += 1
-        candidate = base.with_name(f"{base.name}-{number}")
-    return candidate
-
-
 def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: ProtocolSpec) -> int:
     """Train as the parsed arguments say; returns the exit status (0, 2 bad input, 3 diverged)."""
-    from arsim.run import RunFolderError
+    from arsim.run import RunFolderError, default_run_folder
 
     quiet = getattr(args, "quiet", False)
     try:
@@ -644,7 +634,7 @@ def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: Protocol
             name, data_dir, train_samples = args.data, args.data_dir, args.train_samples
             epochs = args.epochs or 1
             seed = model.seed if getattr(args, "seed", None) is None else args.seed
-            out = getattr(args, "out", None) or _default_folder(model, protocol, name, seed)
+            out = getattr(args, "out", None) or default_run_folder(model, protocol, seed, data=name)
         dataset = load_dataset(name, data_dir, train_limit=train_samples)
         folder, status = train(
             model,
