@@ -45,10 +45,6 @@ DEFAULT_MODE = "dense"
 DEVICES = ("runtime", "cpp_standalone")
 
 
-class SimulationDiverged(RuntimeError):
-    """Non-finite activity: names the layer, neuron, sample and time."""
-
-
 class RunFolderError(ValueError):
     """The output folder cannot be used."""
 
