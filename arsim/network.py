@@ -136,6 +136,7 @@ def layer_equations(role: LayerRole) -> str:
             "relaxing = int(t_in_timesteps % steps_per_sample >= relax_start)"
             " * int(t_in_timesteps % steps_per_sample < relax_stop) : 1"
         )
+        lines.append("tau : second (shared, constant)")
         lines.append("dx/dt = relaxing * (-x + fb) / tau : 1")
     return "\n".join(lines)
 
@@ -265,7 +266,6 @@ class ARNetwork:
             "steps_per_sample": self.steps_per_sample,
             "relax_start": steps["feedforward"],
             "relax_stop": steps["feedforward"] + steps["relaxation"],
-            "tau": protocol.tau * b2.second,
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
@@ -332,6 +332,8 @@ class ARNetwork:
             )
             return group
         group.t_bad = NEVER * b2.second
+        if role.relaxes:
+            group.tau = self.protocol.tau_of(role.spec.name) * b2.second
         present = [f"a_c{c} = 0" for c in role.incoming]
         if role.is_output:
             present.append("target = target_stream(t - chunk_start, i)")

@@ -198,7 +198,7 @@ def relax(
     inputs: Array,
     targets: Array,
     steps: int,
-    eta_x: float,
+    eta_x: float | list[float],
     keep_history: bool = False,
     start: str = "feedforward",
 ) -> Relaxation:
@@ -218,8 +218,8 @@ def relax(
         The minibatch.
     steps : int
         Number of Euler steps.
-    eta_x : float
-        ``dt / τ`` (dimensionless).
+    eta_x : float or list of float
+        ``dt / τ`` (dimensionless), or one value per layer (``ProtocolSpec.eta_x_of``).
     keep_history : bool
         Keep every step's activities.
     start : {'feedforward', 'zero'}
@@ -235,13 +235,14 @@ def relax(
     x.append(output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale))
     history = [list(x)] if keep_history else None
     feedback = [params.feedback(layer) for layer in range(n_layers)]
+    etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * (n_layers + 1)
     for _ in range(steps):
         new = list(x)
         for layer in range(1, n_layers):
             signal = x[layer + 1]
             if model.connections[layer].derivative:
                 signal = signal * fwd.fp[layer]
-            new[layer] = x[layer] + eta_x * (-x[layer] + signal @ feedback[layer].T)
+            new[layer] = x[layer] + etas[layer] * (-x[layer] + signal @ feedback[layer].T)
         x = new
         if keep_history:
             history.append(list(x))

@@ -462,6 +462,8 @@ class ProtocolSpec:
     relaxation_start : {'feedforward', 'zero'}
         Where the hidden activities start the relaxation: at their feedforward values x̂ (AR) or
         at rest (0).
+    layer_tau : tuple of (str, float)
+        Time constants of particular layers in seconds (``[layer_tau]``), overriding ``tau``.
     source : str
         File the protocol was read from.
     """
@@ -478,12 +480,21 @@ class ProtocolSpec:
     batch_reduction: str = "sum"
     record: RecordSpec = field(default_factory=RecordSpec)
     relaxation_start: str = "feedforward"
+    layer_tau: tuple[tuple[str, float], ...] = ()
     source: str = "<spec>"
 
     @property
     def eta_x(self) -> float:
         """Euler step of the relaxation in units of τ, ``dt / τ`` (dimensionless)."""
         return self.dt / self.tau
+
+    def tau_of(self, layer: str) -> float:
+        """Time constant of ``layer`` in seconds (``[layer_tau]``, else ``tau``)."""
+        return dict(self.layer_tau).get(layer, self.tau)
+
+    def eta_x_of(self, model) -> list[float]:
+        """``dt / τ_l`` of every layer of ``model``, in layer order (dimensionless)."""
+        return [self.dt / self.tau_of(layer.name) for layer in model.layers]
 
     def steps(self, duration: float) -> int:
         """Number of integration steps in ``duration`` seconds (exact multiple of dt)."""
@@ -530,6 +541,19 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             f"forward Euler is unstable for dt >= 2 tau; got dt = {data['dt']} with tau = "
             f"{data['tau']} (dt/tau = {dt / tau:g}; 0.1 is the paper's value)",
         )
+
+    layer_tau_table = root.table("layer_tau")
+    layer_tau = []
+    for layer_name in list(layer_tau_table.data):
+        value = layer_tau_table.duration(layer_name)
+        if value <= 0 or dt >= 2 * value:
+            raise layer_tau_table.error(
+                layer_name,
+                f"expected a time constant > dt/2 = {dt / 2:g} s (forward Euler is unstable "
+                f"below), got {layer_tau_table.data[layer_name]!r}",
+            )
+        layer_tau.append((layer_name, value))
+    layer_tau_table.finish()
 
     phases_table = root.table("phases", required=True)
     durations = {}
@@ -603,6 +627,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         reduction,
         record,
         relaxation_start,
+        tuple(layer_tau),
         str(source),
     )
 
@@ -624,8 +649,15 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
 
 
 def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
-    """Check what depends on both files (recorded layer names). Raises :class:`SpecError`."""
+    """Check what depends on both files (layer names). Raises :class:`SpecError`."""
     names = [layer.name for layer in model.layers]
+    for layer, _ in protocol.layer_tau:
+        if layer not in names:
+            raise SpecError(
+                protocol.source,
+                f"layer_tau.{layer}",
+                f"no layer {layer!r} in model {model.source}; layers are {names}",
+            )
     for layer in protocol.record.layers or ():
         if layer not in names:
             raise SpecError(

@@ -28,7 +28,7 @@ def _oracle_batches(model, protocol, params, inputs, targets, steps):
             inputs[start:stop],
             targets[start:stop],
             steps,
-            protocol.eta_x,
+            protocol.eta_x_of(model),
             keep_history=True,
             start=protocol.relaxation_start,
         )
@@ -154,6 +154,15 @@ def test_variants_match_oracle(settings, mode):
     settings = dict(settings)
     model = make_model([6, 5, 4, 3], settings.pop("activations"), **settings)
     protocol = make_protocol(relax_steps=15, batch_size=4, rate=0.02)
+    _assert_matches_oracle(model, protocol, 6, mode)
+
+
+def test_layer_time_constants_match_oracle(mode):
+    """A τ per layer (``[layer_tau]``): each hidden layer relaxes with its own dt/τ."""
+    model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "relu", "linear"], bias=True)
+    protocol = make_protocol(relax_steps=20, batch_size=4, rate=0.02)
+    protocol = replace(protocol, layer_tau=(("h1", 0.004), ("h3", 0.025)))  # τ 10 ms elsewhere
+    assert protocol.eta_x_of(model) == pytest.approx([0.1, 0.25, 0.1, 0.04, 0.1])
     _assert_matches_oracle(model, protocol, 6, mode)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import PAPER_MODEL, PAPER_PROTOCOL
 
-from arsim.spec import SpecError, load_model, load_protocol, parse_duration
+from arsim.spec import SpecError, check_compatible, load_model, load_protocol, parse_duration
 
 GOOD_PROTOCOL = """
 tau = "10 ms"
@@ -79,6 +79,11 @@ PROTOCOL_ERRORS = [
         "record.interval: expected a multiple of dt",
     ),
     ('dt = "1 ms"\n[phases]\nrelaxation = "1 ms"\n', "tau: missing"),
+    (
+        GOOD_PROTOCOL + '[layer_tau]\nh1 = "0.4 ms"\n',
+        "layer_tau.h1: expected a time constant > dt/2",
+    ),
+    (GOOD_PROTOCOL + "[layer_tau]\nh1 = 3\n", "layer_tau.h1: expected a duration with a unit"),
 ]
 
 
@@ -167,3 +172,16 @@ def test_explicit_connections_carry_their_settings(tmp_path):
     first, second = model.connections
     assert (first.feedback, first.bias, first.derivative) == ("learned", True, True)
     assert (second.feedback, second.bias, second.derivative) == ("transpose", False, False)
+
+
+def test_layer_tau_names_a_layer_of_the_model(tmp_path):
+    protocol = load_protocol(
+        _write(tmp_path, "p.toml", GOOD_PROTOCOL + '[layer_tau]\nh9 = "5 ms"\n')
+    )
+    with pytest.raises(SpecError, match=r"p.toml: layer_tau.h9: no layer 'h9' in model"):
+        check_compatible(load_model(PAPER_MODEL), protocol)
+    protocol = load_protocol(
+        _write(tmp_path, "q.toml", GOOD_PROTOCOL + '[layer_tau]\nh2 = "5 ms"\n')
+    )
+    check_compatible(load_model(PAPER_MODEL), protocol)
+    assert protocol.tau_of("h2") == pytest.approx(0.005) and protocol.tau_of("h1") == 0.01
