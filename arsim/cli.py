@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = run_benchmark(args.modes, args.threads, args.out)
         return 1 if any("error" in row for row in rows) else 0
-    from arsim.run import RunFolderError, default_run_folder, run_to_folder
+    from arsim.run import ExecutionError, RunFolderError, default_run_folder, run_to_folder
     from arsim.spec import load_model, load_protocol
 
     try:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             device=args.device,
         )
-    except (SpecError, RunFolderError) as error:
+    except (SpecError, RunFolderError, ExecutionError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if result.diverged:

@@ -47,6 +47,16 @@ NEVER = 1e9
 _LEARN, _BIAS, _PRESENT = 0, 1, 2
 
 
+NOISE_STREAM = 5
+"""Stream of the dynamics' noise in the seed sequence ``[seed, stream, …]`` of a run (0–2 are
+weights, ψ and random data, 3 the shuffles)."""
+
+
+def seed_noise(*key: int) -> None:
+    """Seed Brian2's random numbers (the noise ``xi``) from ``[key…]``, reproducibly."""
+    b2.seed(int(np.random.SeedSequence([*key]).generate_state(1)[0]))
+
+
 def all_to_all(n_pre: int, n_post: int, major: str) -> tuple[np.ndarray, np.ndarray]:
     """Pre and post indices of all-to-all synapses, ``major`` = 'pre' or 'post' varying slowest.
 
@@ -110,7 +120,7 @@ def _first_bad(variable: str, when: str) -> str:
     )
 
 
-def layer_equations(role: LayerRole) -> str:
+def layer_equations(role: LayerRole, noise: float = 0.0) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
     Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
@@ -137,7 +147,10 @@ def layer_equations(role: LayerRole) -> str:
             " * int(t_in_timesteps % steps_per_sample < relax_stop) : 1"
         )
         lines.append("tau : second (shared, constant)")
-        lines.append("dx/dt = relaxing * (-x + fb) / tau : 1")
+        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
+            lines.append("dx/dt = relaxing * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1")
+        else:
+            lines.append("dx/dt = relaxing * (-x + fb) / tau : 1")
     return "\n".join(lines)
 
 
@@ -272,6 +285,7 @@ class ARNetwork:
             "divergence_limit": DIVERGENCE_LIMIT,
             "never": NEVER * b2.second,
             "step_dt": self.dt,
+            "noise_sigma": protocol.noise,
         }
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
@@ -317,7 +331,7 @@ class ARNetwork:
     def _make_group(self, role: LayerRole) -> b2.NeuronGroup:
         group = b2.NeuronGroup(
             role.spec.size * self.replicas,
-            layer_equations(role),
+            layer_equations(role, self.protocol.noise),
             method="euler",
             namespace=self.namespace,
             clock=self.step_clock if role.relaxes else self.sample_clock,

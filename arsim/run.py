@@ -32,7 +32,7 @@ import arsim
 from arsim import oracle
 from arsim.dense import DenseNetwork
 from arsim.metrics import angle_degrees, relative_error
-from arsim.network import SynapsesNetwork
+from arsim.network import NOISE_STREAM, SynapsesNetwork, seed_noise
 from arsim.oracle import Params
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
@@ -139,6 +139,7 @@ def simulate(
     record: bool = True,
     mode: str = DEFAULT_MODE,
     device: str = "runtime",
+    seed: int = 0,
 ) -> RunResult:
     """Run the samples through the Brian2 network, some minibatches per simulation chunk.
 
@@ -161,6 +162,8 @@ def simulate(
     device : {'runtime', 'cpp_standalone'}
         Brian2 device of the synapses mode: runtime (NumPy or Cython code generation) or a
         compiled C++ program built once and run once per minibatch.
+    seed : int
+        Seed of the dynamics' noise (when the protocol has some).
 
     Returns
     -------
@@ -171,6 +174,7 @@ def simulate(
     params = oracle.init_params(model) if params is None else params
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
+    seed_noise(seed, NOISE_STREAM)
     network = build_network(model, protocol, params, mode, device, record)
     try:
         return _simulate(network, model, protocol, inputs, targets, params, progress)
@@ -179,15 +183,31 @@ def simulate(
             network.close()
 
 
+class ExecutionError(ValueError):
+    """A mode or device that cannot run the protocol (one line)."""
+
+
+def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
+    """Raise :class:`ExecutionError` unless ``mode`` on ``device`` can run ``protocol``."""
+    if mode not in MODES:
+        raise ExecutionError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if device not in DEVICES:
+        raise ExecutionError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpp_standalone" and mode != "synapses":
+        raise ExecutionError(
+            "--device cpp_standalone runs the synapses mode only (--mode synapses)"
+        )
+    if device == "cpp_standalone" and protocol.noise > 0:
+        raise ExecutionError(
+            f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "
+            "minibatch; use --device runtime"
+        )
+
+
 def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
     """The network of an execution mode and Brian2 device (see :data:`MODES`)."""
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    if device not in DEVICES:
-        raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    check_execution(protocol, mode, device)
     if device == "cpp_standalone":
-        if mode != "synapses":
-            raise ValueError("device: cpp_standalone runs the synapses mode only (--mode synapses)")
         return StandaloneSynapsesNetwork(model, protocol, params, record=record)
     return MODES[mode](model, protocol, params, record=record)
 
@@ -298,6 +318,7 @@ def run_to_folder(
     when the run completes or diverges; the result says which.
     """
     check_compatible(model, protocol)
+    check_execution(protocol, mode, device)
     if n_samples < 1:
         raise ValueError(f"--samples: expected a positive number of samples, got {n_samples}")
     set_codegen_target(target)
@@ -325,7 +346,15 @@ def run_to_folder(
     (partial / "config.json").write_text(json.dumps(config, indent=2))
     np.savez(partial / "weights" / "initial.npz", **params.to_arrays())
     result = simulate(
-        model, protocol, inputs, targets, params, progress=progress, mode=mode, device=device
+        model,
+        protocol,
+        inputs,
+        targets,
+        params,
+        progress=progress,
+        mode=mode,
+        device=device,
+        seed=seed,
     )
     np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
     result.traces.to_parquet(partial / "traces.parquet", index=False)

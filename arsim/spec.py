@@ -464,6 +464,10 @@ class ProtocolSpec:
         at rest (0).
     layer_tau : tuple of (str, float)
         Time constants of particular layers in seconds (``[layer_tau]``), overriding ``tau``.
+    noise : float
+        Amplitude σ of additive white noise on the relaxation, ``τ dx/dt = −x + fb + σ √τ ξ``
+        (dimensionless): with a fixed input, x fluctuates with variance σ²/2 (σ²/(2 − η_x)
+        under Euler–Maruyama). Drawn from the run's seed.
     source : str
         File the protocol was read from.
     """
@@ -481,6 +485,7 @@ class ProtocolSpec:
     record: RecordSpec = field(default_factory=RecordSpec)
     relaxation_start: str = "feedforward"
     layer_tau: tuple[tuple[str, float], ...] = ()
+    noise: float = 0.0
     source: str = "<spec>"
 
     @property
@@ -569,6 +574,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             )
         durations[phase] = value
     relaxation_start = phases_table.get("start", str, "feedforward", choices=RELAXATION_STARTS)
+    noise = root.number("noise", 0.0, low=0.0)
     phases_table.finish()
 
     learning = root.table("learning")
@@ -628,6 +634,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         record,
         relaxation_start,
         tuple(layer_tau),
+        noise,
         str(source),
     )
 

@@ -299,6 +299,7 @@ def train(
         The run folder and the final status (``status``, ``message``, final accuracies).
     """
     from arsim.dense import DenseNetwork
+    from arsim.network import NOISE_STREAM, seed_noise
     from arsim.run import batch_metrics, prepare_run_folder, set_codegen_target, versions
 
     check_compatible(model, protocol)
@@ -445,6 +446,7 @@ def train(
     try:
         for epoch in range(start_epoch, epochs):
             order = epoch_order(seed, epoch, n_train)
+            seed_noise(seed, NOISE_STREAM, epoch)  # per epoch, so that a resumed run repeats it
             network = DenseNetwork(model, protocol, ar_params, record=False)
             chunk, batch = network.chunk_samples, protocol.batch_size
             window, epoch_window = _Window(), _Window()

@@ -165,3 +165,28 @@ def test_console_script_is_installed():
     assert Path(sys.executable).with_name("arsim").exists() or any(
         (Path(p) / "arsim").exists() for p in os.environ.get("PATH", "").split(os.pathsep)
     )
+
+
+def test_noise_in_cpp_standalone_is_refused_before_anything_is_written(tmp_path):
+    protocol = tmp_path / "noisy.toml"
+    protocol.write_text(
+        PAPER_PROTOCOL.read_text().replace('name = "paper"', 'name = "noisy"\nnoise = 0.1')
+    )
+    out = tmp_path / "run"
+    done = arsim(
+        "run",
+        PAPER_MODEL,
+        protocol,
+        "--mode",
+        "synapses",
+        "--device",
+        "cpp_standalone",
+        "--out",
+        out,
+    )
+    assert (
+        done.returncode == 2
+        and "noise" in done.stderr
+        and len(done.stderr.strip().splitlines()) == 1
+    )
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["noisy.toml"]

@@ -322,3 +322,29 @@ def test_divergence_stops_with_layer_sample_and_time(mode):
     result = simulate(model, protocol, inputs, targets, params, mode=mode)
     assert "layer 'h2'" in result.diverged, result.diverged
     assert "t = 0.001 s, sample 0 (feedforward phase)" in result.diverged
+
+
+def test_noise_has_the_euler_maruyama_variance_and_follows_the_seed():
+    """τ dx/dt = −x + fb + σ√τ ξ: one hop below the clamped output fb is constant, so x − fb is
+    an AR(1) process x ← (1 − η) x + σ √η N(0, 1) with stationary variance σ² / (2 − η)."""
+    model = make_model([3, 20, 30, 2], ["linear"] * 3)
+    protocol = replace(make_protocol(relax_steps=400, batch_size=16), noise=0.5)
+    record = RecordSpec(variables=("x", "fb"), layers=("h2",), neurons=None, samples=None)
+    protocol = replace(protocol, record=record)
+    params = oracle.init_params(model, seed=2)
+    inputs, targets = random_batch(model, 16, seed=2)
+    result = simulate(model, protocol, inputs, targets, params.copy(), seed=7)
+    traces = result.traces[result.traces.phase == "relaxation"]
+    x = traces[traces.variable == "x"].value.to_numpy()
+    fb = traces[traces.variable == "fb"].value.to_numpy()
+    late = (traces[traces.variable == "x"].t.to_numpy() % protocol.sample_duration) > 0.1  # > 10 τ
+    deviation = (x - fb)[late]
+    expected = 0.5**2 / (2 - protocol.eta_x)
+    print(f"variance {deviation.var():.5f}, expected {expected:.5f}")
+    # 16 samples × 30 neurons × ~300 steps with a correlation time of 10 steps: ~1.5 % error
+    assert deviation.var() == pytest.approx(expected, rel=0.06)
+    assert abs(deviation.mean()) < 0.02
+    again = simulate(model, protocol, inputs, targets, params.copy(), seed=7).traces
+    np.testing.assert_array_equal(again.value.to_numpy(), result.traces.value.to_numpy())
+    other = simulate(model, protocol, inputs, targets, params.copy(), seed=8).traces
+    assert not np.array_equal(other.value.to_numpy(), result.traces.value.to_numpy())

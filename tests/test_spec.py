@@ -79,6 +79,7 @@ PROTOCOL_ERRORS = [
         "record.interval: expected a multiple of dt",
     ),
     ('dt = "1 ms"\n[phases]\nrelaxation = "1 ms"\n', "tau: missing"),
+    ("noise = -0.1\n" + GOOD_PROTOCOL, "noise: expected a number >= 0"),
     (
         GOOD_PROTOCOL + '[layer_tau]\nh1 = "0.4 ms"\n',
         "layer_tau.h1: expected a time constant > dt/2",
