@@ -39,6 +39,12 @@ class DenseNetwork(ARNetwork):
         self._views = {}
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
+        self._delays = protocol.delay_steps(model)
+        self._delay_buffers = {
+            c: np.zeros((delay + 1, self.replicas, model.layer(model.connections[c].target).size))
+            for c, delay in enumerate(self._delays)
+            if delay
+        }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
 
     # -- construction ----------------------------------------------------------------------------
@@ -125,15 +131,34 @@ class DenseNetwork(ARNetwork):
         step_start = int(self._step_counter[0]) * self.protocol.dt
         for role in self._relaxing_roles:
             self._store_delta(role, step_start)
+        relaxation_step = int(self._step_counter[0]) % self.steps_per_sample
+        relaxation_step -= self.namespace["relax_start"]
         for c, (source, target, connection) in enumerate(self._connections):
             if not self.roles[source].relaxes:
                 continue
             signal = self._view(target, "delta" if connection.derivative else "x")
+            if self._delays[c]:
+                signal = self._delayed(c, signal, relaxation_step)
             fb = self._view(source, f"fb_c{c}")
             if self.psi[c] is None:
                 np.matmul(signal, self.W[c], out=fb)
             else:
                 np.matmul(signal, self.psi[c].T, out=fb)
+
+    def _delayed(self, connection: int, signal: np.ndarray, step: int) -> np.ndarray:
+        """The signal of ``connection`` as it was ``delay`` steps ago (see ``oracle.relax``).
+
+        A ring buffer of ``delay + 1`` slots: step ``n`` writes slot ``n mod (d+1)`` and reads
+        slot ``(n + 1) mod (d+1)``, written at step ``n − d``; at the relaxation's first step
+        every slot is filled with the current signal.
+        """
+        buffer = self._delay_buffers[connection]
+        slots = len(buffer)
+        if step == 0:
+            buffer[:] = signal
+        else:
+            buffer[step % slots] = signal
+        return buffer[(step + 1) % slots]
 
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""

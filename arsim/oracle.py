@@ -201,6 +201,7 @@ def relax(
     eta_x: float | list[float],
     keep_history: bool = False,
     start: str = "feedforward",
+    delays: list[int] | None = None,
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
@@ -224,6 +225,10 @@ def relax(
         Keep every step's activities.
     start : {'feedforward', 'zero'}
         Hidden activities start at ``x̂`` (AR) or at 0.
+    delays : list of int, optional
+        Feedback delay of every connection in steps: at step ``n`` layer ``l`` receives the
+        signal of layer ``l + 1`` as it was after ``n − d`` steps (after 0 steps while
+        ``n < d``).
     """
     fwd = forward(model, params, inputs)
     n_layers = len(params.W)
@@ -236,12 +241,16 @@ def relax(
     history = [list(x)] if keep_history else None
     feedback = [params.feedback(layer) for layer in range(n_layers)]
     etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * (n_layers + 1)
-    for _ in range(steps):
+    delays = delays or [0] * n_layers
+    sent = [[] for _ in range(n_layers)]  # signals sent down each connection, step by step
+    for step in range(steps):
         new = list(x)
         for layer in range(1, n_layers):
             signal = x[layer + 1]
             if model.connections[layer].derivative:
                 signal = signal * fwd.fp[layer]
+            sent[layer].append(signal)
+            signal = sent[layer][max(0, step - delays[layer])]
             new[layer] = x[layer] + etas[layer] * (-x[layer] + signal @ feedback[layer].T)
         x = new
         if keep_history:

@@ -197,6 +197,11 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
         raise ExecutionError(
             "--device cpp_standalone runs the synapses mode only (--mode synapses)"
         )
+    if mode != "dense" and any(delay > 0 for _, delay in protocol.feedback_delay):
+        raise ExecutionError(
+            f"{protocol.source}: feedback_delay: only the dense mode delays the top-down signal "
+            "so far; use --mode dense"
+        )
     if device == "cpp_standalone" and protocol.noise > 0:
         raise ExecutionError(
             f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "

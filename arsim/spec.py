@@ -468,6 +468,11 @@ class ProtocolSpec:
         Amplitude σ of additive white noise on the relaxation, ``τ dx/dt = −x + fb + σ √τ ξ``
         (dimensionless): with a fixed input, x fluctuates with variance σ²/2 (σ²/(2 − η_x)
         under Euler–Maruyama). Drawn from the run's seed.
+    feedback_delay : tuple of (str, float)
+        Transmission delay in seconds of the top-down signal of particular connections, keyed
+        ``"source-target"`` (``[feedback_delay]``): during the relaxation a layer receives the
+        signal of its child as it was that long ago (as it was at the relaxation's start, before
+        that).
     source : str
         File the protocol was read from.
     """
@@ -486,6 +491,7 @@ class ProtocolSpec:
     relaxation_start: str = "feedforward"
     layer_tau: tuple[tuple[str, float], ...] = ()
     noise: float = 0.0
+    feedback_delay: tuple[tuple[str, float], ...] = ()
     source: str = "<spec>"
 
     @property
@@ -496,6 +502,11 @@ class ProtocolSpec:
     def tau_of(self, layer: str) -> float:
         """Time constant of ``layer`` in seconds (``[layer_tau]``, else ``tau``)."""
         return dict(self.layer_tau).get(layer, self.tau)
+
+    def delay_steps(self, model) -> list[int]:
+        """Feedback delay of every connection of ``model`` in steps (0 without one)."""
+        delays = dict(self.feedback_delay)
+        return [self.steps(delays.get(f"{c.source}-{c.target}", 0.0)) for c in model.connections]
 
     def eta_x_of(self, model) -> list[float]:
         """``dt / τ_l`` of every layer of ``model``, in layer order (dimensionless)."""
@@ -559,6 +570,19 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             )
         layer_tau.append((layer_name, value))
     layer_tau_table.finish()
+
+    delay_table = root.table("feedback_delay")
+    feedback_delay = []
+    for connection in list(delay_table.data):
+        value = delay_table.duration(connection)
+        if value < 0 or not _is_multiple(value, dt):
+            raise delay_table.error(
+                connection,
+                f"expected a delay >= 0 that is a multiple of dt = {data['dt']}, "
+                f"got {delay_table.data[connection]!r}",
+            )
+        feedback_delay.append((connection, value))
+    delay_table.finish()
 
     phases_table = root.table("phases", required=True)
     durations = {}
@@ -635,6 +659,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         relaxation_start,
         tuple(layer_tau),
         noise,
+        tuple(feedback_delay),
         str(source),
     )
 
@@ -658,6 +683,15 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
 def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
     """Check what depends on both files (layer names). Raises :class:`SpecError`."""
     names = [layer.name for layer in model.layers]
+    connections = [f"{c.source}-{c.target}" for c in model.connections]
+    for connection, _ in protocol.feedback_delay:
+        if connection not in connections:
+            raise SpecError(
+                protocol.source,
+                f"feedback_delay.{connection}",
+                f"no connection {connection!r} in model {model.source}; connections are "
+                f"{connections} (source-target)",
+            )
     for layer, _ in protocol.layer_tau:
         if layer not in names:
             raise SpecError(

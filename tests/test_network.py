@@ -31,6 +31,7 @@ def _oracle_batches(model, protocol, params, inputs, targets, steps):
             protocol.eta_x_of(model),
             keep_history=True,
             start=protocol.relaxation_start,
+            delays=protocol.delay_steps(model),
         )
         histories.append(relaxed.history)
         rate = protocol.learning_rate / (
@@ -164,6 +165,41 @@ def test_layer_time_constants_match_oracle(mode):
     protocol = replace(protocol, layer_tau=(("h1", 0.004), ("h3", 0.025)))  # τ 10 ms elsewhere
     assert protocol.eta_x_of(model) == pytest.approx([0.1, 0.25, 0.1, 0.04, 0.1])
     _assert_matches_oracle(model, protocol, 6, mode)
+
+
+def test_feedback_delays_match_oracle():
+    """Delayed top-down signals (``[feedback_delay]``, dense mode): traces and weights equal
+    the oracle with the same delays, and differ from the undelayed relaxation."""
+    model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "relu", "linear"], bias=True)
+    protocol = make_protocol(relax_steps=25, batch_size=4, rate=0.02)
+    protocol = replace(protocol, feedback_delay=(("h1-h2", 0.003), ("h3-output", 0.001)))
+    assert protocol.delay_steps(model) == [0, 3, 0, 1]
+    params, result, _ = _assert_matches_oracle(model, protocol, 6, "dense")
+    undelayed, _ = run_brian(
+        model, replace(protocol, feedback_delay=()), *random_batch(model, 6, 7), params
+    )
+    assert not np.allclose(undelayed.params.W[0], result.params.W[0], rtol=1e-6)
+
+
+def test_oracle_delay_closed_form():
+    """A linear chain from rest, the signal from h2 down to h1 delayed by d steps: h1 sees
+    nothing (h2's starting 0) for d steps, then h2's rise d steps late, so its residual is the
+    undelayed one shifted by d: P(Bin(n − d, η) < 2) for n ≥ d, 1 before."""
+    model = make_model([3, 4, 4, 2], ["linear"] * 3)
+    params = oracle.init_params(model, seed=1)
+    inputs, targets = random_batch(model, 2, seed=1)
+    exact = oracle.backprop(model, params, inputs, targets).activity[1]
+    eta, d = 0.1, 4
+    relaxed = oracle.relax(
+        model, params, inputs, targets, 40, eta, keep_history=True, start="zero", delays=[0, d, 0]
+    )
+    for n in range(41):
+        residual = (exact - relaxed.history[n][1]) / exact
+        late = max(0, n - d)
+        tail = (
+            1.0 if n < d else sum(comb(late, j) * eta**j * (1 - eta) ** (late - j) for j in (0, 1))
+        )
+        np.testing.assert_allclose(residual, tail, rtol=1e-9)
 
 
 def test_mean_batch_reduction_divides_by_the_batch(mode):

@@ -81,6 +81,10 @@ PROTOCOL_ERRORS = [
     ('dt = "1 ms"\n[phases]\nrelaxation = "1 ms"\n', "tau: missing"),
     ("noise = -0.1\n" + GOOD_PROTOCOL, "noise: expected a number >= 0"),
     (
+        GOOD_PROTOCOL + '[feedback_delay]\n"h1-h2" = "1.5 ms"\n',
+        "feedback_delay.h1-h2: expected a delay >= 0 that is a multiple of dt = 1 ms",
+    ),
+    (
         GOOD_PROTOCOL + '[layer_tau]\nh1 = "0.4 ms"\n',
         "layer_tau.h1: expected a time constant > dt/2",
     ),
@@ -186,3 +190,13 @@ def test_layer_tau_names_a_layer_of_the_model(tmp_path):
     )
     check_compatible(load_model(PAPER_MODEL), protocol)
     assert protocol.tau_of("h2") == pytest.approx(0.005) and protocol.tau_of("h1") == 0.01
+
+
+def test_feedback_delay_names_a_connection_of_the_model(tmp_path):
+    text = GOOD_PROTOCOL + '[feedback_delay]\n"h1-h3" = "2 ms"\n'
+    protocol = load_protocol(_write(tmp_path, "p.toml", text))
+    with pytest.raises(SpecError, match=r"p.toml: feedback_delay.h1-h3: no connection 'h1-h3'"):
+        check_compatible(load_model(PAPER_MODEL), protocol)
+    text = GOOD_PROTOCOL + '[feedback_delay]\n"h2-h3" = "2 ms"\n'
+    protocol = load_protocol(_write(tmp_path, "q.toml", text))
+    assert protocol.delay_steps(load_model(PAPER_MODEL)) == [0, 0, 2, 0]
