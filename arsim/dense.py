@@ -39,6 +39,8 @@ class DenseNetwork(ARNetwork):
         self._views = {}
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
+        self.relaxation_steps: dict[int, int] = {}
+        """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
         self._delays = protocol.delay_steps(model)
         self._delay_buffers = {
             c: np.zeros((delay + 1, self.replicas, model.layer(model.connections[c].target).size))
@@ -144,6 +146,27 @@ class DenseNetwork(ARNetwork):
                 np.matmul(signal, self.W[c], out=fb)
             else:
                 np.matmul(signal, self.psi[c].T, out=fb)
+        if self.protocol.tolerance > 0:
+            self._stop_converged(relaxation_step)
+
+    def _stop_converged(self, relaxation_step: int) -> None:
+        """Freeze the replicas whose every hidden neuron has ``|−x + fb| < tolerance``."""
+        active = self._view(self._relaxing_roles[0].index, "active")[:, 0] > 0.5
+        if relaxation_step == 0:
+            active[:] = True
+        if not active.any():
+            return
+        worst = np.zeros(self.replicas)
+        for role in self._relaxing_roles:
+            fb = sum(self._view(role.index, f"fb_c{c}") for c in role.outgoing)
+            np.maximum(worst, np.abs(fb - self._view(role.index, "x")).max(axis=1), out=worst)
+        converged = active & (worst < self.protocol.tolerance)
+        if converged.any():
+            for role in self._relaxing_roles:
+                self._view(role.index, "active")[converged] = 0.0
+            tick = int(self._step_counter[0]) // self.steps_per_sample
+            for replica in np.flatnonzero(converged):
+                self.relaxation_steps[tick * self.replicas + int(replica)] = relaxation_step
 
     def _delayed(self, connection: int, signal: np.ndarray, step: int) -> np.ndarray:
         """The signal of ``connection`` as it was ``delay`` steps ago (see ``oracle.relax``).

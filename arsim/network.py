@@ -120,7 +120,7 @@ def _first_bad(variable: str, when: str) -> str:
     )
 
 
-def layer_equations(role: LayerRole, noise: float = 0.0) -> str:
+def layer_equations(role: LayerRole, noise: float = 0.0, stoppable: bool = False) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
     Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
@@ -147,14 +147,21 @@ def layer_equations(role: LayerRole, noise: float = 0.0) -> str:
             " * int(t_in_timesteps % steps_per_sample < relax_stop) : 1"
         )
         lines.append("tau : second (shared, constant)")
-        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
-            lines.append("dx/dt = relaxing * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1")
+        if stoppable:  # relaxation until converged: active is 0 once the sample converged
+            lines.append("active : 1")
+            lines.append("relaxing_now = relaxing * active : 1")
         else:
-            lines.append("dx/dt = relaxing * (-x + fb) / tau : 1")
+            lines.append("relaxing_now = relaxing : 1")
+        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
+            lines.append(
+                "dx/dt = relaxing_now * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1"
+            )
+        else:
+            lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
     return "\n".join(lines)
 
 
-def feedforward_code(role: LayerRole, relaxation_start: str) -> str:
+def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:
     """Code a layer runs in the sweep: store x̂ and f', start (or clamp) x."""
     activation = role.spec.activation
     if activation == SOFTMAX:
@@ -166,6 +173,8 @@ def feedforward_code(role: LayerRole, relaxation_start: str) -> str:
         lines.append(f"x = {OUTPUT_GRADIENT_EXPR}")
     else:
         lines.append("x = xhat" if relaxation_start == "feedforward" else "x = 0")
+        if stoppable:
+            lines.append("active = 1")
     lines.append("delta = x * fp")
     lines.append(_first_bad("xhat", "t + step_dt"))
     if role.is_output:
@@ -331,7 +340,7 @@ class ARNetwork:
     def _make_group(self, role: LayerRole) -> b2.NeuronGroup:
         group = b2.NeuronGroup(
             role.spec.size * self.replicas,
-            layer_equations(role, self.protocol.noise),
+            layer_equations(role, self.protocol.noise, self.protocol.tolerance > 0),
             method="euler",
             namespace=self.namespace,
             clock=self.step_clock if role.relaxes else self.sample_clock,
@@ -354,7 +363,7 @@ class ARNetwork:
         group.run_regularly(
             "\n".join(present), when="start", order=_PRESENT, name=f"{group.name}_present", **sample
         )
-        code = feedforward_code(role, self.protocol.relaxation_start)
+        code = feedforward_code(role, self.protocol.relaxation_start, self.protocol.tolerance > 0)
         # after the sweep into this layer (order _slot) and the softmax normaliser (_slot + 2)
         group.run_regularly(
             code, when="groups", order=_slot(role.index) + 3, name=f"{group.name}_sweep", **sample

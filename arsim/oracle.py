@@ -183,6 +183,8 @@ class Relaxation:
         when requested.
     W, b : list
         Weight and bias gradients the AR update uses, ``Σ_batch (x_{l+1} ⊙ f'_l) x̂_lᵀ``.
+    steps : ndarray of int
+        Steps each sample relaxed (fewer than asked where it converged to the tolerance).
     """
 
     forward: Forward
@@ -190,6 +192,7 @@ class Relaxation:
     history: list[list[Array]] | None
     W: list[Array]
     b: list[Array | None]
+    steps: Array
 
 
 def relax(
@@ -202,6 +205,7 @@ def relax(
     keep_history: bool = False,
     start: str = "feedforward",
     delays: list[int] | None = None,
+    tolerance: float = 0.0,
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
@@ -229,6 +233,9 @@ def relax(
         Feedback delay of every connection in steps: at step ``n`` layer ``l`` receives the
         signal of layer ``l + 1`` as it was after ``n − d`` steps (after 0 steps while
         ``n < d``).
+    tolerance : float
+        When positive, a sample stops relaxing at the first step where every hidden neuron
+        has ``|−x + input| < tolerance``.
     """
     fwd = forward(model, params, inputs)
     n_layers = len(params.W)
@@ -243,20 +250,29 @@ def relax(
     etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * (n_layers + 1)
     delays = delays or [0] * n_layers
     sent = [[] for _ in range(n_layers)]  # signals sent down each connection, step by step
+    active = np.ones(len(fwd.xhat[0]), dtype=bool)
+    taken = np.full(len(active), steps)
     for step in range(steps):
-        new = list(x)
+        new, drive = list(x), {}
         for layer in range(1, n_layers):
             signal = x[layer + 1]
             if model.connections[layer].derivative:
                 signal = signal * fwd.fp[layer]
             sent[layer].append(signal)
             signal = sent[layer][max(0, step - delays[layer])]
-            new[layer] = x[layer] + etas[layer] * (-x[layer] + signal @ feedback[layer].T)
+            drive[layer] = -x[layer] + signal @ feedback[layer].T
+        if tolerance > 0 and n_layers > 1:
+            worst = np.max([np.abs(d).max(axis=1) for d in drive.values()], axis=0)
+            converged = active & (worst < tolerance)
+            taken[converged] = step
+            active &= ~converged
+        for layer, d in drive.items():
+            new[layer] = x[layer] + etas[layer] * d * active[:, None]
         x = new
         if keep_history:
             history.append(list(x))
     grads_w, grads_b = weight_gradients(fwd, x, params)
-    return Relaxation(fwd, x, history, grads_w, grads_b)
+    return Relaxation(fwd, x, history, grads_w, grads_b, taken)
 
 
 def apply_update(

@@ -83,12 +83,15 @@ class RunResult:
         One row per minibatch.
     diverged : str or None
         The divergence message, if the simulation diverged.
+    relaxation_steps : ndarray of int or None
+        With a convergence tolerance: the steps each sample relaxed.
     """
 
     params: Params
     traces: pd.DataFrame
     metrics: pd.DataFrame
     diverged: str | None = None
+    relaxation_steps: np.ndarray | None = None
 
 
 def set_codegen_target(target: str) -> None:
@@ -202,6 +205,11 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
             f"{protocol.source}: feedback_delay: only the dense mode delays the top-down signal "
             "so far; use --mode dense"
         )
+    if mode != "dense" and protocol.tolerance > 0:
+        raise ExecutionError(
+            f"{protocol.source}: phases.tolerance: only the dense mode relaxes until converged "
+            "so far; use --mode dense"
+        )
     if device == "cpp_standalone" and protocol.noise > 0:
         raise ExecutionError(
             f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "
@@ -272,7 +280,13 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
         traces = concat_traces(frames) if frames else monitors_to_frame(network, 0)
     else:
         traces = monitors_to_frame(network, n_samples)
-    return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged)
+    steps = None
+    if protocol.tolerance > 0:
+        steps = np.full(n_samples, protocol.phase_steps["relaxation"])
+        for sample, taken in getattr(network, "relaxation_steps", {}).items():
+            if sample < n_samples:
+                steps[sample] = taken
+    return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged, steps)
 
 
 def _phase_of(step: int, protocol: ProtocolSpec) -> str:
@@ -364,6 +378,10 @@ def run_to_folder(
     np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
     result.traces.to_parquet(partial / "traces.parquet", index=False)
     result.metrics.to_csv(partial / "metrics.csv", index=False)
+    if result.relaxation_steps is not None:
+        steps = result.relaxation_steps
+        table = {"sample": np.arange(len(steps)), "steps": steps, "seconds": steps * protocol.dt}
+        pd.DataFrame(table).to_csv(partial / "relaxation.csv", index=False)
     status = {"status": "diverged" if result.diverged else "completed", "message": result.diverged}
     (partial / "status.json").write_text(json.dumps(status, indent=2))
     if out.exists():

@@ -473,6 +473,10 @@ class ProtocolSpec:
         ``"source-target"`` (``[feedback_delay]``): during the relaxation a layer receives the
         signal of its child as it was that long ago (as it was at the relaxation's start, before
         that).
+    tolerance : float
+        Relaxation until converged: a sample stops relaxing at the first step where every
+        hidden neuron has ``|−x + fb| = τ |dx/dt| < tolerance`` (activity units); the phase
+        duration is then the longest it may take. 0 (default): always the full phase.
     source : str
         File the protocol was read from.
     """
@@ -492,6 +496,7 @@ class ProtocolSpec:
     layer_tau: tuple[tuple[str, float], ...] = ()
     noise: float = 0.0
     feedback_delay: tuple[tuple[str, float], ...] = ()
+    tolerance: float = 0.0
     source: str = "<spec>"
 
     @property
@@ -598,6 +603,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             )
         durations[phase] = value
     relaxation_start = phases_table.get("start", str, "feedforward", choices=RELAXATION_STARTS)
+    tolerance = phases_table.number("tolerance", 0.0, low=0.0)
     noise = root.number("noise", 0.0, low=0.0)
     phases_table.finish()
 
@@ -660,6 +666,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         tuple(layer_tau),
         noise,
         tuple(feedback_delay),
+        tolerance,
         str(source),
     )
 

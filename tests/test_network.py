@@ -32,6 +32,7 @@ def _oracle_batches(model, protocol, params, inputs, targets, steps):
             keep_history=True,
             start=protocol.relaxation_start,
             delays=protocol.delay_steps(model),
+            tolerance=protocol.tolerance,
         )
         histories.append(relaxed.history)
         rate = protocol.learning_rate / (
@@ -179,6 +180,25 @@ def test_feedback_delays_match_oracle():
         model, replace(protocol, feedback_delay=()), *random_batch(model, 6, 7), params
     )
     assert not np.allclose(undelayed.params.W[0], result.params.W[0], rtol=1e-6)
+
+
+def test_relaxation_until_converged_matches_oracle():
+    """``phases.tolerance``: each sample stops relaxing at the first step where every hidden
+    neuron has |−x + fb| < tolerance; the steps taken, traces and weights equal the oracle's."""
+    model = make_model([6, 5, 4, 4, 3], ["tanh", "tanh", "tanh", "linear"], bias=True)
+    protocol = replace(make_protocol(relax_steps=150, batch_size=4, rate=0.02), tolerance=1e-4)
+    params, result, _ = _assert_matches_oracle(model, protocol, 6, "dense")
+    inputs, targets = random_batch(model, 6, seed=7)
+    first = oracle.relax(model, params, inputs[:4], targets[:4], 150, 0.1, tolerance=1e-4)
+    np.testing.assert_array_equal(result.relaxation_steps[:4], first.steps)
+    assert 0 < result.relaxation_steps.min() and result.relaxation_steps.max() < 150
+    # every sample that stopped was within the tolerance, and one step earlier it was not
+    exact = oracle.relax(model, params, inputs[:4], targets[:4], 150, 0.1, keep_history=True)
+    for sample, n in enumerate(first.steps):
+        drive = [exact.history[n + 1][k][sample] - exact.history[n][k][sample] for k in (1, 2, 3)]
+        assert max(np.abs(d).max() for d in drive) / 0.1 < 1e-4
+        earlier = [exact.history[n][k][sample] - exact.history[n - 1][k][sample] for k in (1, 2, 3)]
+        assert max(np.abs(d).max() for d in earlier) / 0.1 >= 1e-4
 
 
 def test_oracle_delay_closed_form():

@@ -80,6 +80,7 @@ PROTOCOL_ERRORS = [
     ),
     ('dt = "1 ms"\n[phases]\nrelaxation = "1 ms"\n', "tau: missing"),
     ("noise = -0.1\n" + GOOD_PROTOCOL, "noise: expected a number >= 0"),
+    (GOOD_PROTOCOL + "tolerance = -1\n", "phases.tolerance: expected a number >= 0"),
     (
         GOOD_PROTOCOL + '[feedback_delay]\n"h1-h2" = "1.5 ms"\n',
         "feedback_delay.h1-h2: expected a delay >= 0 that is a multiple of dt = 1 ms",
