@@ -201,3 +201,18 @@ def test_feedback_delay_names_a_connection_of_the_model(tmp_path):
     text = GOOD_PROTOCOL + '[feedback_delay]\n"h2-h3" = "2 ms"\n'
     protocol = load_protocol(_write(tmp_path, "q.toml", text))
     assert protocol.delay_steps(load_model(PAPER_MODEL)) == [0, 0, 2, 0]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((PAPER_PROTOCOL.parent).glob("*.toml")), ids=lambda p: p.name
+)
+def test_every_shipped_protocol_loads_and_fits_the_paper_model(path):
+    protocol = load_protocol(path)
+    check_compatible(load_model(PAPER_MODEL), protocol)
+    assert protocol.name == path.stem and protocol.eta_x == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("path", sorted((PAPER_MODEL.parent).glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_model_loads(path):
+    model = load_model(path)
+    assert model.name == path.stem and model.sizes == (784, 300, 300, 100, 10)
