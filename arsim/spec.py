@@ -563,31 +563,16 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             f"{data['tau']} (dt/tau = {dt / tau:g}; 0.1 is the paper's value)",
         )
 
-    layer_tau_table = root.table("layer_tau")
-    layer_tau = []
-    for layer_name in list(layer_tau_table.data):
-        value = layer_tau_table.duration(layer_name)
-        if value <= 0 or dt >= 2 * value:
-            raise layer_tau_table.error(
-                layer_name,
-                f"expected a time constant > dt/2 = {dt / 2:g} s (forward Euler is unstable "
-                f"below), got {layer_tau_table.data[layer_name]!r}",
-            )
-        layer_tau.append((layer_name, value))
-    layer_tau_table.finish()
-
-    delay_table = root.table("feedback_delay")
-    feedback_delay = []
-    for connection in list(delay_table.data):
-        value = delay_table.duration(connection)
-        if value < 0 or not _is_multiple(value, dt):
-            raise delay_table.error(
-                connection,
-                f"expected a delay >= 0 that is a multiple of dt = {data['dt']}, "
-                f"got {delay_table.data[connection]!r}",
-            )
-        feedback_delay.append((connection, value))
-    delay_table.finish()
+    layer_tau = _named_durations(
+        root.table("layer_tau"),
+        lambda value: value > 0 and dt < 2 * value,
+        f"a time constant > dt/2 = {dt / 2:g} s (forward Euler is unstable below)",
+    )
+    feedback_delay = _named_durations(
+        root.table("feedback_delay"),
+        lambda value: value >= 0 and _is_multiple(value, dt),
+        f"a delay >= 0 that is a multiple of dt = {data['dt']}",
+    )
 
     phases_table = root.table("phases", required=True)
     durations = {}
@@ -663,12 +648,24 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         reduction,
         record,
         relaxation_start,
-        tuple(layer_tau),
+        layer_tau,
         noise,
-        tuple(feedback_delay),
+        feedback_delay,
         tolerance,
         str(source),
     )
+
+
+def _named_durations(table: _Table, valid, expected: str) -> tuple[tuple[str, float], ...]:
+    """Every key of ``table`` with its duration in seconds, each checked by ``valid``."""
+    pairs = []
+    for key in list(table.data):
+        value = table.duration(key)
+        if not valid(value):
+            raise table.error(key, f"expected {expected}, got {table.data[key]!r}")
+        pairs.append((key, value))
+    table.finish()
+    return tuple(pairs)
 
 
 def _index_list(table: _Table, key: str, default: list) -> tuple[int, ...] | None:
