@@ -43,6 +43,9 @@ DIVERGENCE_LIMIT = 1e300
 NEVER = 1e9
 """``t_bad`` of a neuron that never diverged, in seconds."""
 
+_RELAX_ORDER = 1000
+"""Base order of the hidden layers' state updaters in the 'groups' slot: after every sweep."""
+
 # Order of the once-per-sample work in the 'start' slot of a sample tick.
 _LEARN, _BIAS, _PRESENT = 0, 1, 2
 
@@ -55,6 +58,16 @@ weights, ψ and random data, 3 the shuffles)."""
 def seed_noise(*key: int) -> None:
     """Seed Brian2's random numbers (the noise ``xi``) from ``[key…]``, reproducibly."""
     b2.seed(int(np.random.SeedSequence([*key]).generate_state(1)[0]))
+
+
+def _sum_before_the_step(synapses: b2.Synapses) -> None:
+    """Sum the top-down input at the start of a step, from the δ the previous step left.
+
+    That is what the parallel Euler scheme needs, and it keeps the sample tick's sweep (which
+    clamps a new output) from reaching the input of a step whose update is gated off.
+    """
+    for updater in synapses.summed_updaters.values():
+        updater.when, updater.order = "before_groups", 0
 
 
 def all_to_all(n_pre: int, n_post: int, major: str) -> tuple[np.ndarray, np.ndarray]:
@@ -120,14 +133,17 @@ def _first_bad(variable: str, when: str) -> str:
     )
 
 
-def layer_equations(role: LayerRole, noise: float = 0.0, stoppable: bool = False) -> str:
+def layer_equations(
+    role: LayerRole, noise: float = 0.0, stoppable: bool = False, trace: bool = False
+) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
     Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
     ``x`` relaxing activity, ``delta = x · fp``, ``fb`` summed top-down input, ``a`` the
     pre-activation (``a_c<k>`` per incoming connection ``k`` plus the bias ``b``); shared
     ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
-    the first time an activity went non-finite.
+    the first time an activity went non-finite. With ``trace`` (memory kind 'trace') a hidden
+    layer's stored x̂ and f' decay with time constant ``memory_tau``.
     """
     lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
     if role.is_input:
@@ -158,6 +174,9 @@ def layer_equations(role: LayerRole, noise: float = 0.0, stoppable: bool = False
             )
         else:
             lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
+        if trace:  # eligibility traces instead of ideal memory
+            lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
+            lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
     return "\n".join(lines)
 
 
@@ -295,6 +314,7 @@ class ARNetwork:
             "never": NEVER * b2.second,
             "step_dt": self.dt,
             "noise_sigma": protocol.noise,
+            "memory_tau": (model.memory.tau or 1.0) * b2.second,
         }
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
@@ -340,12 +360,19 @@ class ARNetwork:
     def _make_group(self, role: LayerRole) -> b2.NeuronGroup:
         group = b2.NeuronGroup(
             role.spec.size * self.replicas,
-            layer_equations(role, self.protocol.noise, self.protocol.tolerance > 0),
+            layer_equations(
+                role,
+                self.protocol.noise,
+                self.protocol.tolerance > 0,
+                self.model.memory.kind == "trace",
+            ),
             method="euler",
             namespace=self.namespace,
             clock=self.step_clock if role.relaxes else self.sample_clock,
             name=f"layer_{role.spec.name}",
-            order=_slot(role.index) + (3 if role.is_output else 5),
+            # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with
+            # trace memory the state updater decays x̂), the output right after its sweep
+            order=_RELAX_ORDER + role.index if role.relaxes else _slot(role.index) + 3,
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:
@@ -537,6 +564,7 @@ class SynapsesNetwork(ARNetwork):
         # the top-down input is summed into the pre layer: post-major order (see all_to_all)
         pre, post = all_to_all(source.N, target.N, major="post")
         forward.connect(i=pre, j=post)
+        _sum_before_the_step(forward)
         forward.run_regularly(
             models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
         )
@@ -559,6 +587,7 @@ class SynapsesNetwork(ARNetwork):
         # ψ sums into its post (lower) layer: pre-major order
         pre, post = all_to_all(target.N, source.N, major="pre")
         feedback.connect(i=pre, j=post)
+        _sum_before_the_step(feedback)
         if "feedback_learn" in models:
             feedback.run_regularly(
                 models["feedback_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample

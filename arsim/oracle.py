@@ -206,6 +206,7 @@ def relax(
     start: str = "feedforward",
     delays: list[int] | None = None,
     tolerance: float = 0.0,
+    trace: tuple[float, int, int] | None = None,
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
@@ -236,6 +237,11 @@ def relax(
     tolerance : float
         When positive, a sample stops relaxing at the first step where every hidden neuron
         has ``|−x + input| < tolerance``.
+    trace : (float, int, int), optional
+        Eligibility-trace memory ``(ρ, offset, final)``: the hidden layers' stored x̂ and f'
+        are multiplied by ρ = 1 − dt/τ_m every step since the sweep, so relaxation step ``n``
+        uses f'·ρ^(offset + n) and the weight update x̂·ρ^final and f'·ρ^final (see
+        :func:`trace_schedule`).
     """
     fwd = forward(model, params, inputs)
     n_layers = len(params.W)
@@ -248,6 +254,8 @@ def relax(
     history = [list(x)] if keep_history else None
     feedback = [params.feedback(layer) for layer in range(n_layers)]
     etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * (n_layers + 1)
+    decay, offset, final = trace or (1.0, 0, 0)
+    hidden = [layer < n_layers - 1 for layer in range(n_layers)]  # is fp[layer] a hidden f'?
     delays = delays or [0] * n_layers
     sent = [[] for _ in range(n_layers)]  # signals sent down each connection, step by step
     active = np.ones(len(fwd.xhat[0]), dtype=bool)
@@ -257,7 +265,7 @@ def relax(
         for layer in range(1, n_layers):
             signal = x[layer + 1]
             if model.connections[layer].derivative:
-                signal = signal * fwd.fp[layer]
+                signal = signal * fwd.fp[layer] * (decay ** (offset + step) if hidden[layer] else 1)
             sent[layer].append(signal)
             signal = sent[layer][max(0, step - delays[layer])]
             drive[layer] = -x[layer] + signal @ feedback[layer].T
@@ -271,8 +279,30 @@ def relax(
         x = new
         if keep_history:
             history.append(list(x))
-    grads_w, grads_b = weight_gradients(fwd, x, params)
+    stored = fwd
+    if trace is not None:  # what the traces hold when the plasticity reads them
+        factor = decay**final
+        stored = Forward(
+            [fwd.xhat[0]] + [h * factor for h in fwd.xhat[1:-1]] + [fwd.xhat[-1]],
+            fwd.pre,
+            [fp * (factor if hidden[k] else 1) for k, fp in enumerate(fwd.fp)],
+        )
+    grads_w, grads_b = weight_gradients(stored, x, params)
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
+
+
+def trace_schedule(model: ModelSpec, protocol) -> tuple[float, int, int] | None:
+    """``trace`` argument of :func:`relax` for a model and protocol (None: ideal memory).
+
+    The simulator stores x̂ and f' at the sweep (step 0 of a sample) and decays them by
+    ρ = 1 − dt/τ_m at every step from that one on; relaxation step ``n`` reads δ from the end
+    of the step before, after ``n_ff + n`` decays, and the plasticity at the next sample's
+    first step reads them after one sample's worth of steps.
+    """
+    if model.memory.kind != "trace":
+        return None
+    decay = 1.0 - protocol.dt / model.memory.tau
+    return decay, protocol.phase_steps["feedforward"], protocol.sample_steps
 
 
 def apply_update(

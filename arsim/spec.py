@@ -208,6 +208,28 @@ class ConnectionSpec:
     derivative: bool = True
 
 
+MEMORY_KINDS = ("ideal", "trace")
+"""How hidden layers keep x̂ and f' through the relaxation."""
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """How x̂ and f' survive the relaxation in the hidden layers.
+
+    Attributes
+    ----------
+    kind : {'ideal', 'trace'}
+        ``ideal``: held exactly. ``trace``: stored at the sweep, then decaying as eligibility
+        traces, ``dx̂/dt = −x̂/τ_m`` and ``df'/dt = −f'/τ_m``, in the relaxation and in the
+        weight update alike.
+    tau : float
+        τ_m of the trace in seconds (``trace`` only).
+    """
+
+    kind: str = "ideal"
+    tau: float = 0.0
+
+
 @dataclass(frozen=True)
 class InitSpec:
     """Weight initialisation: forward W and feedback ψ drawn from N(mean, variance).
@@ -249,6 +271,8 @@ class ModelSpec:
         Seed of the weight and ψ draws.
     source : str
         File the model was read from.
+    memory : MemorySpec
+        How the hidden layers keep x̂ and f' through the relaxation.
     """
 
     name: str
@@ -259,6 +283,7 @@ class ModelSpec:
     init: InitSpec = field(default_factory=InitSpec)
     seed: int = 0
     source: str = "<spec>"
+    memory: MemorySpec = field(default_factory=MemorySpec)
 
     @property
     def input(self) -> LayerSpec:
@@ -306,6 +331,15 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     )
     init_table.get("distribution", str, "normal", choices=("normal",))
     init_table.finish()
+
+    memory_table = root.table("memory")
+    kind = memory_table.get("kind", str, "ideal", choices=MEMORY_KINDS)
+    memory = MemorySpec(kind, memory_table.duration("tau", None if kind == "ideal" else ...) or 0.0)
+    if kind == "trace" and memory.tau <= 0:
+        raise memory_table.error(
+            "tau", f"expected a positive trace time constant, got {memory.tau}"
+        )
+    memory_table.finish()
 
     defaults_table = root.table("defaults")
     defaults = dict(
@@ -385,7 +419,7 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
             connections.append(ConnectionSpec(**settings))
     root.finish()
     model = ModelSpec(
-        name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source)
+        name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source), memory
     )
     if not model.is_chain():
         raise SpecError(
@@ -687,6 +721,13 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
 def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
     """Check what depends on both files (layer names). Raises :class:`SpecError`."""
     names = [layer.name for layer in model.layers]
+    if model.memory.kind == "trace" and protocol.dt >= 2 * model.memory.tau:
+        raise SpecError(
+            model.source,
+            "memory.tau",
+            f"forward Euler needs the trace time constant above dt/2 = {protocol.dt / 2:g} s "
+            f"(dt of {protocol.source}); got {model.memory.tau:g} s",
+        )
     connections = [f"{c.source}-{c.target}" for c in model.connections]
     for connection, _ in protocol.feedback_delay:
         if connection not in connections:

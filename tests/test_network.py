@@ -33,6 +33,7 @@ def _oracle_batches(model, protocol, params, inputs, targets, steps):
             start=protocol.relaxation_start,
             delays=protocol.delay_steps(model),
             tolerance=protocol.tolerance,
+            trace=oracle.trace_schedule(model, protocol),
         )
         histories.append(relaxed.history)
         rate = protocol.learning_rate / (
@@ -199,6 +200,30 @@ def test_relaxation_until_converged_matches_oracle():
         assert max(np.abs(d).max() for d in drive) / 0.1 < 1e-4
         earlier = [exact.history[n][k][sample] - exact.history[n - 1][k][sample] for k in (1, 2, 3)]
         assert max(np.abs(d).max() for d in earlier) / 0.1 >= 1e-4
+
+
+def test_trace_memory_matches_oracle_and_decays_exponentially(mode):
+    """x̂ and f' kept as decaying eligibility traces (model ``[memory] kind = "trace"``):
+    traces and weights equal the oracle with the same decay, the recorded x̂ of a hidden
+    neuron is x̂(sweep)·(1 − dt/τ_m)^(k+1) after step k, and the update differs from ideal
+    memory."""
+    model = make_model(
+        [6, 5, 4, 4, 3],
+        ["relu", "tanh", "sigmoid", "linear"],
+        bias=True,
+        memory={"kind": "trace", "tau": "20 ms"},
+    )
+    protocol = make_protocol(relax_steps=15, batch_size=4, rate=0.02)
+    record = RecordSpec(variables=("x", "xhat"), neurons=None, samples=None)
+    protocol = replace(protocol, record=record)
+    params, result, expected = _assert_matches_oracle(model, protocol, 6, mode)
+    xhat = result.traces[(result.traces.variable == "xhat") & (result.traces.layer == "h2")]
+    first = xhat[(xhat["sample"] == 0) & (xhat.neuron == 1)].sort_values("t").value.to_numpy()
+    swept = oracle.forward(model, params, random_batch(model, 6, seed=7)[0][:1]).xhat[2][0, 1]
+    np.testing.assert_allclose(first, swept * 0.95 ** np.arange(1, len(first) + 1), rtol=1e-12)
+    ideal = replace(model, memory=replace(model.memory, kind="ideal"))
+    _, _, ideal_expected = _assert_matches_oracle(ideal, protocol, 6, mode)
+    assert not np.allclose(ideal_expected.W[1], expected.W[1], rtol=1e-6)
 
 
 def test_oracle_delay_closed_form():

@@ -120,6 +120,8 @@ size = 2
 
 MODEL_ERRORS = [
     (MODEL + "[init]\nvariance = -1\n", "init.variance: expected a number >= 0"),
+    (MODEL + '[memory]\nkind = "trace"\n', "memory.tau: missing"),
+    (MODEL + '[memory]\nkind = "dendrite"\n', "memory.kind: expected one of ideal, trace"),
     (
         MODEL.replace('activation = "relu"', 'activation = "swish"'),
         "layers[1].activation: expected one of",
@@ -216,3 +218,11 @@ def test_every_shipped_protocol_loads_and_fits_the_paper_model(path):
 def test_every_shipped_model_loads(path):
     model = load_model(path)
     assert model.name == path.stem and model.sizes == (784, 300, 300, 100, 10)
+
+
+def test_trace_memory_must_be_slower_than_half_a_step(tmp_path):
+    text = MODEL + '[memory]\nkind = "trace"\ntau = "0.4 ms"\n'
+    model = load_model(_write(tmp_path, "m.toml", text))
+    protocol = load_protocol(_write(tmp_path, "p.toml", GOOD_PROTOCOL))
+    with pytest.raises(SpecError, match=r"m.toml: memory.tau: forward Euler needs the trace"):
+        check_compatible(model, protocol)
