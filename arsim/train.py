@@ -622,6 +622,14 @@ def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: Protocol
     from arsim.run import RunFolderError, default_run_folder
 
     quiet = getattr(args, "quiet", False)
+    mode, device = getattr(args, "mode", "dense"), getattr(args, "device", "runtime")
+    if (mode, device) != ("dense", "runtime"):
+        print(
+            f"arsim: error: --mode {mode} --device {device}: training on a dataset runs in the "
+            "dense mode (drop --mode/--device)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     try:
         resume = args.resume is not None
         if resume:

@@ -190,3 +190,19 @@ def test_noise_in_cpp_standalone_is_refused_before_anything_is_written(tmp_path)
         and len(done.stderr.strip().splitlines()) == 1
     )
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["noisy.toml"]
+
+
+def test_training_refuses_a_mode_it_does_not_run(tmp_path):
+    out = tmp_path / "run"
+    done = arsim(
+        "run",
+        PAPER_MODEL,
+        PAPER_PROTOCOL,
+        "--data",
+        "fashion-mnist",
+        "--mode",
+        "synapses",
+        "--out",
+        out,
+    )
+    assert done.returncode == 2 and "dense mode" in done.stderr and not out.exists()
