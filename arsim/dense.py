@@ -259,7 +259,7 @@ class DenseNetwork(ARNetwork):
             count = min(batch, len(inputs) - start)
             stimulus[row, :count] = inputs[start : start + count]
             target_values[row, :count] = targets[start : start + count]
-            self._batches.append((np.arange(batch) < count, self._learning_rates(count)))
+            self._batches.append((np.arange(batch) < count, self.protocol.learning_rates(count)))
         if next_input is not None:
             count = min(batch, len(next_input))
             stimulus[len(self._batches), :count] = next_input[:count]

@@ -437,12 +437,6 @@ class ARNetwork:
         """Samples one :meth:`run_chunk` takes at most."""
         return self.protocol.batch_size * self.batches_per_chunk
 
-    def _learning_rates(self, count: int) -> tuple[float, float]:
-        """η of W and biases, and of ψ, for a minibatch of ``count`` samples."""
-        accumulated = count if self.protocol.batch_reduction == "mean" else 1
-        protocol = self.protocol
-        return protocol.learning_rate / accumulated, protocol.feedback_learning_rate / accumulated
-
     def run_chunk(
         self,
         inputs: np.ndarray,
@@ -655,7 +649,7 @@ class SynapsesNetwork(ARNetwork):
 
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         count = len(inputs)
-        rate, feedback_rate = self._learning_rates(count)
+        rate, feedback_rate = self.protocol.learning_rates(count)
         for synapses in self.forward_synapses:
             synapses.eta = rate
         for synapses in self.feedback_synapses:

@@ -291,6 +291,29 @@ def relax(
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
 
 
+def relax_as(
+    model: ModelSpec, protocol, params: Params, inputs: Array, targets: Array, **options
+) -> Relaxation:
+    """:func:`relax` with everything the protocol declares.
+
+    That is the steps, dt/τ per layer, the start, feedback delays, the convergence tolerance
+    and trace memory; ``options`` (such as ``keep_history``) go to :func:`relax`.
+    """
+    return relax(
+        model,
+        params,
+        inputs,
+        targets,
+        protocol.phase_steps["relaxation"],
+        protocol.eta_x_of(model),
+        start=protocol.relaxation_start,
+        delays=protocol.delay_steps(model),
+        tolerance=protocol.tolerance,
+        trace=trace_schedule(model, protocol),
+        **options,
+    )
+
+
 def trace_schedule(model: ModelSpec, protocol) -> tuple[float, int, int] | None:
     """``trace`` argument of :func:`relax` for a model and protocol (None: ideal memory).
 

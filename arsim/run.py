@@ -265,9 +265,7 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
             break
         for first, after in zip(range(start, stop, batch), network.batch_params, strict=True):
             last = min(first + batch, n_samples)
-            rate = protocol.learning_rate / (
-                (last - first) if protocol.batch_reduction == "mean" else 1
-            )
+            rate, _ = protocol.learning_rates(last - first)
             rows.append(
                 {"batch": first // batch, "samples": last, "t": last * protocol.sample_duration}
                 | batch_metrics(

@@ -538,6 +538,14 @@ class ProtocolSpec:
         """Euler step of the relaxation in units of τ, ``dt / τ`` (dimensionless)."""
         return self.dt / self.tau
 
+    def learning_rates(self, count: int) -> tuple[float, float]:
+        """η of W and biases, and of ψ, for a minibatch of ``count`` samples.
+
+        The batch reduction 'mean' divides both by the count.
+        """
+        divisor = count if self.batch_reduction == "mean" else 1
+        return self.learning_rate / divisor, self.feedback_learning_rate / divisor
+
     def tau_of(self, layer: str) -> float:
         """Time constant of ``layer`` in seconds (``[layer_tau]``, else ``tau``)."""
         return dict(self.layer_tau).get(layer, self.tau)

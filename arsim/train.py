@@ -84,12 +84,6 @@ def epoch_order(seed: int, epoch: int, n_samples: int) -> np.ndarray:
     return np.random.default_rng([seed, SHUFFLE_STREAM, epoch]).permutation(n_samples)
 
 
-def batch_rate(protocol: ProtocolSpec, count: int) -> tuple[float, float]:
-    """η of W and biases, and of ψ, for a minibatch of ``count`` samples (as the network)."""
-    divisor = count if protocol.batch_reduction == "mean" else 1
-    return protocol.learning_rate / divisor, protocol.feedback_learning_rate / divisor
-
-
 def backprop_step(
     model: ModelSpec, params: Params, inputs: np.ndarray, targets: np.ndarray, rate: float
 ) -> Params:
@@ -198,15 +192,7 @@ def relaxation_errors(
 ) -> dict[str, float]:
     """Relative error of the relaxed activity of every hidden layer against backprop."""
     with np.errstate(all="ignore"):
-        relaxed = oracle.relax(
-            model,
-            params,
-            inputs,
-            targets,
-            protocol.phase_steps["relaxation"],
-            protocol.eta_x,
-            start=protocol.relaxation_start,
-        )
+        relaxed = oracle.relax_as(model, protocol, params, inputs, targets)
         exact = oracle.backprop(model, params, inputs, targets)
         return {
             f"relax_relerr_{model.layers[layer].name}": relative_error(
@@ -474,7 +460,7 @@ def train(
                 ):
                     last = min(first + batch, stop - start)
                     x, y = inputs[first:last], targets[first:last]
-                    rate, _ = batch_rate(protocol, last - first)
+                    rate, _ = protocol.learning_rates(last - first)
                     with np.errstate(all="ignore"):
                         row = batch_metrics(model, ar_params, after, x, y, rate)
                         bp_loss = math.nan

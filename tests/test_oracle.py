@@ -159,3 +159,40 @@ def test_init_params_draws_the_declared_distribution():
     exact = oracle.init_params(make_model([400, 300, 10], ["relu", "linear"]), seed=0)
     np.testing.assert_array_equal(exact.W[0], params.W[0])
     assert exact.psi[0] is None
+
+
+def test_relax_as_applies_every_protocol_element():
+    from dataclasses import replace
+
+    from conftest import make_protocol
+
+    model = make_model(
+        [4, 5, 3, 3, 2],
+        ["tanh", "relu", "sigmoid", "linear"],
+        bias=True,
+        memory={"kind": "trace", "tau": "30 ms"},
+    )
+    protocol = replace(
+        make_protocol(relax_steps=40, start="zero"),
+        layer_tau=(("h2", 0.02),),
+        feedback_delay=(("h1-h2", 0.002),),
+        tolerance=1e-3,
+    )
+    params = oracle.init_params(model, seed=6)
+    inputs, targets = _batch(model, n=3)
+    got = oracle.relax_as(model, protocol, params, inputs, targets)
+    expected = oracle.relax(
+        model,
+        params,
+        inputs,
+        targets,
+        40,
+        [0.1, 0.1, 0.05, 0.1, 0.1],
+        start="zero",
+        delays=[0, 2, 0, 0],
+        tolerance=1e-3,
+        trace=(1 - 1 / 30, 1, 42),
+    )
+    for a, b in zip(got.x[1:-1] + got.W, expected.x[1:-1] + expected.W, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_array_equal(got.steps, expected.steps)
