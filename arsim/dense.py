@@ -13,8 +13,8 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
-from arsim.activations import SOFTMAX
-from arsim.network import _LEARN, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
+from arsim.activations import SOFTMAX, output_gradient
+from arsim.network import _LEARN, _PRESENT, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
 from arsim.oracle import Params
 
 
@@ -91,15 +91,26 @@ class DenseNetwork(ARNetwork):
                     self._after_step, clock=self.step_clock, when="after_groups", name="after_step"
                 )
             )
+        at_tick = self.protocol.plasticity_step == self.steps_per_sample
         operations.append(
             b2.NetworkOperation(
                 self._plasticity,
-                clock=self.sample_clock,
+                clock=self.sample_clock if at_tick else self.step_clock,
                 when="start",
                 order=_LEARN,
                 name="plasticity",
             )
         )
+        if self.protocol.dwell > 0:
+            operations.append(
+                b2.NetworkOperation(
+                    self._show_stream,
+                    clock=self.step_clock,
+                    when="start",
+                    order=_PRESENT + 1,
+                    name="stimulus_stream_op",
+                )
+            )
         return operations
 
     # -- the connection products -------------------------------------------------------------
@@ -208,9 +219,16 @@ class DenseNetwork(ARNetwork):
                 self._store_delta(role, step_end)
 
     def _plasticity(self, t) -> None:
-        """At the tick that ends a minibatch: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise."""
-        sample_dt = self.steps_per_sample * self.protocol.dt
-        ended = round((float(t / b2.second) - self._chunk_start) / sample_dt) - 1
+        """At a minibatch's plasticity step: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise.
+
+        That step is the next tick, or the oscillation's plasticity phase
+        (``protocol.plasticity_step``); the operation then runs every step and acts at that one.
+        """
+        step = int(self._step_counter[0])
+        if step % self.steps_per_sample != self.protocol.plasticity_step % self.steps_per_sample:
+            return
+        since_chunk = step - round(self._chunk_start / self.protocol.dt)
+        ended = (since_chunk - self.protocol.plasticity_step) // self.steps_per_sample
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
         mask, (rate, feedback_rate) = self._batches[ended]
@@ -226,6 +244,34 @@ class DenseNetwork(ARNetwork):
                 self.b[c] -= rate * delta.sum(axis=0)
                 self._view(target, "b")[:] = self.b[c]
         self.batch_params.append(self.get_params())
+
+    def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
+        """The samples the stimulus stream shows (``protocol.stream_samples``), in order."""
+        self._stream = (inputs, targets)
+        self._shown = None
+
+    def _show_stream(self, t) -> None:
+        """Show the stream's current samples: the input's x̂ and the output's target.
+
+        Where the samples change outside a sweep the output keeps its x̂ and its clamp
+        follows the new target, ``x = output_gradient(x̂_L, T)``.
+        """
+        step = int(self._step_counter[0])
+        inputs, targets = self._stream
+        shown = self.protocol.stream_samples(step, len(inputs))
+        at_tick = step % self.steps_per_sample == 0
+        if not at_tick and self._shown is not None and np.array_equal(shown, self._shown):
+            return
+        self._shown = shown
+        self._view(0, "xhat")[:] = inputs[shown]
+        output = len(self.roles) - 1
+        self._view(output, "target")[:] = targets[shown]
+        if not at_tick:  # at a tick the sweep that follows clamps the output
+            x = self._view(output, "x")
+            x[:] = output_gradient(
+                self.model.loss, self._view(output, "xhat"), targets[shown], self.model.loss_scale
+            )
+            np.multiply(x, self._view(output, "fp"), out=self._view(output, "delta"))
 
     # -- parameters ------------------------------------------------------------------------------
     def set_params(self, params: Params) -> None:
@@ -259,6 +305,8 @@ class DenseNetwork(ARNetwork):
             count = min(batch, len(inputs) - start)
             stimulus[row, :count] = inputs[start : start + count]
             target_values[row, :count] = targets[start : start + count]
+            if self.protocol.dwell > 0:  # the stream shows a full minibatch at every tick
+                count = batch
             self._batches.append((np.arange(batch) < count, self.protocol.learning_rates(count)))
         if next_input is not None:
             count = min(batch, len(next_input))

@@ -133,6 +133,11 @@ def _first_bad(variable: str, when: str) -> str:
     )
 
 
+def gate_name(role: LayerRole) -> str:
+    """Name of the TimedArray of a relaxing layer's gain over the sample period."""
+    return f"gate_{role.index}"
+
+
 def layer_equations(
     role: LayerRole, noise: float = 0.0, stoppable: bool = False, trace: bool = False
 ) -> str:
@@ -158,9 +163,9 @@ def layer_equations(
     else:
         lines += [f"fb_c{c} : 1" for c in role.outgoing]
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
+        # the relaxation gain of this step of the sample period (ProtocolSpec.gate)
         lines.append(
-            "relaxing = int(t_in_timesteps % steps_per_sample >= relax_start)"
-            " * int(t_in_timesteps % steps_per_sample < relax_stop) : 1"
+            f"relaxing = {gate_name(role)}((t_in_timesteps % steps_per_sample) * second) : 1"
         )
         lines.append("tau : second (shared, constant)")
         if stoppable:  # relaxation until converged: active is 0 once the sample converged
@@ -316,6 +321,10 @@ class ARNetwork:
             "noise_sigma": protocol.noise,
             "memory_tau": (model.memory.tau or 1.0) * b2.second,
         }
+        for role in self.roles:
+            if role.relaxes:  # one entry per step of the period, looked up at t = step · 1 s
+                gain = protocol.gate(role.spec.name)
+                self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]

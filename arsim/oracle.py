@@ -207,6 +207,8 @@ def relax(
     delays: list[int] | None = None,
     tolerance: float = 0.0,
     trace: tuple[float, int, int] | None = None,
+    gains: Array | None = None,
+    stream: tuple[Array, Array, Array] | None = None,
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
@@ -242,6 +244,14 @@ def relax(
         are multiplied by ρ = 1 − dt/τ_m every step since the sweep, so relaxation step ``n``
         uses f'·ρ^(offset + n) and the weight update x̂·ρ^final and f'·ρ^final (see
         :func:`trace_schedule`).
+    gains : ndarray, shape (steps, n_layers + 1), optional
+        Relaxation gain of every layer at every step (an oscillation's gate,
+        ``ProtocolSpec.gate``): step ``n`` of layer ``l`` moves by ``gains[n, l] · η_x``.
+    stream : (ndarray, ndarray, ndarray), optional
+        A stimulus stream that changes during the relaxation: ``(step_targets,
+        update_inputs, update_targets)``; the output is clamped to the gradient for
+        ``step_targets[n]`` at step ``n`` (its x̂ stays that of the sweep), and the weight
+        update sees the input ``update_inputs`` and the clamp for ``update_targets``.
     """
     fwd = forward(model, params, inputs)
     n_layers = len(params.W)
@@ -261,6 +271,8 @@ def relax(
     active = np.ones(len(fwd.xhat[0]), dtype=bool)
     taken = np.full(len(active), steps)
     for step in range(steps):
+        if stream is not None:
+            x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[0][step], model.loss_scale)
         new, drive = list(x), {}
         for layer in range(1, n_layers):
             signal = x[layer + 1]
@@ -275,15 +287,19 @@ def relax(
             taken[converged] = step
             active &= ~converged
         for layer, d in drive.items():
-            new[layer] = x[layer] + etas[layer] * d * active[:, None]
+            gain = 1.0 if gains is None else gains[step, layer]
+            new[layer] = x[layer] + gain * etas[layer] * d * active[:, None]
         x = new
         if keep_history:
             history.append(list(x))
     stored = fwd
+    if stream is not None:  # what the plasticity sees: the stream's input and clamp then
+        stored = Forward([stream[1], *fwd.xhat[1:]], fwd.pre, fwd.fp)
+        x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[2], model.loss_scale)
     if trace is not None:  # what the traces hold when the plasticity reads them
         factor = decay**final
         stored = Forward(
-            [fwd.xhat[0]] + [h * factor for h in fwd.xhat[1:-1]] + [fwd.xhat[-1]],
+            [stored.xhat[0]] + [h * factor for h in fwd.xhat[1:-1]] + [fwd.xhat[-1]],
             fwd.pre,
             [fp * (factor if hidden[k] else 1) for k, fp in enumerate(fwd.fp)],
         )
@@ -294,18 +310,24 @@ def relax(
 def relax_as(
     model: ModelSpec, protocol, params: Params, inputs: Array, targets: Array, **options
 ) -> Relaxation:
-    """:func:`relax` with everything the protocol declares.
+    """:func:`relax` with everything the protocol declares, up to the plasticity.
 
-    That is the steps, dt/τ per layer, the start, feedback delays, the convergence tolerance
-    and trace memory; ``options`` (such as ``keep_history``) go to :func:`relax`.
+    That is the steps the weight update sees (the relaxation, or its part before an
+    oscillation's plasticity phase), dt/τ per layer and each step's gain, the start,
+    feedback delays, the convergence tolerance and trace memory; ``options`` (such as
+    ``keep_history``) go to :func:`relax`.
     """
+    first, steps = protocol.phase_steps["feedforward"], protocol.phase_steps["relaxation"]
+    steps = min(max(protocol.plasticity_step - first, 0), steps)
+    gains = np.stack([protocol.gate(layer.name) for layer in model.layers], axis=1)
     return relax(
         model,
         params,
         inputs,
         targets,
-        protocol.phase_steps["relaxation"],
+        steps,
         protocol.eta_x_of(model),
+        gains=gains[first : first + steps],
         start=protocol.relaxation_start,
         delays=protocol.delay_steps(model),
         tolerance=protocol.tolerance,
@@ -314,18 +336,45 @@ def relax_as(
     )
 
 
+def relax_stream(
+    model: ModelSpec,
+    protocol,
+    params: Params,
+    inputs: Array,
+    targets: Array,
+    cycle: int,
+    **options,
+) -> Relaxation:
+    """:func:`relax_as` for sample period ``cycle`` of a run whose stimulus is a stream.
+
+    ``inputs`` and ``targets`` are the run's samples in order; the stream
+    (``protocol.stream_samples``) decides which ones the sweep sees, which target the output
+    is clamped to at each relaxation step, and which input and clamp the plasticity sees.
+    """
+    period, first = protocol.sample_steps, protocol.phase_steps["feedforward"]
+    start = cycle * period
+    shown = lambda step: protocol.stream_samples(step, len(inputs))  # noqa: E731
+    steps = min(max(protocol.plasticity_step - first, 0), protocol.phase_steps["relaxation"])
+    step_targets = np.stack([targets[shown(start + first + n)] for n in range(max(steps, 1))])
+    last = shown(start + protocol.plasticity_step - 1)
+    swept = shown(start)
+    stream = (step_targets, inputs[last], targets[last])
+    swept_inputs, swept_targets = inputs[swept], targets[swept]
+    return relax_as(model, protocol, params, swept_inputs, swept_targets, stream=stream, **options)
+
+
 def trace_schedule(model: ModelSpec, protocol) -> tuple[float, int, int] | None:
     """``trace`` argument of :func:`relax` for a model and protocol (None: ideal memory).
 
     The simulator stores x̂ and f' at the sweep (step 0 of a sample) and decays them by
     ρ = 1 − dt/τ_m at every step from that one on; relaxation step ``n`` reads δ from the end
-    of the step before, after ``n_ff + n`` decays, and the plasticity at the next sample's
-    first step reads them after one sample's worth of steps.
+    of the step before, after ``n_ff + n`` decays, and the plasticity (at the next sample's
+    first step, or at an oscillation's plasticity phase) after ``plasticity_step`` decays.
     """
     if model.memory.kind != "trace":
         return None
     decay = 1.0 - protocol.dt / model.memory.tau
-    return decay, protocol.phase_steps["feedforward"], protocol.sample_steps
+    return decay, protocol.phase_steps["feedforward"], protocol.plasticity_step
 
 
 def apply_update(

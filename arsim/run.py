@@ -210,6 +210,16 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
             f"{protocol.source}: phases.tolerance: only the dense mode relaxes until converged "
             "so far; use --mode dense"
         )
+    if mode != "dense" and protocol.dwell > 0:
+        raise ExecutionError(
+            f"{protocol.source}: stimulus.dwell: only the dense mode shows a stimulus stream "
+            "so far; use --mode dense"
+        )
+    if mode != "dense" and protocol.plasticity_step != protocol.sample_steps:
+        raise ExecutionError(
+            f"{protocol.source}: oscillation.plasticity: only the dense mode changes the weights "
+            "before the cycle's end so far; use --mode dense or plasticity = '360 deg'"
+        )
     if device == "cpp_standalone" and protocol.noise > 0:
         raise ExecutionError(
             f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "
@@ -233,6 +243,8 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
         total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}"
     )
     current = params
+    if protocol.dwell > 0:
+        network.set_stream(inputs, targets)
     for start in range(0, n_samples, chunk):
         stop = min(start + chunk, n_samples)
         if not getattr(network, "traces_per_chunk", False):  # fixed once a program is built
@@ -265,12 +277,12 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
             break
         for first, after in zip(range(start, stop, batch), network.batch_params, strict=True):
             last = min(first + batch, n_samples)
-            rate, _ = protocol.learning_rates(last - first)
+            # compared with backprop on the samples the sweep saw (the stream's, if any)
+            swept = swept_samples(protocol, first // batch, first, last, n_samples)
+            rate, _ = protocol.learning_rates(len(swept))
             rows.append(
                 {"batch": first // batch, "samples": last, "t": last * protocol.sample_duration}
-                | batch_metrics(
-                    model, current, after, inputs[first:last], targets[first:last], rate
-                )
+                | batch_metrics(model, current, after, inputs[swept], targets[swept], rate)
             )
             current = after
     bar.close()
@@ -285,6 +297,18 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
             if sample < n_samples:
                 steps[sample] = taken
     return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged, steps)
+
+
+def swept_samples(
+    protocol: ProtocolSpec, batch: int, first: int, last: int, n_samples: int
+) -> np.ndarray:
+    """Samples the sweep of minibatch ``batch`` (samples ``first:last`` of the run) saw.
+
+    Those samples themselves, or with a stimulus stream the ones it showed at that sweep.
+    """
+    if protocol.dwell > 0:
+        return protocol.stream_samples(batch * protocol.sample_steps, n_samples)
+    return np.arange(first, last)
 
 
 def _phase_of(step: int, protocol: ProtocolSpec) -> str:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from arsim.activations import ACTIVATIONS, LOSSES, SOFTMAX
 
 FEEDBACK_KINDS = ("transpose", "fixed", "learned")
@@ -23,6 +25,9 @@ RECORDABLE = ("x", "xhat", "fp", "delta", "fb")
 """Neuron variables a protocol can record (``fb`` is the summed top-down input)."""
 BATCH_REDUCTIONS = ("sum", "mean")
 RELAXATION_STARTS = ("feedforward", "zero")
+WAVEFORMS = ("square", "sine")
+"""How an oscillation gates the relaxation across its window: fully open (``square``) or by
+a half sine rising from 0 at the window's start to 1 in its middle and back (``sine``)."""
 
 
 class SpecError(ValueError):
@@ -37,7 +42,7 @@ class SpecError(ValueError):
 # Small typed readers over a TOML table that remember where they are (file and dotted key).
 # --------------------------------------------------------------------------------------------
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zµ]+)\s*$")
+_DURATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]+)\s*$")
 
 
 def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> float:
@@ -67,6 +72,22 @@ def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> 
             f"expected a duration with a unit (s, ms, us, ns) such as '10 ms', got {text!r}",
         )
     return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+
+
+_FREQUENCY_UNITS = {"Hz": 1.0, "kHz": 1e3}
+_PHASE_UNITS = {"deg": 1.0, "rad": 180.0 / math.pi}
+
+
+def _parse_with_unit(text: Any, units: dict, example: str, file, key: str) -> float:
+    """``"<number> <unit>"`` → number × ``units[unit]``; a one-line SpecError otherwise."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match or match.group(2) not in units:
+        raise SpecError(
+            file,
+            key,
+            f"expected a number with a unit ({', '.join(units)}) such as '{example}', got {text!r}",
+        )
+    return float(match.group(1)) * units[match.group(2)]
 
 
 class _Table:
@@ -127,6 +148,24 @@ class _Table:
                 raise self.error(name, "missing (required)")
             return default
         return parse_duration(self.data[name], self.file, self.key(name))
+
+    def frequency(self, name: str) -> float:
+        """A frequency such as ``"8 Hz"``, in Hz."""
+        self.used.add(name)
+        if name not in self.data:
+            raise self.error(name, "missing (required)")
+        return _parse_with_unit(
+            self.data[name], _FREQUENCY_UNITS, "8 Hz", self.file, self.key(name)
+        )
+
+    def phase(self, name: str, default: Any = ...) -> float:
+        """A phase angle such as ``"90 deg"`` (or rad), in degrees."""
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "missing (required)")
+            return default
+        return _parse_with_unit(self.data[name], _PHASE_UNITS, "90 deg", self.file, self.key(name))
 
     def table(self, name: str, required: bool = False) -> _Table:
         self.used.add(name)
@@ -470,6 +509,35 @@ class RecordSpec:
 
 
 @dataclass(frozen=True)
+class OscillationSpec:
+    """An oscillation whose phase gates the sweep, the relaxation and the plasticity.
+
+    One cycle is one sample period: the feedforward sweep happens at phase 0, layers relax
+    in a window of the cycle (each layer's window shifted by its phase offset) and the weights
+    change at the plasticity phase.
+
+    Attributes
+    ----------
+    frequency : float
+        Cycles per second (Hz); the period 1/f is a whole number of steps.
+    waveform : {'square', 'sine'}
+        Relaxation gain across the window (see :data:`WAVEFORMS`).
+    window : (float, float)
+        Start and end phase of the relaxation window, degrees in (0, 360].
+    plasticity : float
+        Phase at which the weights change, degrees in (0, 360]; 360 is the cycle's end.
+    phase_offset : tuple of (str, float)
+        Lag of particular layers' windows in degrees (``[oscillation.phase_offset]``).
+    """
+
+    frequency: float
+    waveform: str = "square"
+    window: tuple[float, float] = (0.0, 360.0)
+    plasticity: float = 360.0
+    phase_offset: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class ProtocolSpec:
     """Timing, learning and recording of a simulation protocol.
 
@@ -511,6 +579,13 @@ class ProtocolSpec:
         Relaxation until converged: a sample stops relaxing at the first step where every
         hidden neuron has ``|−x + fb| = τ |dx/dt| < tolerance`` (activity units); the phase
         duration is then the longest it may take. 0 (default): always the full phase.
+    oscillation : OscillationSpec or None
+        The oscillation that sets the phases (``[oscillation]``); the three phase durations
+        are then derived from it: the feedforward phase lasts until the earliest window opens,
+        the relaxation until the latest closes.
+    dwell : float
+        Stimulus stream (``[stimulus] dwell``): each stimulus is shown for this long in seconds,
+        on its own clock, whatever the phase; 0 (default) shows one stimulus per sample period.
     source : str
         File the protocol was read from.
     """
@@ -531,6 +606,8 @@ class ProtocolSpec:
     noise: float = 0.0
     feedback_delay: tuple[tuple[str, float], ...] = ()
     tolerance: float = 0.0
+    oscillation: OscillationSpec | None = None
+    dwell: float = 0.0
     source: str = "<spec>"
 
     @property
@@ -578,6 +655,60 @@ class ProtocolSpec:
         """Duration of one sample in seconds."""
         return self.sample_steps * self.dt
 
+    def phase_to_step(self, degrees: float) -> int:
+        """Step of the sample period at which phase ``degrees`` falls (nearest step)."""
+        return int(round(degrees / 360.0 * self.sample_steps))
+
+    def window_steps(self, layer: str) -> tuple[int, int]:
+        """First step and the step after the last of ``layer``'s relaxation window."""
+        if self.oscillation is None:
+            steps = self.phase_steps
+            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
+        start, stop = self.oscillation.window
+        lag = dict(self.oscillation.phase_offset).get(layer, 0.0)
+        return self.phase_to_step(start + lag), self.phase_to_step(stop + lag)
+
+    def gate(self, layer: str) -> np.ndarray:
+        """Relaxation gain of ``layer`` at every step of the sample period (dimensionless).
+
+        0 outside the layer's window; inside, 1 for a square waveform, or the half sine
+        ``sin(π (k − k_start) / (k_stop − k_start))`` at the start of step ``k`` for a sine
+        waveform. The relaxation integrates ``dx/dt = gain · (−x + fb) / τ``.
+        """
+        start, stop = self.window_steps(layer)
+        gain = np.zeros(self.sample_steps)
+        if self.oscillation is not None and self.oscillation.waveform == "sine":
+            gain[start:stop] = np.sin(np.pi * np.arange(stop - start) / (stop - start))
+        else:
+            gain[start:stop] = 1.0
+        return gain
+
+    @property
+    def plasticity_step(self) -> int:
+        """Step of the sample period at whose start the weights change.
+
+        The period's length means the next period's first step, before its sweep.
+        """
+        if self.oscillation is None:
+            return self.sample_steps
+        return self.phase_to_step(self.oscillation.plasticity)
+
+    @property
+    def dwell_steps(self) -> int:
+        """Steps each stimulus of the stream is shown (0: one stimulus per sample period)."""
+        return self.steps(self.dwell)
+
+    def stream_samples(self, step: int, n_samples: int) -> np.ndarray:
+        """Samples the stimulus stream shows at ``step`` of a run, one per minibatch replica.
+
+        The stream shows the run's samples in order, a minibatch at a time, each for
+        :attr:`dwell_steps` steps counted from the run's start, and starts again from the
+        first when it reaches the end: at step ``s`` replica ``r`` shows sample
+        ``(⌊s / dwell⌋ · B + r) mod n_samples``.
+        """
+        item = step // self.dwell_steps
+        return (item * self.batch_size + np.arange(self.batch_size)) % n_samples
+
     def to_dict(self) -> dict:
         """Plain nested dict (for the run folder's resolved configuration)."""
         return asdict(self)
@@ -616,9 +747,14 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         f"a delay >= 0 that is a multiple of dt = {data['dt']}",
     )
 
-    phases_table = root.table("phases", required=True)
-    durations = {}
-    for phase in PHASES:
+    oscillation, durations = _oscillation(root, dt, data["dt"])
+    phases_table = root.table("phases", required=oscillation is None)
+    for phase in PHASES if oscillation is not None else ():
+        if phase in phases_table.data:
+            raise phases_table.error(
+                phase, "the [oscillation] sets the phase durations; remove this key or it"
+            )
+    for phase in PHASES if oscillation is None else ():
         minimum = 0 if phase == "relaxation" else dt
         value = phases_table.duration(phase, dt if phase != "relaxation" else ...)
         if value < minimum - 1e-12 * dt or not _is_multiple(value, dt):
@@ -633,6 +769,14 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     tolerance = phases_table.number("tolerance", 0.0, low=0.0)
     noise = root.number("noise", 0.0, low=0.0)
     phases_table.finish()
+    stimulus = root.table("stimulus")
+    dwell = stimulus.duration("dwell", 0.0)
+    if dwell < 0 or not _is_multiple(dwell, dt) or 0 < dwell < dt:
+        raise stimulus.error(
+            "dwell",
+            f"expected a multiple of dt = {data['dt']} (> 0), got {stimulus.data['dwell']!r}",
+        )
+    stimulus.finish()
 
     learning = root.table("learning")
     rate = learning.number("rate", 0.0005, low=0.0)
@@ -694,8 +838,82 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         noise,
         feedback_delay,
         tolerance,
+        oscillation,
+        dwell,
         str(source),
     )
+
+
+def _oscillation(root: _Table, dt: float, dt_text) -> tuple[OscillationSpec | None, dict]:
+    """The ``[oscillation]`` table and the phase durations (seconds) it implies, or (None, {})."""
+    if "oscillation" not in root.data:
+        root.used.add("oscillation")
+        return None, {}
+    table = root.table("oscillation")
+    frequency = table.frequency("frequency")
+    text = table.data["frequency"]
+    if frequency <= 0:
+        raise table.error("frequency", f"expected a frequency > 0 Hz, got {text!r}")
+    if not _is_multiple(1.0 / frequency, dt):
+        raise table.error(
+            "frequency",
+            f"the period 1/f = {1e3 / frequency:g} ms of {text!r} is not a multiple of "
+            f"dt = {dt_text}",
+        )
+    period = int(round(1.0 / frequency / dt))
+    waveform = table.get("waveform", str, "square", choices=WAVEFORMS)
+    window = table.get("relaxation", list)
+    if len(window) != 2:
+        raise table.error(
+            "relaxation",
+            f"expected [start, end] phases such as ['30 deg', '330 deg'], got {window}",
+        )
+    start, stop = (
+        _parse_with_unit(value, _PHASE_UNITS, "90 deg", table.file, table.key("relaxation"))
+        for value in window
+    )
+    if not 0 <= start < stop or stop - start > 360:
+        raise table.error(
+            "relaxation",
+            "expected a window of at most one cycle, 0 deg <= start < end <= 360 deg; "
+            f"got {window}",
+        )
+    plasticity = table.phase("plasticity", 360.0)
+    if not 0 < plasticity <= 360:
+        raise table.error(
+            "plasticity", f"expected a phase in (0 deg, 360 deg], got {table.data['plasticity']!r}"
+        )
+    offsets_table = table.table("phase_offset")
+    offsets = tuple((name, offsets_table.phase(name)) for name in list(offsets_table.data))
+    offsets_table.finish()
+    table.finish()
+    to_step = lambda degrees: int(round(degrees / 360.0 * period))  # noqa: E731
+    windows = {}
+    for name, lag in (("", 0.0), *offsets):
+        first, stop_step = to_step(start + lag), to_step(stop + lag)
+        where = f"phase_offset.{name}" if name else "relaxation"
+        if first < 1 or stop_step > period:
+            raise table.error(
+                where,
+                f"the window {start + lag:g}-{stop + lag:g} deg leaves the cycle: it must "
+                f"start after the sweep's step (>= {360 / period:g} deg) and end by 360 deg",
+            )
+        if stop_step <= first:
+            raise table.error(where, f"the window is shorter than one step of {period} per cycle")
+        windows[name] = (first, stop_step)
+    if to_step(plasticity) < 1:
+        raise table.error(
+            "plasticity", f"expected a phase after the sweep's step, got {plasticity:g} deg"
+        )
+    first = min(w[0] for w in windows.values())
+    last = max(w[1] for w in windows.values())
+    durations = {
+        "feedforward": first * dt,
+        "relaxation": (last - first) * dt,
+        "update": (period - last) * dt,
+    }
+    oscillation = OscillationSpec(frequency, waveform, (start, stop), plasticity, offsets)
+    return oscillation, durations
 
 
 def _named_durations(table: _Table, valid, expected: str) -> tuple[tuple[str, float], ...]:
@@ -745,13 +963,15 @@ def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
                 f"no connection {connection!r} in model {model.source}; connections are "
                 f"{connections} (source-target)",
             )
-    for layer, _ in protocol.layer_tau:
-        if layer not in names:
-            raise SpecError(
-                protocol.source,
-                f"layer_tau.{layer}",
-                f"no layer {layer!r} in model {model.source}; layers are {names}",
-            )
+    offsets = protocol.oscillation.phase_offset if protocol.oscillation else ()
+    for key, pairs in (("layer_tau", protocol.layer_tau), ("oscillation.phase_offset", offsets)):
+        for layer, _ in pairs:
+            if layer not in names:
+                raise SpecError(
+                    protocol.source,
+                    f"{key}.{layer}",
+                    f"no layer {layer!r} in model {model.source}; layers are {names}",
+                )
     for layer in protocol.record.layers or ():
         if layer not in names:
             raise SpecError(

@@ -1,0 +1,185 @@
+"""Issue 5: an oscillation that gates the relaxation and the plasticity, and a stimulus stream
+on its own clock, against the oracle and closed forms; their bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import make_model, random_batch, run_brian
+from test_network import _assert_matches_oracle
+
+from arsim import oracle
+from arsim.run import ExecutionError, check_execution
+from arsim.spec import RecordSpec, SpecError, check_compatible, protocol_from_dict
+
+RECORD_ALL = RecordSpec(variables=("x",), neurons=None, samples=None)
+
+
+def oscillating(oscillation=None, stimulus=None, **learning):
+    """τ = 10 ms, dt = 1 ms, minibatches of 4; the phases set by ``oscillation``."""
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]}
+        | (oscillation or {}),
+        "learning": {"rate": 0.02, "batch_size": 4} | learning,
+    }
+    if stimulus is not None:
+        data["stimulus"] = stimulus
+    return replace(protocol_from_dict(data, "oscillation.toml"), record=RECORD_ALL)
+
+
+def test_oscillation_derives_the_phases_and_gates():
+    """50 Hz at dt = 1 ms is a 20-step cycle (18° a step); 36°–324° is steps 2 … 17; a lag of
+    −18° moves a layer's window one step earlier; the sine gate is sin(π k / 16) across the
+    16-step window; the phases are the union of the windows."""
+    protocol = oscillating({"waveform": "sine", "phase_offset": {"h2": "-18 deg"}})
+    assert protocol.sample_steps == 20
+    assert protocol.window_steps("h1") == (2, 18)
+    assert protocol.window_steps("h2") == (1, 17)
+    assert protocol.phase_steps == {"feedforward": 1, "relaxation": 17, "update": 2}
+    gate = protocol.gate("h1")
+    np.testing.assert_allclose(gate[2:18], np.sin(np.pi * np.arange(16) / 16), rtol=0, atol=1e-15)
+    assert gate[:2].sum() == 0 and gate[18:].sum() == 0
+    assert oscillating().gate("h1")[2:18].tolist() == [1.0] * 16
+    assert oscillating().plasticity_step == 20
+    assert oscillating({"plasticity": "180 deg"}).plasticity_step == 10
+
+
+@pytest.mark.parametrize("mode", ["dense", "synapses"])
+def test_gated_relaxation_matches_oracle(mode):
+    """A sine-gated relaxation with a phase lag per layer: traces and weights equal the oracle
+    with the same per-step gains to 1e-10, in both modes."""
+    model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True)
+    protocol = oscillating({"waveform": "sine", "phase_offset": {"h1": "-18 deg", "h3": "36 deg"}})
+    assert protocol.window_steps("h1") == (1, 17) and protocol.window_steps("h3") == (4, 20)
+    params, result, _ = _assert_matches_oracle(model, protocol, 8, mode)
+    # the gate matters: the square window gives other weights
+    _, _, square = _assert_matches_oracle(
+        model, oscillating({"phase_offset": {"h1": "-18 deg", "h3": "36 deg"}}), 8, mode
+    )
+    assert not np.allclose(square.W[0], result.params.W[0], rtol=1e-6)
+
+
+def test_gated_chain_follows_the_product_of_its_gains():
+    """Closed form: one hidden linear layer under a clamp c = B·δ_L relaxes by
+    x_{n+1} = x_n + g_n η (c − x_n), so its residual after the window is
+    (c − x̂) ∏_n (1 − g_n η) with the gains g_n of the sine gate."""
+    model = make_model([3, 4, 2], ["linear", "linear"])
+    protocol = oscillating({"waveform": "sine"}, batch_size=2)
+    params = oracle.init_params(model, seed=3)
+    inputs, targets = random_batch(model, 2, seed=3)
+    result, _ = run_brian(model, protocol, inputs, targets, params)
+    h1 = result.traces[(result.traces.layer == "h1") & (result.traces.variable == "x")]
+    step = np.rint(h1.t.to_numpy() / protocol.dt).astype(int) - 1
+    last = h1[step % protocol.sample_steps == protocol.window_steps("h1")[1] - 1].sort_values(
+        ["sample", "neuron"]
+    )
+    relaxed = last.value.to_numpy().reshape(2, 4)
+    exact = oracle.backprop(model, params, inputs, targets).activity[1]
+    start = oracle.forward(model, params, inputs).xhat[1]
+    gains = protocol.gate("h1")
+    product = np.prod(1 - gains[gains > 0] * protocol.eta_x)
+    np.testing.assert_allclose(exact - relaxed, (exact - start) * product, rtol=1e-10)
+    assert 0.05 < product < 0.5  # the sine window relaxes for about 2/π of its 16 steps
+
+
+def test_plasticity_phase_inside_the_window_matches_oracle():
+    """Plasticity at 180° (step 10) while the window lasts until step 18: the update sees the
+    relaxation's first 8 steps only (and trace memory decayed 10 times), in the dense mode."""
+    model = make_model(
+        [6, 5, 4, 4, 3],
+        ["relu", "tanh", "sigmoid", "linear"],
+        bias=True,
+        memory={"kind": "trace", "tau": "30 ms"},
+    )
+    protocol = oscillating({"plasticity": "180 deg"})
+    params, result, expected = _assert_matches_oracle(model, protocol, 8, "dense")
+    late = oscillating()
+    _, _, at_end = _assert_matches_oracle(model, late, 8, "dense")
+    assert not np.allclose(at_end.W[1], expected.W[1], rtol=1e-6)
+    with pytest.raises(ExecutionError, match="oscillation.plasticity: only the dense mode"):
+        check_execution(protocol, "synapses", "runtime")
+
+
+def test_stimulus_stream_matches_oracle():
+    """A stream that changes every 7 steps, across 20-step cycles: what the sweep sees, the
+    changing clamp and what the plasticity sees equal the oracle's stream to 1e-10; with a dwell
+    of one cycle the stream is the ordinary protocol."""
+    model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True)
+    protocol = oscillating(stimulus={"dwell": "7 ms"})
+    assert protocol.dwell_steps == 7
+    np.testing.assert_array_equal(protocol.stream_samples(13, 12), [4, 5, 6, 7])  # item 1
+    np.testing.assert_array_equal(protocol.stream_samples(14, 12), [8, 9, 10, 11])  # item 2
+    np.testing.assert_array_equal(protocol.stream_samples(42, 12), [0, 1, 2, 3])  # wraps
+    _, streamed, _ = _assert_matches_oracle(model, protocol, 12, "dense")
+    ordinary = oscillating()
+    _, plain, _ = _assert_matches_oracle(model, ordinary, 12, "dense")
+    _, per_cycle, _ = _assert_matches_oracle(
+        model, oscillating(stimulus={"dwell": "20 ms"}), 12, "dense"
+    )
+    for layer in range(4):
+        np.testing.assert_allclose(per_cycle.params.W[layer], plain.params.W[layer], rtol=1e-12)
+    assert not np.allclose(streamed.params.W[0], plain.params.W[0], rtol=1e-6)
+    # the metrics compare each update with backprop on the samples its sweep saw
+    assert streamed.metrics.angle_deg.gt(1).any() and plain.metrics.angle_deg.max() < 60
+    with pytest.raises(ExecutionError, match="stimulus.dwell: only the dense mode"):
+        check_execution(protocol, "synapses", "runtime")
+
+
+@pytest.mark.parametrize(
+    "oscillation, key, message",
+    [
+        ({"frequency": "0 Hz"}, "oscillation.frequency", "expected a frequency > 0 Hz"),
+        ({"frequency": "-8 Hz"}, "oscillation.frequency", "expected a frequency > 0 Hz"),
+        ({"frequency": "8"}, "oscillation.frequency", "with a unit (Hz, kHz)"),
+        ({"frequency": "3 Hz"}, "oscillation.frequency", "not a multiple of dt"),
+        ({"relaxation": ["10 deg", "400 deg"]}, "oscillation.relaxation", "at most one cycle"),
+        ({"relaxation": ["200 deg", "100 deg"]}, "oscillation.relaxation", "at most one cycle"),
+        ({"relaxation": ["0 deg", "300 deg"]}, "oscillation.relaxation", "leaves the cycle"),
+        ({"relaxation": ["36 deg", "40 deg"]}, "oscillation.relaxation", "shorter than one step"),
+        ({"relaxation": ["10 deg"]}, "oscillation.relaxation", "expected [start, end]"),
+        (
+            {"phase_offset": {"h1": "60 deg"}},
+            "oscillation.phase_offset.h1",
+            "leaves the cycle",
+        ),
+        ({"plasticity": "400 deg"}, "oscillation.plasticity", "in (0 deg, 360 deg]"),
+        ({"plasticity": "0 deg"}, "oscillation.plasticity", "in (0 deg, 360 deg]"),
+        ({"waveform": "triangle"}, "oscillation.waveform", "square, sine"),
+        ({"phase": "3 deg"}, "oscillation.phase", "unknown key"),
+    ],
+)
+def test_bad_oscillation_is_one_line_naming_file_and_key(oscillation, key, message):
+    with pytest.raises(SpecError) as error:
+        oscillating(oscillation)
+    text = str(error.value)
+    assert text.startswith(f"oscillation.toml: {key}: ") and message in text
+    assert "\n" not in text
+
+
+def test_oscillation_and_phase_durations_exclude_each_other():
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "phases": {"relaxation": "20 ms"},
+        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]},
+    }
+    with pytest.raises(SpecError, match="x.toml: phases.relaxation: the .oscillation. sets"):
+        protocol_from_dict(data, "x.toml")
+
+
+@pytest.mark.parametrize("dwell", ["0.5 ms", "2.5 ms", "-1 ms", "7"])
+def test_bad_dwell_is_one_line(dwell):
+    data = {"tau": "10 ms", "dt": "1 ms", "phases": {"relaxation": "20 ms"}}
+    with pytest.raises(SpecError, match="x.toml: stimulus.dwell: expected"):
+        protocol_from_dict(data | {"stimulus": {"dwell": dwell}}, "x.toml")
+
+
+def test_phase_offset_of_unknown_layer_is_rejected():
+    model = make_model([6, 5, 3], ["relu", "linear"])
+    protocol = oscillating({"phase_offset": {"h7": "10 deg"}})
+    with pytest.raises(SpecError, match="oscillation.toml: oscillation.phase_offset.h7: no layer"):
+        check_compatible(model, protocol)
