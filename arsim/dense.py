@@ -234,9 +234,12 @@ class DenseNetwork(ARNetwork):
         mask, (rate, feedback_rate) = self._batches[ended]
         for role in self._relaxing_roles:  # δ after the last relaxation step
             self._store_delta(role, float(t / b2.second))
+        signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
             delta = self._view(target, "delta")[mask]
-            change = delta.T @ self._view(source, "xhat")[mask]
+            presynaptic = self._view(source, "xhat")[mask]
+            signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
+            change = delta.T @ presynaptic
             self.W[c] -= rate * change
             if connection.feedback == "learned":
                 self.psi[c] -= feedback_rate * change.T
@@ -244,6 +247,7 @@ class DenseNetwork(ARNetwork):
                 self.b[c] -= rate * delta.sum(axis=0)
                 self._view(target, "b")[:] = self.b[c]
         self.batch_params.append(self.get_params())
+        self.batch_signals.append(signals)
 
     def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         """The samples the stimulus stream shows (``protocol.stream_samples``), in order."""

@@ -302,6 +302,9 @@ class ARNetwork:
         self.ticks_done = 0
         self.batch_params: list[Params] = []
         """Parameters after each minibatch of the last chunk (for per-batch metrics)."""
+        self.batch_signals: list[list] = []
+        """Per minibatch of the last chunk, where the mode keeps them (dense): each
+        connection's ``(δ_post, x̂_pre, has_bias)`` per sample at the plasticity."""
         rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
@@ -475,7 +478,7 @@ class ARNetwork:
         count = len(inputs)
         if not 0 < count <= self.chunk_samples:
             raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
-        self.batch_params = []
+        self.batch_params, self.batch_signals = [], []
         ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
         sample_dt = self.steps_per_sample * self.dt
         end = (self.ticks_done + ticks) * sample_dt

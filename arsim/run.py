@@ -7,6 +7,8 @@ A run folder holds::
     weights/final.npz    the same after the last sample
     traces.parquet       recorded neuron traces, long format (see arsim.recording)
     metrics.csv          one row per minibatch: loss and the AR update against backprop
+    samples.csv          one row per sample (dense mode): its own update against its backprop
+                         gradient (angle over all weights, per weight matrix, relative error)
     status.json          'completed' or 'diverged', with the message
 
 The folder is written under a temporary name and renamed when the run ends (completed or
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 import arsim
 from arsim import oracle
 from arsim.dense import DenseNetwork
-from arsim.metrics import angle_degrees, relative_error
+from arsim.metrics import angle_degrees, per_sample_comparison, relative_error
 from arsim.network import NOISE_STREAM, SynapsesNetwork, seed_noise
 from arsim.oracle import Params
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
@@ -85,6 +87,9 @@ class RunResult:
         The divergence message, if the simulation diverged.
     relaxation_steps : ndarray of int or None
         With a convergence tolerance: the steps each sample relaxed.
+    samples : pandas.DataFrame or None
+        One row per sample (dense mode): its own weight update against its backprop
+        gradient (:func:`sample_metrics`).
     """
 
     params: Params
@@ -92,6 +97,7 @@ class RunResult:
     metrics: pd.DataFrame
     diverged: str | None = None
     relaxation_steps: np.ndarray | None = None
+    samples: pd.DataFrame | None = None
 
 
 def set_codegen_target(target: str) -> None:
@@ -130,6 +136,24 @@ def batch_metrics(
     for layer, gradient_w in enumerate(grads.W):
         row[f"angle_deg_W{layer}"] = angle_degrees(before.W[layer] - after.W[layer], gradient_w)
     return row
+
+
+def sample_metrics(
+    model: ModelSpec, before: Params, signals: list, inputs: np.ndarray, targets: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each sample's AR weight update against the backprop gradient of that sample alone.
+
+    ``signals`` are the factors of the updates the network made (``batch_signals``); the
+    reference is backprop at the weights ``before`` the minibatch on the inputs the sweep
+    saw. Returns per-sample arrays (see :func:`arsim.metrics.per_sample_comparison`).
+    """
+    grads = oracle.backprop(model, before, inputs, targets)
+    fwd = oracle.forward(model, before, inputs)
+    expected = [
+        (grads.activity[c + 1] * fwd.fp[c], fwd.xhat[c], has_bias)
+        for c, (_, _, has_bias) in enumerate(signals)
+    ]
+    return per_sample_comparison(signals, expected)
 
 
 def simulate(
@@ -243,6 +267,7 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
         total=n_samples, unit="sample", disable=not progress, desc=f"{model.name}/{protocol.name}"
     )
     current = params
+    per_sample = []
     if protocol.dwell > 0:
         network.set_stream(inputs, targets)
     for start in range(0, n_samples, chunk):
@@ -275,7 +300,10 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
                 f"recording kept up to sample {stop - 1}"
             )
             break
-        for first, after in zip(range(start, stop, batch), network.batch_params, strict=True):
+        signals = network.batch_signals or [None] * len(network.batch_params)
+        for first, after, signal in zip(
+            range(start, stop, batch), network.batch_params, signals, strict=True
+        ):
             last = min(first + batch, n_samples)
             # compared with backprop on the samples the sweep saw (the stream's, if any)
             swept = swept_samples(protocol, first // batch, first, last, n_samples)
@@ -284,6 +312,10 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
                 {"batch": first // batch, "samples": last, "t": last * protocol.sample_duration}
                 | batch_metrics(model, current, after, inputs[swept], targets[swept], rate)
             )
+            if signal is not None:
+                table = {"sample": swept, "batch": np.full(len(swept), first // batch)}
+                table |= sample_metrics(model, current, signal, inputs[swept], targets[swept])
+                per_sample.append(pd.DataFrame(table))
             current = after
     bar.close()
     if getattr(network, "traces_per_chunk", False):
@@ -296,7 +328,8 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
         for sample, taken in getattr(network, "relaxation_steps", {}).items():
             if sample < n_samples:
                 steps[sample] = taken
-    return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged, steps)
+    samples = pd.concat(per_sample, ignore_index=True) if per_sample else None
+    return RunResult(network.get_params(), traces, pd.DataFrame(rows), diverged, steps, samples)
 
 
 def swept_samples(
@@ -400,6 +433,8 @@ def run_to_folder(
     np.savez(partial / "weights" / "final.npz", **result.params.to_arrays())
     result.traces.to_parquet(partial / "traces.parquet", index=False)
     result.metrics.to_csv(partial / "metrics.csv", index=False)
+    if result.samples is not None:
+        result.samples.to_csv(partial / "samples.csv", index=False)
     if result.relaxation_steps is not None:
         steps = result.relaxation_steps
         table = {"sample": np.arange(len(steps)), "steps": steps, "seconds": steps * protocol.dt}

@@ -434,6 +434,9 @@ def train(
             order = epoch_order(seed, epoch, n_train)
             seed_noise(seed, NOISE_STREAM, epoch)  # per epoch, so that a resumed run repeats it
             network = DenseNetwork(model, protocol, ar_params, record=False)
+            if protocol.dwell > 0:  # the stimulus stream shows the epoch's samples in order
+                stream = images[order], dataset.one_hot(labels[order])
+                network.set_stream(*stream)
             chunk, batch = network.chunk_samples, protocol.batch_size
             window, epoch_window = _Window(), _Window()
             batch_in_epoch = 0
@@ -460,7 +463,12 @@ def train(
                 ):
                     last = min(first + batch, stop - start)
                     x, y = inputs[first:last], targets[first:last]
-                    rate, _ = protocol.learning_rates(last - first)
+                    if protocol.dwell > 0:  # what the sweep saw; the baseline learns it too
+                        swept = protocol.stream_samples(
+                            batch_in_epoch * protocol.sample_steps, n_train
+                        )
+                        x, y = stream[0][swept], stream[1][swept]
+                    rate, _ = protocol.learning_rates(len(x))
                     with np.errstate(all="ignore"):
                         row = batch_metrics(model, ar_params, after, x, y, rate)
                         bp_loss = math.nan

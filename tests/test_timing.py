@@ -11,6 +11,7 @@ from conftest import make_model, random_batch, run_brian
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
+from arsim.metrics import angle_degrees, relative_error
 from arsim.run import ExecutionError, check_execution
 from arsim.spec import RecordSpec, SpecError, check_compatible, protocol_from_dict
 
@@ -183,3 +184,41 @@ def test_phase_offset_of_unknown_layer_is_rejected():
     protocol = oscillating({"phase_offset": {"h7": "10 deg"}})
     with pytest.raises(SpecError, match="oscillation.toml: oscillation.phase_offset.h7: no layer"):
         check_compatible(model, protocol)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["ordinary", "stream"])
+def test_per_sample_metrics_equal_full_matrix_comparison(stream):
+    """``samples.csv``: each sample's own update (from the factors δ x̂ᵀ the network used)
+    against its own backprop gradient equals the comparison of the full matrices: the oracle's
+    AR update of a one-sample minibatch against backprop on the input its sweep saw."""
+    model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True)
+    protocol = oscillating(stimulus={"dwell": "7 ms"} if stream else None, batch_size=1)
+    params = oracle.init_params(model, seed=6)
+    inputs, targets = random_batch(model, 6, seed=6)  # targets of classes 1 2 0 0 2 2
+    result, _ = run_brian(model, protocol, inputs, targets, params)
+    samples = result.samples
+    assert list(samples.batch) == list(range(6))
+    current = params
+    for cycle in range(6):
+        row = samples.iloc[cycle]
+        swept = protocol.stream_samples(cycle * protocol.sample_steps, 6) if stream else [cycle]
+        assert int(row["sample"]) == swept[0]
+        if stream:
+            relaxed = oracle.relax_stream(model, protocol, current, inputs, targets, cycle)
+        else:
+            relaxed = oracle.relax_as(model, protocol, current, inputs[swept], targets[swept])
+        exact = oracle.backprop(model, current, inputs[swept], targets[swept])
+        ar, bp = relaxed.W + relaxed.b, exact.W + exact.b
+        # cosines, not angles: arccos near 1 resolves no better than about 1e-6 degrees
+        cosine = lambda degrees: np.cos(np.radians(degrees))  # noqa: E731
+        assert cosine(row.angle_deg) == pytest.approx(cosine(angle_degrees(ar, bp)), abs=1e-12)
+        assert row.rel_error == pytest.approx(relative_error(ar, bp), rel=1e-6)
+        for c in range(4):
+            with np.errstate(invalid="ignore"):  # NaN where a ReLU layer is silent: in both
+                expected = angle_degrees(relaxed.W[c], exact.W[c])
+            got = row[f"angle_deg_W{c}"]
+            np.testing.assert_allclose(cosine(got), cosine(expected), rtol=0, atol=1e-12)
+        current = oracle.apply_update(model, current, relaxed, *protocol.learning_rates(1))
+    # the short window (16 steps = 1.6 τ) leaves 5–16° here; the stream, whose target changed
+    # before the plasticity, makes it more than 45°
+    assert samples.angle_deg.min() > 45 if stream else samples.angle_deg.max() < 20
