@@ -139,7 +139,7 @@ def gate_name(role: LayerRole) -> str:
 
 
 def layer_equations(
-    role: LayerRole, noise: float = 0.0, stoppable: bool = False, trace: bool = False
+    role: LayerRole, noise: float = 0.0, stoppable: bool = False, memory: str = "ideal"
 ) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
@@ -147,8 +147,9 @@ def layer_equations(
     ``x`` relaxing activity, ``delta = x · fp``, ``fb`` summed top-down input, ``a`` the
     pre-activation (``a_c<k>`` per incoming connection ``k`` plus the bias ``b``); shared
     ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
-    the first time an activity went non-finite. With ``trace`` (memory kind 'trace') a hidden
-    layer's stored x̂ and f' decay with time constant ``memory_tau``.
+    the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
+    x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
+    leaks toward x (the apical compartment) with that time constant.
     """
     lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
     if role.is_input:
@@ -179,7 +180,9 @@ def layer_equations(
             )
         else:
             lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
-        if trace:  # eligibility traces instead of ideal memory
+        if memory == "two-compartment":  # the soma's x̂ leaks toward the apical x
+            lines[lines.index("xhat : 1")] = "dxhat/dt = (x - xhat) / memory_tau : 1"
+        if memory == "trace":  # eligibility traces instead of ideal memory
             lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
             lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
     return "\n".join(lines)
@@ -376,7 +379,7 @@ class ARNetwork:
                 role,
                 self.protocol.noise,
                 self.protocol.tolerance > 0,
-                self.model.memory.kind == "trace",
+                self.model.memory.kind,
             ),
             method="euler",
             namespace=self.namespace,

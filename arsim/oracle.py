@@ -209,6 +209,7 @@ def relax(
     trace: tuple[float, int, int] | None = None,
     gains: Array | None = None,
     stream: tuple[Array, Array, Array] | None = None,
+    soma: tuple[float, int, int] | None = None,
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
@@ -252,6 +253,11 @@ def relax(
         update_inputs, update_targets)``; the output is clamped to the gradient for
         ``step_targets[n]`` at step ``n`` (its x̂ stays that of the sweep), and the weight
         update sees the input ``update_inputs`` and the clamp for ``update_targets``.
+    soma : (float, int, int), optional
+        Two-compartment memory ``(η_c, offset, final)``: a hidden layer's x̂ (the soma) moves
+        by ``η_c (x − x̂)`` every step from the sweep to the plasticity, with ``x`` its start
+        value for ``offset`` steps, then the relaxing activity, then its final value until step
+        ``final``; the weight update reads that x̂ (see :func:`memory_schedule`).
     """
     fwd = forward(model, params, inputs)
     n_layers = len(params.W)
@@ -270,7 +276,14 @@ def relax(
     sent = [[] for _ in range(n_layers)]  # signals sent down each connection, step by step
     active = np.ones(len(fwd.xhat[0]), dtype=bool)
     taken = np.full(len(active), steps)
+    held = None  # the somata's x̂ (two-compartment memory), hidden layers 1 … L−1
+    if soma is not None:
+        coupling, offset_c, final_c = soma
+        before = min(offset_c, final_c)
+        held = [_drift(fwd.xhat[k], x[k], coupling, before) for k in range(1, n_layers)]
     for step in range(steps):
+        if held is not None:
+            held = [h + coupling * (x[k] - h) for k, h in enumerate(held, start=1)]
         if stream is not None:
             x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[0][step], model.loss_scale)
         new, drive = list(x), {}
@@ -293,8 +306,12 @@ def relax(
         if keep_history:
             history.append(list(x))
     stored = fwd
+    if held is not None:  # the somata drift toward the final x until the plasticity
+        rest = max(final_c - offset_c - steps, 0)
+        held = [_drift(h, x[k], coupling, rest) for k, h in enumerate(held, start=1)]
+        stored = Forward([fwd.xhat[0], *held, fwd.xhat[-1]], fwd.pre, fwd.fp)
     if stream is not None:  # what the plasticity sees: the stream's input and clamp then
-        stored = Forward([stream[1], *fwd.xhat[1:]], fwd.pre, fwd.fp)
+        stored = Forward([stream[1], *stored.xhat[1:]], fwd.pre, fwd.fp)
         x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[2], model.loss_scale)
     if trace is not None:  # what the traces hold when the plasticity reads them
         factor = decay**final
@@ -305,6 +322,11 @@ def relax(
         )
     grads_w, grads_b = weight_gradients(stored, x, params)
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
+
+
+def _drift(start: Array, toward: Array, rate: float, steps: int) -> Array:
+    """``steps`` Euler steps of ``dh/dt ∝ toward − h`` with a constant ``toward``, exactly."""
+    return toward + (start - toward) * (1.0 - rate) ** steps
 
 
 def relax_as(
@@ -332,6 +354,7 @@ def relax_as(
         delays=protocol.delay_steps(model),
         tolerance=protocol.tolerance,
         trace=trace_schedule(model, protocol),
+        soma=memory_schedule(model, protocol, "two-compartment"),
         **options,
     )
 
@@ -364,17 +387,26 @@ def relax_stream(
 
 
 def trace_schedule(model: ModelSpec, protocol) -> tuple[float, int, int] | None:
-    """``trace`` argument of :func:`relax` for a model and protocol (None: ideal memory).
+    """``trace`` argument of :func:`relax` for a model and protocol (None: not trace memory).
 
     The simulator stores x̂ and f' at the sweep (step 0 of a sample) and decays them by
     ρ = 1 − dt/τ_m at every step from that one on; relaxation step ``n`` reads δ from the end
     of the step before, after ``n_ff + n`` decays, and the plasticity (at the next sample's
     first step, or at an oscillation's plasticity phase) after ``plasticity_step`` decays.
     """
-    if model.memory.kind != "trace":
+    schedule = memory_schedule(model, protocol, "trace")
+    return None if schedule is None else (1.0 - schedule[0], *schedule[1:])
+
+
+def memory_schedule(model: ModelSpec, protocol, kind: str) -> tuple[float, int, int] | None:
+    """``(dt/τ_m, n_ff, plasticity_step)`` when the model's memory is ``kind``, else None."""
+    if model.memory.kind != kind:
         return None
-    decay = 1.0 - protocol.dt / model.memory.tau
-    return decay, protocol.phase_steps["feedforward"], protocol.plasticity_step
+    return (
+        protocol.dt / model.memory.tau,
+        protocol.phase_steps["feedforward"],
+        protocol.plasticity_step,
+    )
 
 
 def apply_update(

@@ -247,7 +247,7 @@ class ConnectionSpec:
     derivative: bool = True
 
 
-MEMORY_KINDS = ("ideal", "trace")
+MEMORY_KINDS = ("ideal", "trace", "two-compartment")
 """How hidden layers keep x̂ and f' through the relaxation."""
 
 
@@ -257,12 +257,15 @@ class MemorySpec:
 
     Attributes
     ----------
-    kind : {'ideal', 'trace'}
+    kind : {'ideal', 'trace', 'two-compartment'}
         ``ideal``: held exactly. ``trace``: stored at the sweep, then decaying as eligibility
         traces, ``dx̂/dt = −x̂/τ_m`` and ``df'/dt = −f'/τ_m``, in the relaxation and in the
-        weight update alike.
+        weight update alike. ``two-compartment``: the soma holds x̂ (and f', set by the basal
+        input) while the apical compartment relaxes as x; the soma is coupled to the apical
+        compartment, ``dx̂/dt = (x − x̂)/τ_m``, so it drifts toward x once x leaves x̂.
     tau : float
-        τ_m of the trace in seconds (``trace`` only).
+        τ_m in seconds: the trace's time constant, or the soma–apical coupling's (not
+        ``ideal``).
     """
 
     kind: str = "ideal"
@@ -374,9 +377,9 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     memory_table = root.table("memory")
     kind = memory_table.get("kind", str, "ideal", choices=MEMORY_KINDS)
     memory = MemorySpec(kind, memory_table.duration("tau", None if kind == "ideal" else ...) or 0.0)
-    if kind == "trace" and memory.tau <= 0:
+    if kind != "ideal" and memory.tau <= 0:
         raise memory_table.error(
-            "tau", f"expected a positive trace time constant, got {memory.tau}"
+            "tau", f"expected a positive time constant for memory {kind!r}, got {memory.tau}"
         )
     memory_table.finish()
 
@@ -947,11 +950,11 @@ def load_protocol(path: str | Path) -> ProtocolSpec:
 def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
     """Check what depends on both files (layer names). Raises :class:`SpecError`."""
     names = [layer.name for layer in model.layers]
-    if model.memory.kind == "trace" and protocol.dt >= 2 * model.memory.tau:
+    if model.memory.kind != "ideal" and protocol.dt >= 2 * model.memory.tau:
         raise SpecError(
             model.source,
             "memory.tau",
-            f"forward Euler needs the trace time constant above dt/2 = {protocol.dt / 2:g} s "
+            f"forward Euler needs the memory time constant above dt/2 = {protocol.dt / 2:g} s "
             f"(dt of {protocol.source}); got {model.memory.tau:g} s",
         )
     connections = [f"{c.source}-{c.target}" for c in model.connections]

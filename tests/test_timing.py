@@ -222,3 +222,51 @@ def test_per_sample_metrics_equal_full_matrix_comparison(stream):
     # the short window (16 steps = 1.6 τ) leaves 5–16° here; the stream, whose target changed
     # before the plasticity, makes it more than 45°
     assert samples.angle_deg.min() > 45 if stream else samples.angle_deg.max() < 20
+
+
+@pytest.mark.parametrize("mode", ["dense", "synapses"])
+def test_two_compartment_memory_matches_oracle(mode):
+    """``[memory] kind = "two-compartment"``: the soma's x̂ leaks toward the relaxing apical x
+    (τ_c = 30 ms); traces and weights equal the oracle's somata to 1e-10, the update differs
+    from ideal memory, and a slow coupling is ideal memory in the limit: the gap shrinks in
+    proportion to dt/τ_c."""
+    memory = {"kind": "two-compartment", "tau": "30 ms"}
+    model = make_model(
+        [6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True, memory=memory
+    )
+    protocol = oscillating()
+    _, result, expected = _assert_matches_oracle(model, protocol, 8, mode)
+    ideal = replace(model, memory=replace(model.memory, kind="ideal"))
+    _, _, ideal_expected = _assert_matches_oracle(ideal, protocol, 8, mode)
+    assert not np.allclose(ideal_expected.W[1], expected.W[1], rtol=1e-4)
+    gaps = []
+    for tau in (10.0, 100.0):  # seconds: dt/τ_c = 1e-4 and 1e-5
+        slow = replace(model, memory=replace(model.memory, tau=tau))
+        _, _, slow_expected = _assert_matches_oracle(slow, protocol, 8, mode)
+        gaps.append(np.abs(slow_expected.W[0] - ideal_expected.W[0]).max())
+    assert gaps[1] / gaps[0] == pytest.approx(0.1, rel=1e-2)
+
+
+def test_two_compartment_soma_follows_closed_form():
+    """From rest (start = "zero") the apical x is 0 through the feedforward phase, so the
+    soma decays as x̂ (1 − dt/τ_c)^(k+1) after step k; in the window it moves toward x."""
+    memory = {"kind": "two-compartment", "tau": "20 ms"}
+    model = make_model([6, 5, 3], ["tanh", "linear"], memory=memory)
+    protocol = oscillating({"relaxation": ["90 deg", "324 deg"]}, batch_size=2)
+    protocol = replace(
+        protocol,
+        relaxation_start="zero",
+        record=RecordSpec(variables=("x", "xhat"), neurons=None, samples=None),
+    )
+    params = oracle.init_params(model, seed=2)
+    inputs, targets = random_batch(model, 2, seed=2)
+    result, _ = run_brian(model, protocol, inputs, targets, params)
+    rows = result.traces[(result.traces.layer == "h1") & (result.traces["sample"] == 0)]
+    xhat = rows[(rows.variable == "xhat") & (rows.neuron == 3)].sort_values("t").value.to_numpy()
+    swept = oracle.forward(model, params, inputs[:1]).xhat[1][0, 3]
+    first = protocol.window_steps("h1")[0]
+    assert first == 5
+    np.testing.assert_allclose(xhat[:first], swept * 0.95 ** np.arange(1, first + 1), rtol=1e-12)
+    x = rows[(rows.variable == "x") & (rows.neuron == 3)].sort_values("t").value.to_numpy()
+    # Euler step by step from the recorded x: x̂_{k+1} = x̂_k + 0.05 (x_k − x̂_k)
+    np.testing.assert_allclose(xhat[1:], xhat[:-1] + 0.05 * (x[:-1] - xhat[:-1]), rtol=1e-12)
