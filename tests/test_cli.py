@@ -107,6 +107,24 @@ BAD = {
         'tau = "1 ms"\ndt = "2 ms"\n[phases]\nrelaxation = "2 ms"\n',
         "dt",
     ),
+    "oscillation-frequency-not-positive": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[oscillation]\nfrequency = "0 Hz"\n'
+        'relaxation = ["30 deg", "300 deg"]\n',
+        "oscillation.frequency",
+    ),
+    "oscillation-window-longer-than-cycle": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[oscillation]\nfrequency = "8 Hz"\n'
+        'relaxation = ["30 deg", "420 deg"]\n',
+        "oscillation.relaxation",
+    ),
+    "delay-not-multiple-of-dt": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[phases]\nrelaxation = "10 ms"\n'
+        '[feedback_delay]\n"h1-h2" = "1.5 ms"\n',
+        "feedback_delay.h1-h2",
+    ),
     "sizes-do-not-chain": (
         "model",
         '[[layers]]\nname = "a"\nsize = 3\n[[layers]]\nname = "b"\nsize = 2\n'
