@@ -1,5 +1,8 @@
 """Command line: ``arsim run MODEL PROTOCOL [--out DIR] [--samples N] [--seed S]``.
 
+``arsim sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS] [--workers N]`` runs a grid of
+points (see :mod:`arsim.sweep`; exit status 1 when some point did not complete).
+
 With ``--data fashion-mnist`` (or ``--resume DIR``) the run trains on the dataset in epochs
 beside a backprop baseline instead (see :mod:`arsim.train`).
 
@@ -100,12 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to measure (default: all but synapses-numpy)",
     )
     bench.add_argument("--threads", type=_positive_int, default=2, help="BLAS threads (default 2)")
+    from arsim.sweep import add_sweep_arguments
+
+    add_sweep_arguments(
+        commands.add_parser(
+            "sweep", help="run a model and protocol over a grid of parameters and seeds (Dask)"
+        )
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "sweep":
+        from arsim.sweep import main_from_args
+
+        return main_from_args(args)
     if args.command == "bench":
         from arsim.bench import run_benchmark
 
