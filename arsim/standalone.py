@@ -21,6 +21,22 @@ from arsim.network import SynapsesNetwork
 from arsim.oracle import Params
 
 
+def use_blocked_summation() -> None:
+    """Generate summed variables with arsim's template (``arsim/brian_templates``).
+
+    It sums the top-down input block by block over its targets, in a loop the compiler
+    vectorises, wherever the synapses have the layout of :func:`arsim.network.all_to_all`,
+    bit-identical to Brian2's loop, which it falls back to otherwise.
+    """
+    from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+
+    templater = CPPStandaloneCodeObject.templater
+    if "arsim" not in templater.package_names:
+        CPPStandaloneCodeObject.templater = templater.derive(
+            "arsim", templates_dir="brian_templates"
+        )
+
+
 def default_build_dir(model, protocol) -> Path:
     """A build folder per network and process, so that parallel workers never share one."""
     key = hashlib.sha1(repr((model, protocol)).encode()).hexdigest()[:12]
@@ -51,6 +67,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         self.build_dir = Path(build_dir or default_build_dir(model, protocol))
         self.build_dir.mkdir(parents=True, exist_ok=True)
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
+        use_blocked_summation()
         try:
             super().__init__(model, protocol, params, record)
             batch = protocol.batch_size

@@ -1,0 +1,61 @@
+{# USES_VARIABLES { N } #}
+{# arsim's version of Brian2's cpp_standalone summed-variable template (issue 4). Brian2 sums
+   synapse by synapse through the target index, a read-modify-write chain that the compiler
+   cannot vectorise. arsim lays its all-to-all synapses out block by block over the target
+   (synapse k feeds target k mod n_target, see arsim.network.all_to_all): this template checks
+   that layout once per program run and then sums each block in a contiguous inner loop. Every
+   target still receives its terms in the same order, so the result is bit-identical to
+   Brian2's loop, which remains the fallback for any other layout. #}
+{% extends 'common_group.cpp' %}
+
+{% block maincode %}
+    {% set _target_var_array = get_array_name(_target_var) %}
+    {% set _index_array = get_array_name(_index_var) %}
+    //// MAIN CODE ////////////
+    const int _target_size = {{constant_or_scalar(_target_size_name, variables[_target_size_name])}};
+
+    // Set all the target variable values to zero
+    {{ openmp_pragma('parallel-static') }}
+    for (int _target_idx=0; _target_idx<_target_size; _target_idx++)
+    {
+        {{_target_var_array}}[_target_idx + {{_target_start}}] = 0;
+    }
+
+    // scalar code
+    const size_t _vectorisation_idx = -1;
+    {{scalar_code|autoindent}}
+
+    const int _n_synapses = {{N}};
+    static int _blocked = -1;  // the layout is fixed for the whole program run
+    if (_blocked < 0)
+    {
+        _blocked = _target_size > 0 && _n_synapses % _target_size == 0;
+        for (int _idx=0; _blocked && _idx<_n_synapses; _idx++)
+            if ({{_index_array}}[_idx] != {{_target_start}} + _idx % _target_size)
+                _blocked = 0;
+    }
+    if (_blocked)
+    {
+        double* __restrict _block_target = {{_target_var_array}} + {{_target_start}};
+        for (int _block=0; _block<_n_synapses / _target_size; _block++)
+        {
+            for (int _i=0; _i<_target_size; _i++)
+            {
+                const size_t _idx = (size_t)_block * _target_size + _i;
+                const size_t _vectorisation_idx = _idx;
+                {{vector_code|autoindent}}
+                _block_target[_i] += _synaptic_var;
+            }
+        }
+    }
+    else
+    {
+        for(int _idx=0; _idx<_n_synapses; _idx++)
+        {
+            // vector code
+            const size_t _vectorisation_idx = _idx;
+            {{vector_code|autoindent}}
+            {{_target_var_array}}[{{_index_array}}[_idx]] += _synaptic_var;
+        }
+    }
+{% endblock %}
