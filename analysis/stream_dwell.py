@@ -6,10 +6,12 @@ minibatch, relaxation 10 τ, weights change at 300°) the stimulus and its targe
 training images and reports the angle between each AR weight update and the backprop gradient of
 the weights and sweep input the network actually had (mean and spread over the minibatches), per
 weight matrix too. A dwell of a whole cycle (or a multiple of it) is the ordinary protocol.
+Each point shows as many images as make ``--periods`` theta cycles at its dwell (the stream
+shows each image once: a fast stream passes many images per cycle).
 
 Usage::
 
-    python analysis/stream_dwell.py [--samples 640] [--dwells 5 10 20 40 60 80 100 125 250]
+    python analysis/stream_dwell.py [--periods 20] [--dwells 5 10 20 40 60 80 100 125 250]
         [--out analysis/figures/stream-dwell.png]
 
 Writes the numbers as CSV next to the figure.
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--protocol", type=Path, default=ROOT / "protocols" / "stimulus-stream.toml"
     )
-    parser.add_argument("--samples", type=int, default=640)
+    parser.add_argument("--periods", type=int, default=20)
     parser.add_argument(
         "--dwells", type=float, nargs="+", default=[5, 10, 20, 40, 60, 80, 100, 125, 250]
     )
@@ -53,14 +55,16 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     model, protocol = load_model(args.model), load_protocol(args.protocol)
-    dataset = load_dataset("fashion-mnist", None, train_limit=args.samples)
-    inputs = dataset.train_images[: args.samples]
-    targets = dataset.one_hot(dataset.train_labels[: args.samples])
+    dataset = load_dataset("fashion-mnist", None)
     params = oracle.init_params(model, args.seed)
     cycle_ms = protocol.sample_duration * 1e3
     rows = []
     for dwell_ms in args.dwells:
         point = replace(protocol, dwell=dwell_ms * 1e-3)
+        minibatches = -(-args.periods * point.sample_steps // point.dwell_steps)
+        count = min(minibatches * point.batch_size, len(dataset.train_images))
+        inputs = dataset.train_images[:count]
+        targets = dataset.one_hot(dataset.train_labels[:count])
         result = simulate(model, point, inputs, targets, params.copy(), record=False)
         if result.diverged:
             raise SystemExit(f"stream_dwell: dwell {dwell_ms} ms: {result.diverged}")
@@ -68,6 +72,8 @@ def main(argv=None) -> int:
         row = {
             "dwell_ms": dwell_ms,
             "dwell_over_cycle": dwell_ms / cycle_ms,
+            "images": count,
+            "periods": len(metrics),
             "angle_deg_mean": metrics.angle_deg.mean(),
             "angle_deg_min": metrics.angle_deg.min(),
             "angle_deg_max": metrics.angle_deg.max(),

@@ -260,6 +260,11 @@ def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", 
 
 
 def _simulate(network, model, protocol, inputs, targets, params, progress) -> RunResult:
+    stream_inputs, stream_targets = inputs, targets
+    if protocol.dwell > 0:  # the stream shows the samples; the chunks count sample periods
+        network.set_stream(inputs, targets)
+        slots = protocol.stream_periods(len(inputs)) * protocol.batch_size
+        inputs, targets = np.zeros((slots, inputs.shape[1])), np.zeros((slots, targets.shape[1]))
     n_samples, batch, chunk = len(inputs), protocol.batch_size, network.chunk_samples
     rows, diverged, frames = [], None, []
     wanted = None if protocol.record.samples is None else set(protocol.record.samples)
@@ -268,8 +273,6 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
     )
     current = params
     per_sample = []
-    if protocol.dwell > 0:
-        network.set_stream(inputs, targets)
     for start in range(0, n_samples, chunk):
         stop = min(start + chunk, n_samples)
         if not getattr(network, "traces_per_chunk", False):  # fixed once a program is built
@@ -306,15 +309,16 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
         ):
             last = min(first + batch, n_samples)
             # compared with backprop on the samples the sweep saw (the stream's, if any)
-            swept = swept_samples(protocol, first // batch, first, last, n_samples)
+            swept = swept_samples(protocol, first // batch, first, last, len(stream_inputs))
+            x, y = stream_inputs[swept], stream_targets[swept]
             rate, _ = protocol.learning_rates(len(swept))
             rows.append(
                 {"batch": first // batch, "samples": last, "t": last * protocol.sample_duration}
-                | batch_metrics(model, current, after, inputs[swept], targets[swept], rate)
+                | batch_metrics(model, current, after, x, y, rate)
             )
             if signal is not None:
                 table = {"sample": swept, "batch": np.full(len(swept), first // batch)}
-                table |= sample_metrics(model, current, signal, inputs[swept], targets[swept])
+                table |= sample_metrics(model, current, signal, x, y)
                 per_sample.append(pd.DataFrame(table))
             current = after
     bar.close()
@@ -407,6 +411,11 @@ def run_to_folder(
             "eta_x": protocol.eta_x,
             "steps_per_sample": protocol.sample_steps,
             "phase_steps": protocol.phase_steps,
+            "plasticity_step": protocol.plasticity_step,
+            "relaxation_windows": {  # steps of the sample period, per hidden layer
+                layer.name: list(protocol.window_steps(layer.name)) for layer in model.layers[1:-1]
+            },
+            "stimulus_dwell_steps": protocol.dwell_steps,
         },
         "seed": seed,
         "samples": n_samples,

@@ -705,12 +705,21 @@ class ProtocolSpec:
         """Samples the stimulus stream shows at ``step`` of a run, one per minibatch replica.
 
         The stream shows the run's samples in order, a minibatch at a time, each for
-        :attr:`dwell_steps` steps counted from the run's start, and starts again from the
-        first when it reaches the end: at step ``s`` replica ``r`` shows sample
-        ``(⌊s / dwell⌋ · B + r) mod n_samples``.
+        :attr:`dwell_steps` steps counted from the run's start: at step ``s`` replica ``r``
+        shows sample ``(⌊s / dwell⌋ · B + r) mod n_samples`` (the modulo only matters after
+        the last sweep of :meth:`stream_periods`, and inside a final partial minibatch).
         """
         item = step // self.dwell_steps
         return (item * self.batch_size + np.arange(self.batch_size)) % n_samples
+
+    def stream_periods(self, n_samples: int) -> int:
+        """Sample periods (sweeps and weight updates) while a stream shows ``n_samples`` once.
+
+        The stream takes ``⌈n / B⌉ · dwell`` and every sweep falls within it: a fast stream
+        gives fewer updates than minibatches (stimuli pass unswept), a slow one more.
+        """
+        shown = -(-n_samples // self.batch_size) * self.dwell_steps
+        return max(1, -(-shown // self.sample_steps))
 
     def to_dict(self) -> dict:
         """Plain nested dict (for the run folder's resolved configuration)."""

@@ -400,9 +400,14 @@ def train(
         point = {key: state.get(key) for key in ("ar_test_acc", "bp_test_acc")}
     eval_images, eval_labels = images[:eval_samples], labels[:eval_samples]
     n_classes = dataset.n_classes
+    # samples presented per epoch; with a stimulus stream, sample periods × batch (the stream
+    # shows every sample once per epoch and the sweeps see those present at their phase)
+    per_epoch = n_train
+    if protocol.dwell > 0:
+        per_epoch = protocol.stream_periods(n_train) * protocol.batch_size
     bar = tqdm(
-        total=epochs * n_train,
-        initial=start_epoch * n_train,
+        total=epochs * per_epoch,
+        initial=start_epoch * per_epoch,
         unit="sample",
         disable=not progress,
         desc=f"{model.name}/{protocol.name}",
@@ -440,12 +445,16 @@ def train(
             chunk, batch = network.chunk_samples, protocol.batch_size
             window, epoch_window = _Window(), _Window()
             batch_in_epoch = 0
-            for start in range(0, n_train, chunk):
-                stop = min(start + chunk, n_train)
-                index = order[start:stop]
-                inputs, targets = images[index], dataset.one_hot(labels[index])
+            for start in range(0, per_epoch, chunk):
+                stop = min(start + chunk, per_epoch)
+                if protocol.dwell > 0:  # the stream shows the images; these are placeholders
+                    inputs = np.zeros((stop - start, images.shape[1]))
+                    targets = np.zeros((stop - start, n_classes))
+                else:
+                    index = order[start:stop]
+                    inputs, targets = images[index], dataset.one_hot(labels[index])
                 upcoming = (None, None)
-                if stop < n_train:
+                if stop < n_train and protocol.dwell == 0:
                     following = order[stop : stop + chunk]
                     upcoming = (images[following], dataset.one_hot(labels[following]))
                 with np.errstate(all="ignore"):

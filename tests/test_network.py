@@ -24,7 +24,10 @@ def _oracle_batches(model, protocol, params, inputs, targets):
     stimulus stream the minibatch of sample period ``k`` is what the stream showed.
     """
     histories, current = [], params.copy()
-    for batch, start in enumerate(range(0, len(inputs), protocol.batch_size)):
+    slots = len(inputs)
+    if protocol.dwell > 0:  # one minibatch per sample period while the stream lasts
+        slots = protocol.stream_periods(len(inputs)) * protocol.batch_size
+    for batch, start in enumerate(range(0, slots, protocol.batch_size)):
         if protocol.dwell > 0:
             relaxed = oracle.relax_stream(
                 model, protocol, current, inputs, targets, batch, keep_history=True
@@ -82,7 +85,8 @@ def _assert_matches_oracle(
     histories, expected = _oracle_batches(model, protocol, params, inputs, targets)
     for layer_index in range(1, len(model.layers) - 1):
         name = model.layers[layer_index].name
-        traced = relaxation_history(result.traces, protocol, name, n_samples)
+        slots = sum(h[0][0].shape[0] for h in histories)  # samples swept
+        traced = relaxation_history(result.traces, protocol, name, slots)
         reference = np.concatenate(
             [np.stack([h[layer_index] for h in history]) for history in histories], axis=1
         )

@@ -115,11 +115,16 @@ def test_stimulus_stream_matches_oracle():
     np.testing.assert_array_equal(protocol.stream_samples(13, 12), [4, 5, 6, 7])  # item 1
     np.testing.assert_array_equal(protocol.stream_samples(14, 12), [8, 9, 10, 11])  # item 2
     np.testing.assert_array_equal(protocol.stream_samples(42, 12), [0, 1, 2, 3])  # wraps
-    _, streamed, _ = _assert_matches_oracle(model, protocol, 12, "dense")
+    # the run lasts while the stream shows every sample once: 6 minibatches × 7 ms = 42 ms,
+    # sweeps at 0, 20 and 40 ms; a 45 ms dwell sweeps each minibatch 2 or 3 times
+    assert protocol.stream_periods(24) == 3
+    assert oscillating(stimulus={"dwell": "45 ms"}).stream_periods(24) == 14
+    _, streamed, _ = _assert_matches_oracle(model, protocol, 24, "dense")
+    assert len(streamed.metrics) == 3
     ordinary = oscillating()
-    _, plain, _ = _assert_matches_oracle(model, ordinary, 12, "dense")
+    _, plain, _ = _assert_matches_oracle(model, ordinary, 24, "dense")
     _, per_cycle, _ = _assert_matches_oracle(
-        model, oscillating(stimulus={"dwell": "20 ms"}), 12, "dense"
+        model, oscillating(stimulus={"dwell": "20 ms"}), 24, "dense"
     )
     for layer in range(4):
         np.testing.assert_allclose(per_cycle.params.W[layer], plain.params.W[layer], rtol=1e-12)
@@ -197,9 +202,10 @@ def test_per_sample_metrics_equal_full_matrix_comparison(stream):
     inputs, targets = random_batch(model, 6, seed=6)  # targets of classes 1 2 0 0 2 2
     result, _ = run_brian(model, protocol, inputs, targets, params)
     samples = result.samples
-    assert list(samples.batch) == list(range(6))
+    cycles = protocol.stream_periods(6) if stream else 6  # 6 stimuli × 7 ms: 3 sweeps
+    assert list(samples.batch) == list(range(cycles))
     current = params
-    for cycle in range(6):
+    for cycle in range(cycles):
         row = samples.iloc[cycle]
         swept = protocol.stream_samples(cycle * protocol.sample_steps, 6) if stream else [cycle]
         assert int(row["sample"]) == swept[0]
