@@ -11,7 +11,7 @@ shows each image once: a fast stream passes many images per cycle).
 
 Usage::
 
-    python analysis/stream_dwell.py [--periods 20] [--dwells 5 10 20 40 60 80 100 125 250]
+    python analysis/stream_dwell.py [--periods 20] [--dwells 5 10 20 40 60 80 100 125 190 250]
         [--out analysis/figures/stream-dwell.png]
 
 Writes the numbers as CSV next to the figure.
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--periods", type=int, default=20)
     parser.add_argument(
-        "--dwells", type=float, nargs="+", default=[5, 10, 20, 40, 60, 80, 100, 125, 250]
+        "--dwells", type=float, nargs="+", default=[5, 10, 20, 40, 60, 80, 100, 125, 190, 250]
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -705,11 +705,13 @@ class ProtocolSpec:
         """Samples the stimulus stream shows at ``step`` of a run, one per minibatch replica.
 
         The stream shows the run's samples in order, a minibatch at a time, each for
-        :attr:`dwell_steps` steps counted from the run's start: at step ``s`` replica ``r``
-        shows sample ``(⌊s / dwell⌋ · B + r) mod n_samples`` (the modulo only matters after
-        the last sweep of :meth:`stream_periods`, and inside a final partial minibatch).
+        :attr:`dwell_steps` steps counted from the run's start, and then keeps showing the
+        last: at step ``s`` replica ``r`` shows sample ``(m · B + r) mod n_samples`` with
+        ``m = min(⌊s / dwell⌋, ⌈n_samples / B⌉ − 1)`` (the modulo fills a final partial
+        minibatch).
         """
-        item = step // self.dwell_steps
+        last = -(-n_samples // self.batch_size) - 1
+        item = min(step // self.dwell_steps, last)
         return (item * self.batch_size + np.arange(self.batch_size)) % n_samples
 
     def stream_periods(self, n_samples: int) -> int:
