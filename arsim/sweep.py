@@ -602,7 +602,7 @@ def point_payload(sweep: Sweep, point: Point, out: Path, blas_threads: int | Non
 
 
 def summary_metrics(folder: Path, training: bool) -> dict[str, float]:
-    """Summary numbers of a run folder: the last row of its metrics.csv.
+    """Summary numbers of a run folder: the last row of its metrics.csv (and means).
 
     Parameters
     ----------
@@ -610,7 +610,8 @@ def summary_metrics(folder: Path, training: bool) -> dict[str, float]:
         A run folder.
     training : bool
         Whether it is a training run: then the last ``epoch`` row (test accuracy of AR and
-        backprop, angle to backprop, …); else the last minibatch (loss, angle in degrees, …).
+        backprop, angle to backprop, …); else the last minibatch (loss, angle in degrees, …)
+        and the mean of every angle over the minibatches (``mean_angle_deg…``).
 
     Returns
     -------
@@ -629,11 +630,16 @@ def summary_metrics(folder: Path, training: bool) -> dict[str, float]:
     if table.empty:
         return {}
     last = table.iloc[-1]
-    return {
-        column: float(last[column])
+    numeric = [
+        column
         for column in table.columns
         if column not in _BOOKKEEPING and pd.api.types.is_numeric_dtype(table[column])
-    }
+    ]
+    summary = {column: float(last[column]) for column in numeric}
+    if not training:  # every minibatch is a measurement: the means summarise the run
+        for column in (c for c in numeric if c.startswith("angle_deg")):
+            summary[f"mean_{column}"] = float(table[column].mean())
+    return summary
 
 
 def point_row(payload: dict, message: str | None = None) -> dict:

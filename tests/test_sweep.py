@@ -186,6 +186,7 @@ def test_training_rows_summarise_the_final_epoch(tmp_path):
     summary = summary_metrics(tmp_path, training=True)
     assert summary == {"ar_loss": 0.6, "angle_deg": 1.0, "ar_test_acc": 0.75, "bp_test_acc": 0.76}
     assert summary_metrics(tmp_path, training=False)["angle_deg"] == 0.5
+    assert summary_metrics(tmp_path, training=False)["mean_angle_deg"] == pytest.approx(1.6)
     (tmp_path / "metrics.csv").write_text("\n")  # diverged in the first minibatch
     assert summary_metrics(tmp_path, training=False) == {}
 
