@@ -64,28 +64,23 @@ def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> 
         raise SpecError(
             file, key, f"expected a duration with a unit such as '10 ms', got {text!r} (no unit)"
         )
-    match = _DURATION.match(text)
-    if not match or match.group(2) not in _TIME_UNITS:
-        raise SpecError(
-            file,
-            key,
-            f"expected a duration with a unit (s, ms, us, ns) such as '10 ms', got {text!r}",
-        )
-    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+    return _parse_with_unit(text, _TIME_UNITS, "10 ms", file, key, what="a duration")
 
 
 _FREQUENCY_UNITS = {"Hz": 1.0, "kHz": 1e3}
 _PHASE_UNITS = {"deg": 1.0, "rad": 180.0 / math.pi}
 
 
-def _parse_with_unit(text: Any, units: dict, example: str, file, key: str) -> float:
+def _parse_with_unit(
+    text: Any, units: dict, example: str, file, key: str, what: str = "a number"
+) -> float:
     """``"<number> <unit>"`` → number × ``units[unit]``; a one-line SpecError otherwise."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     if not match or match.group(2) not in units:
         raise SpecError(
             file,
             key,
-            f"expected a number with a unit ({', '.join(units)}) such as '{example}', got {text!r}",
+            f"expected {what} with a unit ({', '.join(units)}) such as '{example}', got {text!r}",
         )
     return float(match.group(1)) * units[match.group(2)]
 
@@ -188,7 +183,8 @@ class _Table:
             raise self.error(unknown[0], f"unknown key; expected one of: {known}")
 
 
-def _read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML file; a one-line :class:`SpecError` naming the file otherwise."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -476,7 +472,7 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
 
 def load_model(path: str | Path) -> ModelSpec:
     """Read and validate a model file (TOML). Raises :class:`SpecError`."""
-    return model_from_dict(_read_toml(path), str(path))
+    return model_from_dict(read_toml(path), str(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -955,7 +951,7 @@ def _index_list(table: _Table, key: str, default: list) -> tuple[int, ...] | Non
 
 def load_protocol(path: str | Path) -> ProtocolSpec:
     """Read and validate a protocol file (TOML). Raises :class:`SpecError`."""
-    return protocol_from_dict(_read_toml(path), str(path))
+    return protocol_from_dict(read_toml(path), str(path))
 
 
 def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:

@@ -61,7 +61,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +68,13 @@ from pathlib import Path
 from typing import Any
 
 import arsim
-from arsim.spec import SpecError, check_compatible, model_from_dict, protocol_from_dict
+from arsim.spec import (
+    SpecError,
+    check_compatible,
+    model_from_dict,
+    protocol_from_dict,
+    read_toml,
+)
 
 EXIT_COMPLETED = 0
 EXIT_SOME_FAILED = 1
@@ -180,18 +185,6 @@ class Sweep:
     def training(self) -> bool:
         """Whether the points train on a dataset (else they run on random data)."""
         return self.run["data"] is not None
-
-
-def _read_toml(path: Path) -> dict:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise SpecError(path, "", "file not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(path, "", f"TOML syntax error: {error}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(path, "", f"cannot read: {error}") from None
 
 
 def _is_int(value: Any) -> bool:
@@ -397,7 +390,7 @@ def load_sweep(path: str | Path) -> Sweep:
         is one line naming the file and the key.
     """
     source = Path(path)
-    data = _read_toml(source)
+    data = read_toml(source)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise SpecError(
@@ -450,7 +443,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 source, f"grid.{key}", "the sweep's seeds set the seed; drop one of the two"
             )
     run = _read_run(data.get("run", {}), source)
-    bases = {root: _read_toml(files[root]) for root in GRID_ROOTS}
+    bases = {root: read_toml(files[root]) for root in GRID_ROOTS}
 
     points = []
     for combination in itertools.product(*grid.values()):

@@ -224,5 +224,6 @@ def test_trace_memory_must_be_slower_than_half_a_step(tmp_path):
     text = MODEL + '[memory]\nkind = "trace"\ntau = "0.4 ms"\n'
     model = load_model(_write(tmp_path, "m.toml", text))
     protocol = load_protocol(_write(tmp_path, "p.toml", GOOD_PROTOCOL))
-    with pytest.raises(SpecError, match=r"m.toml: memory.tau: forward Euler needs the trace"):
+    expected = r"m.toml: memory.tau: forward Euler needs the memory time constant"
+    with pytest.raises(SpecError, match=expected):
         check_compatible(model, protocol)
