@@ -100,6 +100,7 @@ def measure(name: str, threads: int) -> dict:
             start = time.perf_counter()
             network = build_network(model, protocol, params, mode, device, record=False)
             build = time.perf_counter() - start
+            row["openmp_threads"] = getattr(network, "threads", None)
             try:
                 first = network.chunk_samples
                 warm = min(first, 64)

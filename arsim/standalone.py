@@ -53,6 +53,9 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         As for :class:`~arsim.network.ARNetwork`.
     build_dir : path, optional
         Where the C++ program is built (default: :func:`default_build_dir`).
+    threads : int, optional
+        OpenMP threads of the program (default: the cores this process may use, as many as
+        the dense mode's BLAS uses). Results do not depend on it: every sum keeps its order.
 
     Notes
     -----
@@ -63,10 +66,12 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     mode = "synapses-standalone"
     traces_per_chunk = True
 
-    def __init__(self, model, protocol, params, record=True, build_dir=None):
+    def __init__(self, model, protocol, params, record=True, build_dir=None, threads=None):
         self.build_dir = Path(build_dir or default_build_dir(model, protocol))
         self.build_dir.mkdir(parents=True, exist_ok=True)
+        self.threads = threads or len(os.sched_getaffinity(0))
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
+        b2.prefs.devices.cpp_standalone.openmp_threads = self.threads if self.threads > 1 else 0
         use_blocked_summation()
         try:
             super().__init__(model, protocol, params, record)
@@ -83,6 +88,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
 
     def close(self) -> None:
         """Leave standalone mode (the built program stays in ``build_dir``)."""
+        b2.prefs.devices.cpp_standalone.openmp_threads = 0
         b2.device.reinit()
         b2.device.activate()
         b2.set_device("runtime")

@@ -3,7 +3,8 @@
    synapse by synapse through the target index, a read-modify-write chain that the compiler
    cannot vectorise. arsim lays its all-to-all synapses out block by block over the target
    (synapse k feeds target k mod n_target, see arsim.network.all_to_all): this template checks
-   that layout once per program run and then sums each block in a contiguous inner loop. Every
+   that layout once per program run and then sums each block in a contiguous inner loop, with
+   OpenMP threads taking fixed ranges of targets (Brian2 runs this loop on one thread). Every
    target still receives its terms in the same order, so the result is bit-identical to
    Brian2's loop, which remains the fallback for any other layout. #}
 {% extends 'common_group.cpp' %}
@@ -36,15 +37,24 @@
     }
     if (_blocked)
     {
+        // with OpenMP each thread sums a fixed range of targets over all blocks
         double* __restrict _block_target = {{_target_var_array}} + {{_target_start}};
-        for (int _block=0; _block<_n_synapses / _target_size; _block++)
+        const int _n_blocks = _n_synapses / _target_size;
+        {{ openmp_pragma('parallel') }}
         {
-            for (int _i=0; _i<_target_size; _i++)
+            const int _threads = {{ openmp_pragma('get_num_threads') }};
+            const int _thread = {{ openmp_pragma('get_thread_num') }};
+            const int _first = (int)(((long)_target_size * _thread) / _threads);
+            const int _last = (int)(((long)_target_size * (_thread + 1)) / _threads);
+            for (int _block=0; _block<_n_blocks; _block++)
             {
-                const size_t _idx = (size_t)_block * _target_size + _i;
-                const size_t _vectorisation_idx = _idx;
-                {{vector_code|autoindent}}
-                _block_target[_i] += _synaptic_var;
+                for (int _i=_first; _i<_last; _i++)
+                {
+                    const size_t _idx = (size_t)_block * _target_size + _i;
+                    const size_t _vectorisation_idx = _idx;
+                    {{vector_code|autoindent}}
+                    _block_target[_i] += _synaptic_var;
+                }
             }
         }
     }
