@@ -138,8 +138,26 @@ def gate_name(role: LayerRole) -> str:
     return f"gate_{role.index}"
 
 
+def gate_expression(role: LayerRole, square: bool) -> str:
+    """The relaxation gain of a hidden layer at this step (``ProtocolSpec.gate``).
+
+    A square gate (0 or 1, one window) is two integer comparisons with the layer's window
+    ``relax_start_<k>``, ``relax_stop_<k>``; any other is looked up in the TimedArray
+    :func:`gate_name` over the sample period (which costs more per step in the numpy target).
+    """
+    step = "t_in_timesteps % steps_per_sample"
+    if square:
+        k = role.index
+        return f"int({step} >= relax_start_{k}) * int({step} < relax_stop_{k})"
+    return f"{gate_name(role)}(({step}) * second)"
+
+
 def layer_equations(
-    role: LayerRole, noise: float = 0.0, stoppable: bool = False, memory: str = "ideal"
+    role: LayerRole,
+    noise: float = 0.0,
+    stoppable: bool = False,
+    memory: str = "ideal",
+    square_gate: bool = True,
 ) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
@@ -149,7 +167,8 @@ def layer_equations(
     ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
     the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
     x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
-    leaks toward x (the apical compartment) with that time constant.
+    leaks toward x (the apical compartment) with that time constant. ``square_gate``: see
+    :func:`gate_expression`.
     """
     lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
     if role.is_input:
@@ -165,9 +184,7 @@ def layer_equations(
         lines += [f"fb_c{c} : 1" for c in role.outgoing]
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
         # the relaxation gain of this step of the sample period (ProtocolSpec.gate)
-        lines.append(
-            f"relaxing = {gate_name(role)}((t_in_timesteps % steps_per_sample) * second) : 1"
-        )
+        lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
         lines.append("tau : second (shared, constant)")
         if stoppable:  # relaxation until converged: active is 0 once the sample converged
             lines.append("active : 1")
@@ -327,8 +344,17 @@ class ARNetwork:
             "noise_sigma": protocol.noise,
             "memory_tau": (model.memory.tau or 1.0) * b2.second,
         }
+        self._square_gates = protocol.oscillation is None or (
+            protocol.oscillation.waveform == "square"
+        )
         for role in self.roles:
-            if role.relaxes:  # one entry per step of the period, looked up at t = step · 1 s
+            if not role.relaxes:
+                continue
+            if self._square_gates:
+                start, stop = protocol.window_steps(role.spec.name)
+                self.namespace[f"relax_start_{role.index}"] = start
+                self.namespace[f"relax_stop_{role.index}"] = stop
+            else:  # one entry per step of the period, looked up at t = step · 1 s
                 gain = protocol.gate(role.spec.name)
                 self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
@@ -380,6 +406,7 @@ class ARNetwork:
                 self.protocol.noise,
                 self.protocol.tolerance > 0,
                 self.model.memory.kind,
+                self._square_gates,
             ),
             method="euler",
             namespace=self.namespace,
