@@ -147,13 +147,13 @@ MODEL_ERRORS = [
     ),
     (
         MODEL + '[[connections]]\nsource = "hidden"\ntarget = "input"\n',
-        "connections[0].target: connections run forward",
+        "connections: layer output is not connected to any other layer",
     ),
     (
         MODEL
         + '[[connections]]\nsource = "input"\ntarget = "hidden"\n'
         + '[[connections]]\nsource = "input"\ntarget = "output"\n',
-        "connections: this version simulates chains",
+        "connections: layers hidden, output have no outgoing connection",
     ),
     (MODEL + "[[layers]]\nsize = 2\n", "layers[3].name: missing"),
     ("extra = 1\n" + MODEL, ": extra: unknown key"),
