@@ -359,6 +359,11 @@ class ModelSpec:
         """Length of the stimulus vector: the sizes of the input layers summed."""
         return sum(layer.size for layer in self.inputs)
 
+    def input_slices(self) -> list[slice]:
+        """Where each input layer's activities sit in the stimulus vector (one per input)."""
+        ends = np.cumsum([0] + [layer.size for layer in self.inputs])
+        return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
     @property
     def output(self) -> LayerSpec:
         """The output layer (no outgoing connection; clamped to the loss gradient)."""
@@ -486,9 +491,7 @@ def _connection(
         raise table.error("target", f"{pair} joins a layer to itself (a cycle)")
     for index, other in enumerate(earlier):
         if (other.source, other.target) == (settings["source"], settings["target"]):
-            raise table.error(
-                "target", f"duplicate connection {pair} (also connections[{index}])"
-            )
+            raise table.error("target", f"duplicate connection {pair} (also connections[{index}])")
     settings["bias"] = table.get("bias", bool, defaults["bias"])
     settings["feedback"] = table.get("feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS)
     settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
@@ -613,8 +616,7 @@ def _check_graph(
         if layer.activation == SOFTMAX and layer is not output:
             raise table.error(
                 "activation",
-                f"softmax is for the output layer ({output.name!r}) only; got it on "
-                f"{layer.name!r}",
+                f"softmax is for the output layer ({output.name!r}) only; got it on {layer.name!r}",
             )
     if (output.activation == SOFTMAX) != (loss == "cross-entropy"):
         raise SpecError(
