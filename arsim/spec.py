@@ -559,13 +559,18 @@ def topological_order(
 
 
 def _find_cycle(unplaced: list[str], parents: dict[str, set[str]]) -> list[str]:
-    """A cycle among layers that each have an unplaced parent, in forward order, closed."""
+    """A cycle among layers that each have an unplaced parent (forward, closed).
+
+    It starts at its first declared layer.
+    """
     path, node = [], unplaced[0]
     while node not in path:
         path.append(node)
-        node = next(p for p in sorted(parents[node], key=unplaced.index) if p in unplaced)
+        node = min((p for p in parents[node] if p in unplaced), key=unplaced.index)
     cycle = path[path.index(node) :]
     cycle.reverse()  # the walk followed parents; the connections run the other way
+    first = cycle.index(min(cycle, key=unplaced.index))  # start at the first declared
+    cycle = cycle[first:] + cycle[:first]
     return [*cycle, cycle[0]]
 
 

@@ -19,7 +19,7 @@ from test_network import _assert_matches_oracle
 
 from arsim import oracle
 from arsim.run import set_codegen_target
-from arsim.spec import model_from_dict
+from arsim.spec import SpecError, model_from_dict
 
 torch = pytest.importorskip("torch")
 
@@ -238,3 +238,165 @@ def test_brian_relaxation_reaches_the_autograd_gradients(index):
             error = _relative(after.b[c] - params.b[c], -LEARNING_RATE * bias_grads[c])
             assert error < 1e-6, f"b{c}: update off −η∇b by {error:.2e}"
     print(f"graph {index}: worst so far {WORST}")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-edge feedback and derivative switches on a DAG: simulation against the oracle
+# --------------------------------------------------------------------------------------------
+def _feature_graph():
+    """Two inputs (in2 declared first), fan-in 2 at h2, fan-out 2 at h1, a skip h1 → output
+    with a fixed ψ and no f', a learned ψ on h1 → h2, biases, layers declared out of order."""
+    data = {
+        "name": "feature-dag",
+        "layers": [
+            {"name": "h2", "size": 3, "activation": "tanh"},
+            {"name": "in2", "size": 2},
+            {"name": "input", "size": 4},
+            {"name": "h1", "size": 5, "activation": "sigmoid"},
+            {"name": "output", "size": 3, "activation": "linear"},
+        ],
+        "connections": [
+            {"source": "input", "target": "h1", "bias": True},
+            {"source": "h1", "target": "h2", "feedback": "learned"},
+            {"source": "in2", "target": "h2", "bias": True, "derivative": False},
+            {"source": "h2", "target": "output"},
+            {"source": "h1", "target": "output", "derivative": False, "feedback": "fixed"},
+        ],
+        "init": {"variance": 0.3},
+    }
+    return model_from_dict(data, "feature-dag.toml")
+
+
+@pytest.mark.parametrize("mode", ["dense", "synapses"])
+def test_fixed_and_learned_feedback_and_the_derivative_switch_per_edge(mode):
+    """Traces and weights (W, b, fixed and learned ψ) equal the oracle's to 1e-10 over two
+    minibatches, in both modes; fixed ψ stays, learned ψ learns."""
+    set_codegen_target("numpy")
+    model = _feature_graph()
+    protocol = make_protocol(relax_steps=15, batch_size=3, rate=0.05, feedback_rate=0.03)
+    params, result, _ = _assert_matches_oracle(model, protocol, 5, mode)
+    np.testing.assert_array_equal(result.params.psi[4], params.psi[4])
+    assert np.abs(result.params.psi[1] - params.psi[1]).max() > 1e-4
+
+
+def test_the_switches_change_the_relaxation_as_declared():
+    """Against a hand computation: one oracle step of h1, whose children are h2 (learned ψ,
+    with f') and the output (fixed ψ, without f')."""
+    model = _feature_graph()
+    params = oracle.init_params(model, seed=3)
+    inputs, targets = random_batch(model, 2, seed=3)
+    fwd = oracle.forward(model, params, inputs)
+    relaxed = oracle.relax(model, params, inputs, targets, 1, 0.1)
+    h1, h2, out = model.index("h1"), model.index("h2"), model.index("output")
+    clamp = fwd.xhat[out] - targets
+    top_down = (fwd.xhat[h2] * fwd.fp[1]) @ params.psi[1].T + clamp @ params.psi[4].T
+    expected = fwd.xhat[h1] + 0.1 * (-fwd.xhat[h1] + top_down)
+    np.testing.assert_allclose(relaxed.x[h1], expected, rtol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# Declarations: order, several inputs, malformed graphs
+# --------------------------------------------------------------------------------------------
+def test_layers_are_sorted_topologically_inputs_first_in_declaration_order():
+    model = _feature_graph()
+    assert [layer.name for layer in model.layers] == ["in2", "input", "h1", "h2", "output"]
+    assert [layer.name for layer in model.inputs] == ["in2", "input"]
+    assert model.input_size == 6 and model.input_slices() == [slice(0, 2), slice(2, 6)]
+    assert [model.relaxes(layer.name) for layer in model.layers] == [0, 0, 1, 1, 0]
+
+
+def test_the_stimulus_concatenates_the_inputs_in_declaration_order():
+    """in2 (declared first) reads columns 0–1, input columns 2–5: the same forward sweep as
+    feeding each input layer its own part by hand."""
+    model = _feature_graph()
+    params = oracle.init_params(model)
+    inputs, _ = random_batch(model, 3)
+    a_h1 = inputs[:, 2:] @ params.W[0].T + params.b[0]
+    np.testing.assert_array_equal(oracle.forward(model, params, inputs).pre[0], a_h1)
+
+
+def test_declaration_order_of_the_layers_does_not_matter():
+    """A chain declared backwards with its connections is the declared-in-order chain."""
+    names = [("input", 4, "linear"), ("h1", 3, "relu"), ("output", 2, "linear")]
+    layers = [{"name": n, "size": s, "activation": a} for n, s, a in names]
+    connections = [{"source": "input", "target": "h1"}, {"source": "h1", "target": "output"}]
+    forward = model_from_dict({"layers": layers}, "m.toml")
+    backward = model_from_dict({"layers": layers[::-1], "connections": connections}, "m.toml")
+    assert backward.layers == forward.layers and backward.is_chain()
+    assert backward.connections == forward.connections
+
+
+def _graph(layers, edges, **extra):
+    """A model from ``(name, size, activation)`` and ``(source, target)`` or dict edges."""
+    data = {
+        "layers": [{"name": n, "size": s, "activation": a} for n, s, a in layers],
+        "connections": [
+            e if isinstance(e, dict) else {"source": e[0], "target": e[1]} for e in edges
+        ],
+    }
+    return model_from_dict(data | extra, "bad-graph.toml")
+
+
+LAYERS = [("x", 3, "linear"), ("h1", 3, "relu"), ("h2", 3, "tanh"), ("y", 2, "linear")]
+MALFORMED = [
+    (
+        "cycle",
+        [("x", "h1"), ("h1", "h2"), ("h2", "h1"), ("h2", "y")],
+        "connections: the connections form a cycle h1 -> h2 -> h1",
+    ),
+    ("self loop", [("x", "h1"), ("h1", "h1"), ("h1", "y")], "h1 -> h1 joins a layer to itself"),
+    ("undeclared target", [("x", "h3")], "connections[0].target: no layer named 'h3'"),
+    ("undeclared source", [("h0", "h1")], "connections[0].source: no layer named 'h0'"),
+    (
+        "hidden layer without parents",
+        [("x", "h1"), ("h1", "y"), ("h2", "y")],
+        "layers[2].activation: layer 'h2' has no incoming connection",
+    ),
+    (
+        "hidden layer without children (several outputs)",
+        [("x", "h1"), ("h1", "h2"), ("h1", "y")],
+        "connections: layers h2, y have no outgoing connection",
+    ),
+    (
+        "unconnected layer",
+        [("x", "h1"), ("h1", "y")],
+        "connections: layer h2 is not connected to any other layer, so unreachable from the loss",
+    ),
+    (
+        "duplicate edge",
+        [("x", "h1"), ("h1", "h2"), ("x", "h1"), ("h2", "y")],
+        "connections[2].target: duplicate connection x -> h1 (also connections[0])",
+    ),
+    (
+        "shape mismatch",
+        [("x", "h1"), ("h1", "h2"), {"source": "h2", "target": "y", "shape": [3, 3]}],
+        "connections[2].shape: sizes do not chain: h2 has 3 neurons and y 2",
+    ),
+    (
+        "two biases into one layer",
+        [
+            {"source": "x", "target": "h1", "bias": True},
+            {"source": "x", "target": "h2", "bias": True},
+            {"source": "h1", "target": "h2", "bias": True},
+            ("h2", "y"),
+        ],
+        "connections[2].bias: layer 'h2' already has a bias from x -> h2",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "edges, message", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
+def test_malformed_graphs_fail_with_one_line_naming_the_layers(edges, message):
+    with pytest.raises(SpecError) as error:
+        _graph(LAYERS, edges)
+    text = str(error.value)
+    assert "\n" not in text and text.startswith("bad-graph.toml: ")
+    assert message in text, text
+
+
+def test_softmax_only_at_the_output():
+    layers = [("x", 3, "linear"), ("h1", 3, "softmax"), ("y", 2, "softmax")]
+    with pytest.raises(SpecError, match=r"layers\[1\].activation: softmax is for the output"):
+        _graph(layers, [("x", "h1"), ("h1", "y")], loss="cross-entropy")
