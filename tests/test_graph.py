@@ -279,6 +279,15 @@ def test_fixed_and_learned_feedback_and_the_derivative_switch_per_edge(mode):
     assert np.abs(result.params.psi[1] - params.psi[1]).max() > 1e-4
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("device, target", [("runtime", "cython"), ("cpp_standalone", None)])
+def test_graphs_compile_in_cython_and_cpp_standalone(device, target):
+    """The same in compiled code (C++ integer division picks each input's stimulus slice)."""
+    set_codegen_target(target or "numpy")
+    protocol = make_protocol(relax_steps=15, batch_size=3, rate=0.05, feedback_rate=0.03)
+    _assert_matches_oracle(_feature_graph(), protocol, 5, "synapses", device=device)
+
+
 def test_the_switches_change_the_relaxation_as_declared():
     """Against a hand computation: one oracle step of h1, whose children are h2 (learned ψ,
     with f') and the output (fixed ψ, without f')."""
