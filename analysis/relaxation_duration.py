@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     top = grads.activity[-1]  # the clamped output
     for n in range(args.steps + 1):
         activities = [fwd.xhat[0]] + [history[k][n] for k in range(1, n_hidden + 1)] + [top]
-        update, _ = oracle.weight_gradients(fwd, activities, params)
+        update, _ = oracle.weight_gradients(model, fwd, activities, params)
         angle = angle_degrees(update, grads.W)
         t = n * protocol.eta_x
         for layer in range(1, n_hidden + 1):

@@ -267,7 +267,9 @@ class DenseNetwork(ARNetwork):
         if not at_tick and self._shown is not None and np.array_equal(shown, self._shown):
             return
         self._shown = shown
-        self._view(0, "xhat")[:] = inputs[shown]
+        for role in self.roles:
+            if role.is_input:
+                self._view(role.index, "xhat")[:] = inputs[shown][:, role.stimulus]
         output = len(self.roles) - 1
         self._view(output, "target")[:] = targets[shown]
         if not at_tick:  # at a tick the sweep that follows clamps the output

@@ -83,13 +83,32 @@ def all_to_all(n_pre: int, n_post: int, major: str) -> tuple[np.ndarray, np.ndar
 
 
 def _slot(layer_index: int) -> int:
-    """Base of the 'groups'-slot order numbers of layer ``layer_index`` (the sweep goes up)."""
+    """Base of the 'groups'-slot order numbers of layer ``layer_index``.
+
+    Layers are in topological order (``ModelSpec.layers``), so the sweep reaches a layer
+    after all its parents.
+    """
     return 10 * (layer_index + 1)
 
 
 @dataclass(frozen=True)
 class LayerRole:
-    """Where a layer sits in the network: input, hidden (relaxes) or output (clamped)."""
+    """Where a layer sits in the network: input, hidden (relaxes) or output (clamped).
+
+    Attributes
+    ----------
+    index : int
+        Position in ``ModelSpec.layers`` (topological order).
+    spec : LayerSpec
+        The layer.
+    incoming, outgoing : tuple of int
+        Indices of the connections into and out of the layer.
+    is_input, is_output : bool
+        No incoming connection (takes its slice of the stimulus), or no outgoing one (the
+        output, clamped to the loss gradient).
+    stimulus : slice or None
+        An input layer's columns in the stimulus vector (``ModelSpec.input_slices``).
+    """
 
     index: int
     spec: LayerSpec
@@ -97,6 +116,7 @@ class LayerRole:
     outgoing: tuple[int, ...]
     is_input: bool
     is_output: bool
+    stimulus: slice | None = None
 
     @property
     def relaxes(self) -> bool:
@@ -105,14 +125,29 @@ class LayerRole:
 
 
 def layer_roles(model: ModelSpec) -> list[LayerRole]:
-    """Incoming and outgoing connection indices of every layer."""
+    """The role of every layer in the model's graph, in ``ModelSpec.layers`` order."""
     roles = []
-    last = len(model.layers) - 1
+    slices = iter(model.input_slices())
     for index, layer in enumerate(model.layers):
-        incoming = tuple(c for c, conn in enumerate(model.connections) if conn.target == layer.name)
-        outgoing = tuple(c for c, conn in enumerate(model.connections) if conn.source == layer.name)
-        roles.append(LayerRole(index, layer, incoming, outgoing, index == 0, index == last))
+        incoming, outgoing = model.incoming(layer.name), model.outgoing(layer.name)
+        stimulus = None if incoming else next(slices)
+        roles.append(
+            LayerRole(index, layer, incoming, outgoing, not incoming, not outgoing, stimulus)
+        )
     return roles
+
+
+def stimulus_index(role: LayerRole, stimulus_size: int) -> str:
+    """Column of the stimulus table an input layer's neuron ``i`` reads (a Brian2 expression).
+
+    Replica ``r`` of the layer (neurons ``r·n … r·n + n − 1``) reads stimulus columns
+    ``r·stimulus_size + start …``: each replica's row holds the whole stimulus vector, the
+    input layers' activities concatenated.
+    """
+    size, start = role.spec.size, role.stimulus.start
+    if size == stimulus_size:  # the only input layer
+        return "i"
+    return f"(i // {size}) * {stimulus_size} + {start} + i % {size}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,7 +363,7 @@ class ARNetwork:
         rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
-        n_in, n_out = model.input.size * self.replicas, model.output.size * self.replicas
+        n_in, n_out = model.input_size * self.replicas, model.output.size * self.replicas
         self.stimulus = b2.TimedArray(np.zeros((rows, n_in)), dt=sample_dt, name="stimulus_stream")
         self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="target_stream")
         self.namespace = {
@@ -418,7 +453,8 @@ class ARNetwork:
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:
-            present = "xhat = stimulus_stream(t - chunk_start, i)"
+            column = stimulus_index(role, self.model.input_size)
+            present = f"xhat = stimulus_stream(t - chunk_start, {column})"
             group.run_regularly(
                 present, when="start", order=_PRESENT, name=f"{group.name}_present", **sample
             )

@@ -1,8 +1,11 @@
 """The NumPy oracle: exact backprop, and AR with the same Euler steps as the simulator.
 
-Everything here works on a batch: activities have shape ``(batch, n)`` and a weight matrix
-``W[l]`` has shape ``(n_{l+1}, n_l)``. This is the reference that tests and metrics compare the
-Brian2 network against; it shares only the activation table with the simulator.
+Everything here works on a batch: activities have shape ``(batch, n)`` and the weight matrix
+``W[c]`` of connection ``c`` has shape ``(n_target, n_source)``. The network is any directed
+acyclic graph of layers (``ModelSpec.layers`` in topological order, ``ModelSpec.connections``
+its edges); a chain is the special case where connection ``l`` joins layer ``l`` to ``l + 1``.
+This is the reference that tests and metrics compare the Brian2 network against; it shares only
+the activation table with the simulator.
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ Array = np.ndarray
 
 @dataclass
 class Params:
-    """Weights of a chain network.
+    """Weights of a network, one entry per connection (``ModelSpec.connections`` order).
 
     Attributes
     ----------
     W : list of ndarray
-        Forward weights, ``W[l]`` of shape ``(n_{l+1}, n_l)``.
+        Forward weights, ``W[c]`` of shape ``(n_target, n_source)``.
     b : list of ndarray or None
-        Biases of layer ``l + 1``, shape ``(n_{l+1},)``, or None where the connection has none.
+        Bias of connection ``c``'s target layer, shape ``(n_target,)``, or None where the
+        connection has none (a layer has at most one).
     psi : list of ndarray or None
-        Feedback weights, ``psi[l]`` of shape ``(n_l, n_{l+1})``, or None where the feedback is
-        the transpose of ``W[l]``.
+        Feedback weights, ``psi[c]`` of shape ``(n_source, n_target)``, or None where the
+        feedback is the transpose of ``W[c]``.
     """
 
     W: list[Array]
@@ -41,9 +45,9 @@ class Params:
         copy = lambda arrays: [None if a is None else a.copy() for a in arrays]  # noqa: E731
         return Params(copy(self.W), copy(self.b), copy(self.psi))
 
-    def feedback(self, layer: int) -> Array:
-        """Matrix ``B_l`` that carries layer ``l + 1``'s signal down to layer ``l``."""
-        return self.W[layer].T if self.psi[layer] is None else self.psi[layer]
+    def feedback(self, connection: int) -> Array:
+        """``B_c`` (n_source, n_target): carries connection ``c``'s target signal to its source."""
+        return self.W[connection].T if self.psi[connection] is None else self.psi[connection]
 
     def to_arrays(self) -> dict[str, Array]:
         """Flat dict ``W0, b0, psi0, …`` as saved in ``weights/*.npz`` (ψ = Wᵀ for transpose)."""
@@ -86,11 +90,15 @@ class Forward:
     Attributes
     ----------
     xhat : list of ndarray
-        Feedforward activities ``x̂_l`` of every layer, ``(batch, n_l)``.
+        Feedforward activities ``x̂`` of every layer (``ModelSpec.layers`` order),
+        ``(batch, n)``; for the input layers, their slices of the stimulus.
     pre : list of ndarray
-        Pre-activations ``a_l = W_l x̂_l + b_l`` of layers ``1 … L``.
+        Per connection ``c``: the pre-activation of its target,
+        ``a = Σ_{incoming c'} W_c' x̂_source(c') + b`` (the same array for every connection into
+        one layer; in a chain, ``pre[l]`` is layer ``l + 1``'s).
     fp : list of ndarray
-        ``f'`` at the pre-activations of layers ``1 … L`` (1 for a softmax output).
+        Per connection ``c``: ``f'`` of its target at that pre-activation (1 for a softmax
+        output).
     """
 
     xhat: list[Array]
@@ -98,21 +106,47 @@ class Forward:
     fp: list[Array]
 
 
+def split_stimulus(model: ModelSpec, stimuli: Array) -> list[Array]:
+    """The activities of the input layers (the first layers) in a batch of stimuli.
+
+    A stimulus is the input layers' activities concatenated in their order
+    (``ModelSpec.input_slices``); with one input layer it is that layer's activity.
+    """
+    stimuli = np.asarray(stimuli, dtype=float)
+    slices = model.input_slices()
+    return [stimuli] if len(slices) == 1 else [stimuli[:, part] for part in slices]
+
+
 def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
-    """Feedforward sweep of a batch of inputs ``(batch, n_0)``."""
-    xhat, pre, fp = [np.asarray(inputs, dtype=float)], [], []
-    for layer, weight in enumerate(params.W):
-        a = xhat[-1] @ weight.T
-        if params.b[layer] is not None:
-            a = a + params.b[layer]
-        activation = model.layers[layer + 1].activation
-        pre.append(a)
-        if activation == SOFTMAX:
-            xhat.append(softmax(a))
-            fp.append(np.ones_like(a))
+    """Feedforward sweep of a batch of stimuli ``(batch, n_in)`` in topological order.
+
+    The stimulus is the input layers' activities concatenated (``ModelSpec.input_slices``);
+    every other layer sums its parents' contributions ``W_c x̂_source`` (in connection order)
+    and its bias.
+    """
+    xhat: list[Array | None] = [None] * len(model.layers)
+    for index, part in enumerate(split_stimulus(model, inputs)):
+        xhat[index] = part
+    pre: list[Array | None] = [None] * len(params.W)
+    fp: list[Array | None] = [None] * len(params.W)
+    for index, layer in enumerate(model.layers):
+        incoming = model.incoming(layer.name)
+        if not incoming:
+            continue
+        a = None
+        for c in incoming:
+            term = xhat[model.index(model.connections[c].source)] @ params.W[c].T
+            a = term if a is None else a + term
+        bias = next((params.b[c] for c in incoming if params.b[c] is not None), None)
+        if bias is not None:
+            a = a + bias
+        if layer.activation == SOFTMAX:
+            xhat[index], derivative = softmax(a), np.ones_like(a)
         else:
-            xhat.append(ACTIVATIONS[activation].f(a))
-            fp.append(ACTIVATIONS[activation].fprime(a))
+            xhat[index] = ACTIVATIONS[layer.activation].f(a)
+            derivative = ACTIVATIONS[layer.activation].fprime(a)
+        for c in incoming:
+            pre[c], fp[c] = a, derivative
     return Forward(xhat, pre, fp)
 
 
@@ -129,12 +163,12 @@ class Gradients:
     Attributes
     ----------
     activity : list of ndarray
-        ``∂L/∂x̂_l`` for every layer (for a softmax output, the gradient w.r.t. the logits), each
-        ``(batch, n_l)``.
+        ``∂L/∂x̂`` for every layer (``ModelSpec.layers`` order; for a softmax output, the
+        gradient w.r.t. the logits), each ``(batch, n)``.
     W : list of ndarray
-        ``∂L/∂W_l``, shapes as ``Params.W``.
+        ``∂L/∂W_c`` per connection, shapes as ``Params.W``.
     b : list of ndarray or None
-        ``∂L/∂b_l`` where the connection has a bias.
+        ``∂L/∂b_c`` where the connection has a bias.
     """
 
     activity: list[Array]
@@ -142,29 +176,51 @@ class Gradients:
     b: list[Array | None]
 
 
-def weight_gradients(fwd: Forward, top_down: list[Array], params: Params) -> tuple[list, list]:
-    """Weight and bias gradients ``Σ_batch (x_{l+1} ⊙ f'_l) x̂_lᵀ`` from layer activities.
+def update_factors(
+    model: ModelSpec, fwd: Forward, top_down: list[Array]
+) -> list[tuple[Array, Array]]:
+    """The two factors of every connection's weight update, per sample.
 
-    ``top_down[l]`` is the activity of layer ``l`` that plays ``∂L/∂x̂_l`` (the exact gradient for
-    backprop, the relaxed activity for AR).
+    For connection ``c`` from layer ``i`` to layer ``j``: ``(δ_j, x̂_i)`` with
+    ``δ_j = x_j ⊙ f'_j``, where ``top_down[j]`` is the activity of layer ``j`` that plays
+    ``∂L/∂x̂_j`` (the exact gradient for backprop, the relaxed activity for AR). The update is
+    ``ΔW_c = −η Σ_batch δ_j x̂_iᵀ`` (:func:`weight_gradients`).
+    """
+    factors = []
+    for c, connection in enumerate(model.connections):
+        target, source = model.index(connection.target), model.index(connection.source)
+        factors.append((top_down[target] * fwd.fp[c], fwd.xhat[source]))
+    return factors
+
+
+def weight_gradients(
+    model: ModelSpec, fwd: Forward, top_down: list[Array], params: Params
+) -> tuple[list, list]:
+    """Weight and bias gradients ``Σ_batch δ_j x̂_iᵀ`` and ``Σ_batch δ_j`` per connection.
+
+    ``δ_j`` and ``x̂_i`` are the factors of :func:`update_factors`.
     """
     grads_w, grads_b = [], []
-    for layer in range(len(params.W)):
-        delta = top_down[layer + 1] * fwd.fp[layer]
-        grads_w.append(delta.T @ fwd.xhat[layer])
-        grads_b.append(None if params.b[layer] is None else delta.sum(axis=0))
+    for c, (delta, presynaptic) in enumerate(update_factors(model, fwd, top_down)):
+        grads_w.append(delta.T @ presynaptic)
+        grads_b.append(None if params.b[c] is None else delta.sum(axis=0))
     return grads_w, grads_b
 
 
 def backprop(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Gradients:
-    """Exact gradients of the batch loss ``Σ_batch L`` by backpropagation (always with Wᵀ)."""
+    """Exact gradients of the batch loss ``Σ_batch L`` by backpropagation (always with Wᵀ).
+
+    In reverse topological order, ``∂L/∂x̂_i = Σ_{c: i → j} (∂L/∂x̂_j ⊙ f'_j) W_c``.
+    """
     fwd = forward(model, params, inputs)
-    n_layers = len(params.W)
-    activity = [None] * (n_layers + 1)
+    activity: list[Array | None] = [None] * len(model.layers)
     activity[-1] = output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale)
-    for layer in range(n_layers - 1, -1, -1):
-        activity[layer] = (activity[layer + 1] * fwd.fp[layer]) @ params.W[layer]
-    grads_w, grads_b = weight_gradients(fwd, activity, params)
+    for index in range(len(model.layers) - 2, -1, -1):
+        for c in model.outgoing(model.layers[index].name):
+            target = model.index(model.connections[c].target)
+            term = (activity[target] * fwd.fp[c]) @ params.W[c]
+            activity[index] = term if activity[index] is None else activity[index] + term
+    grads_w, grads_b = weight_gradients(model, fwd, activity, params)
     return Gradients(activity, grads_w, grads_b)
 
 
@@ -177,12 +233,14 @@ class Relaxation:
     forward : Forward
         The feedforward sweep the relaxation started from.
     x : list of ndarray
-        Activities at the end of the relaxation (layer 0: the input, not relaxed).
+        Activities of every layer at the end of the relaxation (the input layers' are their
+        stimuli, not relaxed; the output's the clamped loss gradient).
     history : list of list of ndarray or None
         ``history[n][l]``: activity of layer ``l`` after ``n`` steps (``n = 0`` is the start),
         when requested.
     W, b : list
-        Weight and bias gradients the AR update uses, ``Σ_batch (x_{l+1} ⊙ f'_l) x̂_lᵀ``.
+        Weight and bias gradients the AR update uses, ``Σ_batch (x_j ⊙ f'_j) x̂_iᵀ`` per
+        connection ``i → j``.
     steps : ndarray of int
         Steps each sample relaxed (fewer than asked where it converged to the tolerance).
     """
@@ -213,9 +271,10 @@ def relax(
 ) -> Relaxation:
     """AR relaxation by forward Euler, all layers in parallel.
 
-    ``x_l ← x_l + η_x (−x_l + B_l (x_{l+1} ⊙ f'_l))`` for the hidden layers ``l = 1 … L-1``,
-    where f' is dropped when the connection's ``derivative`` is false; the output layer is
-    clamped to the loss gradient.
+    Every hidden layer ``i`` (neither input nor output) relaxes towards the summed top-down
+    input of its children, ``x_i ← x_i + η_x (−x_i + Σ_{c: i → j} B_c (x_j ⊙ f'_j))``, where
+    f' is dropped when connection ``c``'s ``derivative`` is false; the output layer is clamped
+    to the loss gradient.
 
     Parameters
     ----------
@@ -223,8 +282,8 @@ def relax(
         The network (activations, loss, per-connection derivative switch).
     params : Params
         Weights; ψ where the feedback is not the transpose.
-    inputs, targets : ndarray, shape (batch, n_0) and (batch, n_L)
-        The minibatch.
+    inputs, targets : ndarray, shape (batch, n_in) and (batch, n_out)
+        The minibatch (stimuli: the input layers' activities concatenated).
     steps : int
         Number of Euler steps.
     eta_x : float or list of float
@@ -234,9 +293,9 @@ def relax(
     start : {'feedforward', 'zero'}
         Hidden activities start at ``x̂`` (AR) or at 0.
     delays : list of int, optional
-        Feedback delay of every connection in steps: at step ``n`` layer ``l`` receives the
-        signal of layer ``l + 1`` as it was after ``n − d`` steps (after 0 steps while
-        ``n < d``).
+        Feedback delay of every connection in steps: at step ``n`` the source of connection
+        ``c`` receives the signal of its target as it was after ``n − d_c`` steps (after 0
+        steps while ``n < d_c``).
     tolerance : float
         When positive, a sample stops relaxing at the first step where every hidden neuron
         has ``|−x + input| < tolerance``.
@@ -245,7 +304,7 @@ def relax(
         are multiplied by ρ = 1 − dt/τ_m every step since the sweep, so relaxation step ``n``
         uses f'·ρ^(offset + n) and the weight update x̂·ρ^final and f'·ρ^final (see
         :func:`trace_schedule`).
-    gains : ndarray, shape (steps, n_layers + 1), optional
+    gains : ndarray, shape (steps, n_layers), optional
         Relaxation gain of every layer at every step (an oscillation's gate,
         ``ProtocolSpec.gate``): step ``n`` of layer ``l`` moves by ``gains[n, l] · η_x``.
     stream : (ndarray, ndarray, ndarray), optional
@@ -260,41 +319,44 @@ def relax(
         ``final``; the weight update reads that x̂ (see :func:`memory_schedule`).
     """
     fwd = forward(model, params, inputs)
-    n_layers = len(params.W)
-    x = [fwd.xhat[0]]
-    for layer in range(1, n_layers):
-        x.append(
-            fwd.xhat[layer].copy() if start == "feedforward" else np.zeros_like(fwd.xhat[layer])
-        )
-    x.append(output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale))
+    graph = _Graph(model)
+    out = len(model.layers) - 1
+    x = list(fwd.xhat)
+    for k in graph.relaxing:
+        x[k] = fwd.xhat[k].copy() if start == "feedforward" else np.zeros_like(fwd.xhat[k])
+    x[out] = output_gradient(model.loss, fwd.xhat[out], targets, model.loss_scale)
     history = [list(x)] if keep_history else None
-    feedback = [params.feedback(layer) for layer in range(n_layers)]
-    etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * (n_layers + 1)
+    feedback = [params.feedback(c) for c in range(len(params.W))]
+    etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * len(model.layers)
     decay, offset, final = trace or (1.0, 0, 0)
-    hidden = [layer < n_layers - 1 for layer in range(n_layers)]  # is fp[layer] a hidden f'?
-    delays = delays or [0] * n_layers
-    sent = [[] for _ in range(n_layers)]  # signals sent down each connection, step by step
-    active = np.ones(len(fwd.xhat[0]), dtype=bool)
+    delays = delays or [0] * len(params.W)
+    sent = [[] for _ in params.W]  # signals sent down each connection, step by step
+    active = np.ones(len(fwd.xhat[out]), dtype=bool)
     taken = np.full(len(active), steps)
-    held = None  # the somata's x̂ (two-compartment memory), hidden layers 1 … L−1
+    held = None  # the somata's x̂ (two-compartment memory) of the hidden layers
     if soma is not None:
         coupling, offset_c, final_c = soma
         before = min(offset_c, final_c)
-        held = [_drift(fwd.xhat[k], x[k], coupling, before) for k in range(1, n_layers)]
+        held = {k: _drift(fwd.xhat[k], x[k], coupling, before) for k in graph.relaxing}
     for step in range(steps):
         if held is not None:
-            held = [h + coupling * (x[k] - h) for k, h in enumerate(held, start=1)]
+            held = {k: h + coupling * (x[k] - h) for k, h in held.items()}
         if stream is not None:
-            x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[0][step], model.loss_scale)
+            x[out] = output_gradient(model.loss, fwd.xhat[out], stream[0][step], model.loss_scale)
         new, drive = list(x), {}
-        for layer in range(1, n_layers):
-            signal = x[layer + 1]
-            if model.connections[layer].derivative:
-                signal = signal * fwd.fp[layer] * (decay ** (offset + step) if hidden[layer] else 1)
-            sent[layer].append(signal)
-            signal = sent[layer][max(0, step - delays[layer])]
-            drive[layer] = -x[layer] + signal @ feedback[layer].T
-        if tolerance > 0 and n_layers > 1:
+        for layer in graph.relaxing:
+            top_down = None
+            for c in graph.outgoing[layer]:
+                signal = x[graph.target[c]]
+                if model.connections[c].derivative:
+                    hidden = graph.into_hidden[c]
+                    signal = signal * fwd.fp[c] * (decay ** (offset + step) if hidden else 1)
+                sent[c].append(signal)
+                signal = sent[c][max(0, step - delays[c])]
+                term = signal @ feedback[c].T
+                top_down = term if top_down is None else top_down + term
+            drive[layer] = -x[layer] + top_down
+        if tolerance > 0 and drive:
             worst = np.max([np.abs(d).max(axis=1) for d in drive.values()], axis=0)
             converged = active & (worst < tolerance)
             taken[converged] = step
@@ -308,20 +370,46 @@ def relax(
     stored = fwd
     if held is not None:  # the somata drift toward the final x until the plasticity
         rest = max(final_c - offset_c - steps, 0)
-        held = [_drift(h, x[k], coupling, rest) for k, h in enumerate(held, start=1)]
-        stored = Forward([fwd.xhat[0], *held, fwd.xhat[-1]], fwd.pre, fwd.fp)
+        somata = list(fwd.xhat)
+        for k, h in held.items():
+            somata[k] = _drift(h, x[k], coupling, rest)
+        stored = Forward(somata, fwd.pre, fwd.fp)
     if stream is not None:  # what the plasticity sees: the stream's input and clamp then
-        stored = Forward([stream[1], *stored.xhat[1:]], fwd.pre, fwd.fp)
-        x[-1] = output_gradient(model.loss, fwd.xhat[-1], stream[2], model.loss_scale)
+        shown = split_stimulus(model, stream[1])
+        stored = Forward([*shown, *stored.xhat[len(shown) :]], fwd.pre, fwd.fp)
+        x[out] = output_gradient(model.loss, fwd.xhat[out], stream[2], model.loss_scale)
     if trace is not None:  # what the traces hold when the plasticity reads them
         factor = decay**final
         stored = Forward(
-            [stored.xhat[0]] + [h * factor for h in fwd.xhat[1:-1]] + [fwd.xhat[-1]],
+            [h * factor if k in graph.relaxing else stored.xhat[k] for k, h in enumerate(fwd.xhat)],
             fwd.pre,
-            [fp * (factor if hidden[k] else 1) for k, fp in enumerate(fwd.fp)],
+            [fp * (factor if graph.into_hidden[c] else 1) for c, fp in enumerate(fwd.fp)],
         )
-    grads_w, grads_b = weight_gradients(stored, x, params)
+    grads_w, grads_b = weight_gradients(model, stored, x, params)
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
+
+
+class _Graph:
+    """Indices of a model's graph that the relaxation loop reads at every step.
+
+    Attributes
+    ----------
+    relaxing : list of int
+        Layers that relax (neither input nor output), in topological order.
+    outgoing : dict of int to tuple of int
+        Connections out of each relaxing layer, ascending.
+    target : list of int
+        Target layer of every connection.
+    into_hidden : list of bool
+        Whether each connection's target relaxes (its stored f' is a hidden layer's).
+    """
+
+    def __init__(self, model: ModelSpec):
+        names = [layer.name for layer in model.layers]
+        self.relaxing = [k for k, name in enumerate(names) if model.relaxes(name)]
+        self.outgoing = {k: model.outgoing(names[k]) for k in self.relaxing}
+        self.target = [names.index(c.target) for c in model.connections]
+        self.into_hidden = [target in self.relaxing for target in self.target]
 
 
 def _drift(start: Array, toward: Array, rate: float, steps: int) -> Array:

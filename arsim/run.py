@@ -66,7 +66,7 @@ def versions() -> dict[str, str]:
 def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random inputs uniform in [0, 1) and one-hot targets of random classes."""
     rng = np.random.default_rng([seed, 2])
-    inputs = rng.random((n_samples, model.input.size))
+    inputs = rng.random((n_samples, model.input_size))
     targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n_samples)]
     return inputs, targets
 
@@ -149,9 +149,10 @@ def sample_metrics(
     """
     grads = oracle.backprop(model, before, inputs, targets)
     fwd = oracle.forward(model, before, inputs)
+    factors = oracle.update_factors(model, fwd, grads.activity)
     expected = [
-        (grads.activity[c + 1] * fwd.fp[c], fwd.xhat[c], has_bias)
-        for c, (_, _, has_bias) in enumerate(signals)
+        (delta, presynaptic, has_bias)
+        for (delta, presynaptic), (_, _, has_bias) in zip(factors, signals, strict=True)
     ]
     return per_sample_comparison(signals, expected)
 

@@ -291,14 +291,22 @@ class InitSpec:
 class ModelSpec:
     """A network: layers, the connections between them, the loss and the initialisation.
 
+    The layers and connections form a directed acyclic graph (checked by
+    :func:`model_from_dict`): the input layers are those without incoming connections, the
+    one output layer (where the loss is) the only one without outgoing connections, and every
+    other layer relaxes towards the summed top-down input of its children.
+
     Attributes
     ----------
     name : str
         Model name.
     layers : tuple of LayerSpec
-        Layers in topological order (the first is the input, the last the output).
+        Layers in topological order (every layer after its parents): the input layers first
+        in declaration order, the output last, the others in the first order that declaration
+        order allows (:func:`topological_order`).
     connections : tuple of ConnectionSpec
-        Connections; a chain when not declared.
+        Connections in declaration order (``Params.W[c]`` is connection ``c``'s); a chain in
+        layer order when none is declared.
     loss : {'mse', 'cross-entropy'}
         Loss at the output layer.
     loss_scale : float
@@ -324,13 +332,37 @@ class ModelSpec:
     memory: MemorySpec = field(default_factory=MemorySpec)
 
     @property
+    def inputs(self) -> tuple[LayerSpec, ...]:
+        """The input layers (no incoming connection), in declaration order.
+
+        They come first in :attr:`layers`; the stimulus vector is their activities
+        concatenated in this order.
+        """
+        targets = {c.target for c in self.connections}
+        return tuple(layer for layer in self.layers if layer.name not in targets)
+
+    @property
     def input(self) -> LayerSpec:
-        """The input layer."""
-        return self.layers[0]
+        """The input layer of a model with one (see :attr:`inputs` for several)."""
+        inputs = self.inputs
+        if len(inputs) != 1:
+            names = ", ".join(layer.name for layer in inputs)
+            raise ValueError(f"model {self.name!r} has several input layers ({names}); use inputs")
+        return inputs[0]
+
+    @property
+    def input_size(self) -> int:
+        """Length of the stimulus vector: the sizes of the input layers summed."""
+        return sum(layer.size for layer in self.inputs)
+
+    def input_slices(self) -> list[slice]:
+        """Where each input layer's activities sit in the stimulus vector (one per input)."""
+        ends = np.cumsum([0] + [layer.size for layer in self.inputs])
+        return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:], strict=True)]
 
     @property
     def output(self) -> LayerSpec:
-        """The output layer (clamped to the loss gradient during relaxation)."""
+        """The output layer (no outgoing connection; clamped to the loss gradient)."""
         return self.layers[-1]
 
     @property
@@ -341,6 +373,22 @@ class ModelSpec:
     def layer(self, name: str) -> LayerSpec:
         """The layer called ``name``."""
         return next(layer for layer in self.layers if layer.name == name)
+
+    def index(self, name: str) -> int:
+        """Position of the layer called ``name`` in :attr:`layers` (topological order)."""
+        return [layer.name for layer in self.layers].index(name)
+
+    def incoming(self, name: str) -> tuple[int, ...]:
+        """Indices of the connections into layer ``name`` (its parents' edges), ascending."""
+        return tuple(c for c, conn in enumerate(self.connections) if conn.target == name)
+
+    def outgoing(self, name: str) -> tuple[int, ...]:
+        """Indices of the connections out of layer ``name`` (to its children), ascending."""
+        return tuple(c for c, conn in enumerate(self.connections) if conn.source == name)
+
+    def relaxes(self, name: str) -> bool:
+        """Whether layer ``name`` relaxes: it has parents and children (not input, not output)."""
+        return bool(self.incoming(name)) and bool(self.outgoing(name))
 
     def is_chain(self) -> bool:
         """True when connection ``l`` joins layer ``l`` to layer ``l + 1`` for every ``l``."""
@@ -393,7 +441,7 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
             "layers", f"expected at least 2 [[layers]] (input and output), got {len(layer_tables)}"
         )
     layers = []
-    for index, table in enumerate(layer_tables):
+    for table in layer_tables:
         layer_name = table.get("name", str)
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", layer_name):
             raise table.error(
@@ -402,22 +450,9 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
         if any(layer.name == layer_name for layer in layers):
             raise table.error("name", f"duplicate layer name {layer_name!r}")
         size = table.integer("size", low=1)
-        is_output = index == len(layer_tables) - 1
-        choices = tuple(ACTIVATIONS) + ((SOFTMAX,) if is_output else ())
-        activation = table.get("activation", str, "linear", choices=choices)
-        if index == 0 and activation != "linear":
-            raise table.error("activation", f"the input layer is not computed; got {activation!r}")
+        activation = table.get("activation", str, "linear", choices=(*ACTIVATIONS, SOFTMAX))
         table.finish()
         layers.append(LayerSpec(layer_name, size, activation))
-
-    output = layers[-1]
-    if (output.activation == SOFTMAX) != (loss == "cross-entropy"):
-        raise SpecError(
-            source,
-            "loss",
-            f"cross-entropy goes with a softmax output layer and softmax with cross-entropy; "
-            f"got loss {loss!r} with output activation {output.activation!r}",
-        )
 
     names = [layer.name for layer in layers]
     connection_tables = root.tables("connections")
@@ -427,47 +462,170 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     else:
         connections = []
         for table in connection_tables:
-            settings = {}
-            for end in ("source", "target"):
-                settings[end] = table.get(end, str)
-                if settings[end] not in names:
-                    raise table.error(end, f"no layer named {settings[end]!r}; layers are {names}")
-            settings["bias"] = table.get("bias", bool, defaults["bias"])
-            settings["feedback"] = table.get(
-                "feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS
-            )
-            settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
-            shape = table.get("shape", list, None)
-            source_size = layers[names.index(settings["source"])].size
-            target_size = layers[names.index(settings["target"])].size
-            if shape is not None and list(shape) != [target_size, source_size]:
-                raise table.error(
-                    "shape",
-                    f"sizes do not chain: {settings['source']} has {source_size} neurons and "
-                    f"{settings['target']} {target_size}, so W is [{target_size}, {source_size}]; "
-                    f"got {shape}",
-                )
-            if names.index(settings["target"]) <= names.index(settings["source"]):
-                raise table.error(
-                    "target",
-                    f"connections run forward in layer order; {settings['source']!r} -> "
-                    f"{settings['target']!r} runs backwards (a cycle)",
-                )
-            table.finish()
-            connections.append(ConnectionSpec(**settings))
+            connections.append(_connection(table, layers, defaults, connections))
     root.finish()
-    model = ModelSpec(
+    order = topological_order(names, connections, source)
+    layers = [layers[names.index(name)] for name in order]
+    _check_graph(layer_tables, names, layers, connections, loss, source)
+    return ModelSpec(
         name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source), memory
     )
-    if not model.is_chain():
+
+
+def _connection(
+    table: _Table, layers: list[LayerSpec], defaults: dict, earlier: list[ConnectionSpec]
+) -> ConnectionSpec:
+    """One ``[[connections]]`` entry, checked against the layers and the entries before it."""
+    names = [layer.name for layer in layers]
+    settings = {}
+    for end in ("source", "target"):
+        settings[end] = table.get(end, str)
+        if settings[end] not in names:
+            raise table.error(end, f"no layer named {settings[end]!r}; layers are {names}")
+    pair = f"{settings['source']} -> {settings['target']}"
+    if settings["source"] == settings["target"]:
+        raise table.error("target", f"{pair} joins a layer to itself (a cycle)")
+    for index, other in enumerate(earlier):
+        if (other.source, other.target) == (settings["source"], settings["target"]):
+            raise table.error("target", f"duplicate connection {pair} (also connections[{index}])")
+    settings["bias"] = table.get("bias", bool, defaults["bias"])
+    settings["feedback"] = table.get("feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS)
+    settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
+    shape = table.get("shape", list, None)
+    source_size = layers[names.index(settings["source"])].size
+    target_size = layers[names.index(settings["target"])].size
+    if shape is not None and list(shape) != [target_size, source_size]:
+        raise table.error(
+            "shape",
+            f"sizes do not chain: {settings['source']} has {source_size} neurons and "
+            f"{settings['target']} {target_size}, so W is [{target_size}, {source_size}]; "
+            f"got {shape}",
+        )
+    biased = [c for c in earlier if c.bias and c.target == settings["target"]]
+    if settings["bias"] and biased:
+        raise table.error(
+            "bias",
+            f"layer {settings['target']!r} already has a bias from "
+            f"{biased[0].source} -> {biased[0].target}; a layer has at most one bias "
+            f"(set bias = false on all but one of its incoming connections)",
+        )
+    table.finish()
+    return ConnectionSpec(**settings)
+
+
+def topological_order(
+    names: list[str], connections: list[ConnectionSpec], source: str | Path = "<spec>"
+) -> list[str]:
+    """Layer names with every layer after its parents: the order of the sweep.
+
+    The input layers (no incoming connection) come first in declaration order; then, of the
+    layers whose parents are all placed, always the first declared (Kahn's algorithm), so a
+    chain declared in order keeps its order and the output layer comes last.
+
+    Parameters
+    ----------
+    names : list of str
+        Layer names in declaration order.
+    connections : list of ConnectionSpec
+        The edges.
+    source : str or Path
+        The model file, for the error message.
+
+    Raises
+    ------
+    SpecError
+        When the connections contain a cycle; the message names its layers in order.
+    """
+    parents = {name: {c.source for c in connections if c.target == name} for name in names}
+    order = [name for name in names if not parents[name]]
+    placed = set(order)
+    while len(order) < len(names):
+        ready = [n for n in names if n not in placed and parents[n] <= placed]
+        if not ready:
+            cycle = _find_cycle([n for n in names if n not in placed], parents)
+            raise SpecError(
+                source,
+                "connections",
+                f"the connections form a cycle {' -> '.join(cycle)}; a model must be a "
+                f"directed acyclic graph",
+            )
+        order.append(ready[0])
+        placed.add(ready[0])
+    return order
+
+
+def _find_cycle(unplaced: list[str], parents: dict[str, set[str]]) -> list[str]:
+    """A cycle among layers that each have an unplaced parent (forward, closed).
+
+    It starts at its first declared layer.
+    """
+    path, node = [], unplaced[0]
+    while node not in path:
+        path.append(node)
+        node = min((p for p in parents[node] if p in unplaced), key=unplaced.index)
+    cycle = path[path.index(node) :]
+    cycle.reverse()  # the walk followed parents; the connections run the other way
+    first = cycle.index(min(cycle, key=unplaced.index))  # start at the first declared
+    cycle = cycle[first:] + cycle[:first]
+    return [*cycle, cycle[0]]
+
+
+def _check_graph(
+    layer_tables: list[_Table],
+    names: list[str],
+    layers: list[LayerSpec],
+    connections: list[ConnectionSpec],
+    loss: str,
+    source: str | Path,
+) -> None:
+    """Check the roles the graph gives the layers (``layers`` in topological order).
+
+    Exactly one layer, the output, has no outgoing connection; layers without incoming
+    connections are inputs, which are not computed (linear); softmax only at the output, and
+    with cross-entropy.
+    """
+    has_parents = {c.target for c in connections}
+    has_children = {c.source for c in connections}
+    isolated = [layer.name for layer in layers if layer.name not in has_parents | has_children]
+    if isolated:
         raise SpecError(
             source,
             "connections",
-            "this version simulates chains (connection l joins layer l to layer l+1 in the "
-            "order of [[layers]]); got "
-            + ", ".join(f"{c.source}->{c.target}" for c in connections),
+            f"layer{'s' if len(isolated) > 1 else ''} {', '.join(isolated)} "
+            f"{'are' if len(isolated) > 1 else 'is'} not connected to any other layer, so "
+            "unreachable from the loss",
         )
-    return model
+    sinks = [layer.name for layer in layers if layer.name not in has_children]
+    if len(sinks) > 1:
+        raise SpecError(
+            source,
+            "connections",
+            f"layers {', '.join(sinks)} have no outgoing connection; exactly one layer, the "
+            "output where the loss is, may have none (the others never reach the loss)",
+        )
+    output = layers[-1]
+    for layer in layers:
+        table = layer_tables[names.index(layer.name)]
+        is_input = layer.name not in has_parents
+        if is_input and layer.activation != "linear":
+            raise table.error(
+                "activation",
+                f"layer {layer.name!r} has no incoming connection, so it is an input layer, "
+                f"which is not computed; got {layer.activation!r} (connect a parent to it or "
+                "make it linear)",
+            )
+        if layer.activation == SOFTMAX and layer is not output:
+            raise table.error(
+                "activation",
+                f"softmax is for the output layer ({output.name!r}) only; got it on {layer.name!r}",
+            )
+    if (output.activation == SOFTMAX) != (loss == "cross-entropy"):
+        raise SpecError(
+            source,
+            "loss",
+            f"cross-entropy goes with a softmax output layer and softmax with cross-entropy; "
+            f"got loss {loss!r} with output activation {output.activation!r}",
+        )
 
 
 def load_model(path: str | Path) -> ModelSpec:

@@ -149,7 +149,7 @@ def _comparable(spec_dict: dict) -> dict:
 
 def metric_columns(model: ModelSpec) -> list[str]:
     """Columns of ``metrics.csv`` in order."""
-    hidden = [layer.name for layer in model.layers[1:-1]]
+    hidden = [layer.name for layer in model.layers if model.relaxes(layer.name)]
     columns = ["kind", "epoch", "batch", "samples", "ar_loss", "bp_loss"]
     columns += ["angle_deg", "angle_deg_max", "angle_deg_last"]
     columns += [f"angle_deg_W{layer}" for layer in range(len(model.connections))]
@@ -195,10 +195,9 @@ def relaxation_errors(
         relaxed = oracle.relax_as(model, protocol, params, inputs, targets)
         exact = oracle.backprop(model, params, inputs, targets)
         return {
-            f"relax_relerr_{model.layers[layer].name}": relative_error(
-                relaxed.x[layer], exact.activity[layer]
-            )
-            for layer in range(1, len(model.layers) - 1)
+            f"relax_relerr_{layer.name}": relative_error(relaxed.x[index], exact.activity[index])
+            for index, layer in enumerate(model.layers)
+            if model.relaxes(layer.name)
         }
 
 
@@ -293,9 +292,9 @@ def train(
         raise TrainError(f"--epochs: expected a positive number of epochs, got {epochs}")
     if metrics_every < 1:
         raise TrainError(f"--metrics-every: expected a positive integer, got {metrics_every}")
-    if model.input.size != dataset.train_images.shape[1] or model.output.size != dataset.n_classes:
+    if model.input_size != dataset.train_images.shape[1] or model.output.size != dataset.n_classes:
         raise TrainError(
-            f"{model.source}: the model maps {model.input.size} inputs to {model.output.size} "
+            f"{model.source}: the model maps {model.input_size} inputs to {model.output.size} "
             f"outputs but {dataset.name} has {dataset.train_images.shape[1]} pixels and "
             f"{dataset.n_classes} classes"
         )

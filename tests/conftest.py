@@ -110,7 +110,7 @@ def paper_protocol():
 
 def random_batch(model, n, seed=1):
     rng = np.random.default_rng(seed)
-    inputs = rng.random((n, model.input.size))
+    inputs = rng.random((n, model.input_size))
     targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n)]
     return inputs, targets
 
