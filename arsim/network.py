@@ -274,18 +274,23 @@ def bias_code() -> str:
 def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> dict[str, str]:
     """Synapse models of connection ``index``: forward ``W`` and, unless transposed, ``ψ``.
 
-    Returns a dict with the forward model (``forward``), its sweep code (``sweep``) and
-    plasticity code (``forward_learn``) and, for ψ, ``feedback`` and, when learned,
+    Returns a dict with the forward model (``forward``; the sweep ``a_c<k>_post = Σ w x̂_pre``
+    is its summed variable, which the mode runs once per sample) and its plasticity code
+    (``forward_learn``) and, for ψ, ``feedback`` and, when learned,
     ``feedback_learn``. The top-down signal is ``delta = x · f'`` of the upper layer, or ``x``
     when the connection's relaxation drops the derivative. Without ``feeds_back`` (the source is
     the input layer, which does not relax) there is no top-down path, but a learned ψ still
     learns.
     """
     signal = "delta" if connection.derivative else "x"
-    forward = ["w : 1", "dw : 1", "eta : 1 (shared)"]
+    forward = [
+        "w : 1",
+        "dw : 1",
+        "eta : 1 (shared)",
+        f"a_c{index}_post = w * xhat_pre : 1 (summed)",
+    ]
     apply_pre = _APPLY_NOW.replace("apply_at", "apply_at_pre")
     models = {
-        "sweep": f"a_c{index}_post += w * xhat_pre",
         "forward_learn": f"dw += delta_post * xhat_pre\nw -= {apply_pre} * eta * dw\n"
         f"dw = dw * (1 - {apply_pre})",
     }
@@ -636,17 +641,13 @@ class SynapsesNetwork(ARNetwork):
         # the top-down input is summed into the pre layer: post-major order (see all_to_all)
         pre, post = all_to_all(source.N, target.N, major="post")
         forward.connect(i=pre, j=post)
+        # the sweep (a summed variable: no two threads write one target) once per sample,
+        # before the target layer computes x̂ (order _slot + 3)
         _sum_before_the_step(forward)
+        sweep = forward.summed_updaters[f"a_c{index}_post"]
+        sweep._clock, sweep.when, sweep.order = self.sample_clock, "groups", _slot(target_index)
         forward.run_regularly(
             models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
-        )
-        # the sweep into a layer runs before that layer computes x̂ (order _slot + 3)
-        forward.run_regularly(
-            models["sweep"],
-            when="groups",
-            order=_slot(target_index),
-            name=f"{name}_sweep",
-            **sample,
         )
         self.forward_synapses.append(forward)
         if "feedback" not in models:

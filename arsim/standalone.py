@@ -20,21 +20,32 @@ import numpy as np
 from arsim.network import SynapsesNetwork
 from arsim.oracle import Params
 
+_BRIAN_TEMPLATER = None
+"""Brian2's own cpp_standalone templater, before arsim derived its own from it."""
 
-def use_blocked_summation() -> None:
+
+def use_blocked_summation(threads: int) -> None:
     """Generate summed variables with arsim's template (``arsim/brian_templates``).
 
-    It sums the top-down input block by block over its targets, in a loop the compiler
-    vectorises, wherever the synapses have the layout of :func:`arsim.network.all_to_all`,
-    bit-identical to Brian2's loop, which it falls back to otherwise.
+    Wherever the synapses have the layout of :func:`arsim.network.all_to_all` it sums the
+    top-down input block by block over its targets, ``threads`` OpenMP threads each taking a
+    fixed range of targets; every target adds its terms in Brian2's order, so the result is
+    bit-identical to Brian2's loop, which it falls back to otherwise. The rest of the program
+    uses Brian2's OpenMP mode with as many threads: every other threaded loop writes only its
+    own neuron's or synapse's variables (the sweep is a summed variable, see
+    :meth:`arsim.network.SynapsesNetwork._make_synapses`).
     """
+    global _BRIAN_TEMPLATER
     from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
 
-    templater = CPPStandaloneCodeObject.templater
-    if "arsim" not in templater.package_names:
-        CPPStandaloneCodeObject.templater = templater.derive(
-            "arsim", templates_dir="brian_templates"
-        )
+    if _BRIAN_TEMPLATER is None:
+        _BRIAN_TEMPLATER = CPPStandaloneCodeObject.templater
+    CPPStandaloneCodeObject.templater = _BRIAN_TEMPLATER.derive(
+        "arsim",
+        templates_dir="brian_templates",
+        env_globals={"arsim_summation_threads": threads},
+    )
+    b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
 
 
 def default_build_dir(model, protocol) -> Path:
@@ -54,8 +65,8 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     build_dir : path, optional
         Where the C++ program is built (default: :func:`default_build_dir`).
     threads : int, optional
-        OpenMP threads of the program (default: the cores this process may use, as many as
-        the dense mode's BLAS uses). Results do not depend on it: every sum keeps its order.
+        OpenMP threads of the summed top-down input (default: the cores this process may use,
+        as the dense mode's BLAS does). Results do not depend on it: every sum keeps its order.
 
     Notes
     -----
@@ -71,8 +82,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         self.build_dir.mkdir(parents=True, exist_ok=True)
         self.threads = threads or len(os.sched_getaffinity(0))
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
-        b2.prefs.devices.cpp_standalone.openmp_threads = self.threads if self.threads > 1 else 0
-        use_blocked_summation()
+        use_blocked_summation(self.threads)
         try:
             super().__init__(model, protocol, params, record)
             batch = protocol.batch_size

@@ -16,7 +16,6 @@
     const int _target_size = {{constant_or_scalar(_target_size_name, variables[_target_size_name])}};
 
     // Set all the target variable values to zero
-    {{ openmp_pragma('parallel-static') }}
     for (int _target_idx=0; _target_idx<_target_size; _target_idx++)
     {
         {{_target_var_array}}[_target_idx + {{_target_start}}] = 0;
@@ -37,15 +36,17 @@
     }
     if (_blocked)
     {
-        // with OpenMP each thread sums a fixed range of targets over all blocks
+        // the targets in fixed ranges, one per thread (arsim_summation_threads), all blocks each
         double* __restrict _block_target = {{_target_var_array}} + {{_target_start}};
         const int _n_blocks = _n_synapses / _target_size;
-        {{ openmp_pragma('parallel') }}
+        const int _parts = {{ arsim_summation_threads }} < _target_size ? {{ arsim_summation_threads }} : _target_size;
+        {% if arsim_summation_threads > 1 %}
+        #pragma omp parallel for schedule(static) num_threads({{ arsim_summation_threads }})
+        {% endif %}
+        for (int _part=0; _part<_parts; _part++)
         {
-            const int _threads = {{ openmp_pragma('get_num_threads') }};
-            const int _thread = {{ openmp_pragma('get_thread_num') }};
-            const int _first = (int)(((long)_target_size * _thread) / _threads);
-            const int _last = (int)(((long)_target_size * (_thread + 1)) / _threads);
+            const int _first = (int)(((long)_target_size * _part) / _parts);
+            const int _last = (int)(((long)_target_size * (_part + 1)) / _parts);
             for (int _block=0; _block<_n_blocks; _block++)
             {
                 for (int _i=_first; _i<_last; _i++)
