@@ -48,6 +48,7 @@ class DenseNetwork(ARNetwork):
             if delay
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
+        self._feedback_paths = None
 
     # -- construction ----------------------------------------------------------------------------
     def _stimulus_rows(self) -> int:
@@ -139,20 +140,25 @@ class DenseNetwork(ARNetwork):
         the synapses mode does it after each step with :func:`~arsim.network.
         relaxation_step_code`), so that the products read the previous step's activities.
         """
-        if not self._relaxing():
+        step = int(self._step_counter[0])
+        relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
+        if not 0 <= relaxation_step < self.protocol.phase_steps["relaxation"]:
             return  # the state updater multiplies fb by 0 outside the relaxation
-        step_start = int(self._step_counter[0]) * self.protocol.dt
         for role in self._relaxing_roles:
-            self._store_delta(role, step_start)
-        relaxation_step = int(self._step_counter[0]) % self.steps_per_sample
-        relaxation_step -= self.namespace["relax_start"]
-        for c, (source, target, connection) in enumerate(self._connections):
-            if not self.roles[source].relaxes:
-                continue
-            signal = self._view(target, "delta" if connection.derivative else "x")
+            self._store_delta(role, step * self.protocol.dt)
+        if self._feedback_paths is None:  # (connection, signal, fb) arrays, looked up once
+            self._feedback_paths = [
+                (
+                    c,
+                    self._view(target, "delta" if connection.derivative else "x"),
+                    self._view(source, f"fb_c{c}"),
+                )
+                for c, (source, target, connection) in enumerate(self._connections)
+                if self.roles[source].relaxes
+            ]
+        for c, signal, fb in self._feedback_paths:
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
-            fb = self._view(source, f"fb_c{c}")
             if self.psi[c] is None:
                 np.matmul(signal, self.W[c], out=fb)
             else:
