@@ -134,7 +134,8 @@ def batch_metrics(
         "update_rel_error": relative_error(change, [-learning_rate * g for g in gradient]),
     }
     for layer, gradient_w in enumerate(grads.W):
-        if not gradient_w.size:  # a maxpool has no weights
+        if not gradient_w.size:  # a maxpool has no weights: no angle
+            row[f"angle_deg_W{layer}"] = float("nan")
             continue
         row[f"angle_deg_W{layer}"] = angle_degrees(before.W[layer] - after.W[layer], gradient_w)
     return row
