@@ -147,21 +147,24 @@ class ConvOperator(Operator):
         return out.reshape(len(xhat), -1)
 
     def backward(self, signal: Array, feedback: Array) -> Array:
-        """See :meth:`Operator.backward`."""
+        """See :meth:`Operator.backward`.
+
+        The transposed convolution: ``signal ⊗ B`` per window, ``(C_in, k, k, batch, H_out ·
+        W_out)`` by one matrix product, scattered back (summed) onto the padded input grid at
+        the windows' positions, ``k²`` strided additions.
+        """
         batch = len(signal)
         c, h, w = self.source
-        _, ho, wo = self.target
+        n_out, ho, wo = self.target
         k, s, p = self.kernel, self.stride, self.padding
-        columns = np.einsum(
-            "bohw,ocij->bchwij", signal.reshape(batch, *self.target), feedback, optimize=True
-        )
-        padded = np.zeros((batch, c, h + 2 * p, w + 2 * p))
+        signal = signal.reshape(batch, n_out, ho * wo).transpose(1, 0, 2).reshape(n_out, -1)
+        columns = (feedback.reshape(n_out, -1).T @ signal).reshape(c, k, k, batch, ho, wo)
+        padded = np.zeros((c, batch, h + 2 * p, w + 2 * p))
         for i in range(k):
             for j in range(k):
-                padded[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s] += columns[
-                    ..., i, j
-                ]
-        return padded[:, :, p : p + h, p : p + w].reshape(batch, -1)
+                window = padded[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
+                window += columns[:, i, j]
+        return padded[:, :, p : p + h, p : p + w].transpose(1, 0, 2, 3).reshape(batch, -1)
 
     def weight_gradient(self, delta: Array, xhat: Array) -> Array:
         """See :meth:`Operator.weight_gradient`."""
