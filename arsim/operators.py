@@ -141,10 +141,26 @@ class ConvOperator(Operator):
         _, ho, wo = self.target
         return windows[:, :, : s * (ho - 1) + 1 : s, : s * (wo - 1) + 1 : s]
 
+    def _blocks(self, batch: int) -> range:
+        """Starts of batch blocks whose im2col copy holds at most :attr:`block_entries`."""
+        _, ho, wo = self.target
+        per_sample = self.source[0] * ho * wo * self.kernel**2
+        return range(0, batch, max(1, self.block_entries // per_sample))
+
+    block_entries = 4_000_000
+    """Entries of the im2col copy per block of samples (32 MB; evaluation sweeps 10,000)."""
+
     def forward(self, xhat: Array, weights: Array) -> Array:
         """See :meth:`Operator.forward`."""
-        out = np.einsum("bchwij,ocij->bohw", self._windows(xhat), weights, optimize=True)
-        return out.reshape(len(xhat), -1)
+        blocks = self._blocks(len(xhat))
+        step = blocks.step
+        out = [
+            np.einsum(
+                "bchwij,ocij->bohw", self._windows(xhat[a : a + step]), weights, optimize=True
+            )
+            for a in blocks
+        ]
+        return (out[0] if len(out) == 1 else np.concatenate(out)).reshape(len(xhat), -1)
 
     def backward(self, signal: Array, feedback: Array) -> Array:
         """See :meth:`Operator.backward`.
@@ -169,7 +185,13 @@ class ConvOperator(Operator):
     def weight_gradient(self, delta: Array, xhat: Array) -> Array:
         """See :meth:`Operator.weight_gradient`."""
         delta = delta.reshape(len(delta), *self.target)
-        return np.einsum("bohw,bchwij->ocij", delta, self._windows(xhat), optimize=True)
+        blocks = self._blocks(len(delta))
+        step, total = blocks.step, None
+        for a in blocks:
+            windows = self._windows(xhat[a : a + step])
+            part = np.einsum("bohw,bchwij->ocij", delta[a : a + step], windows, optimize=True)
+            total = part if total is None else total + part
+        return np.zeros(self.weight_shape()) if total is None else total
 
     def bias_vector(self, bias: Array) -> Array:
         """See :meth:`Operator.bias_vector`."""

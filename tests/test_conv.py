@@ -121,6 +121,12 @@ def test_transposed_convolution_is_the_adjoint():
     y = rng.standard_normal((2, model.layers[1].size))
     w = rng.standard_normal(op.weight_shape())
     assert np.isclose((op.forward(x, w) * y).sum(), (x * op.backward(y, w)).sum(), rtol=1e-12)
+    blocked = operator(model, model.connections[0])
+    blocked.block_entries = 1  # one sample per im2col block: the same numbers
+    np.testing.assert_allclose(blocked.forward(x, w), op.forward(x, w), rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(
+        blocked.weight_gradient(y, x), op.weight_gradient(y, x), rtol=1e-13, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("case", [0, 1])
