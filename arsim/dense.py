@@ -13,6 +13,7 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
+from arsim import operators
 from arsim.activations import SOFTMAX, output_gradient
 from arsim.network import _LEARN, _PRESENT, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
 from arsim.oracle import Params
@@ -64,6 +65,10 @@ class DenseNetwork(ARNetwork):
 
     def _make_connections(self) -> list:
         self._connections = []  # (source index, target index, connection spec)
+        # the linear maps; dense ones keep their inline matmuls below, the others (conv,
+        # maxpool, whose argmax the sweep stores per replica) go through their operator
+        self._ops = operators.build(self.model)
+        self._dense = [c.operation == "dense" for c in self.model.connections]
         for connection in self.model.connections:
             source = self._group_index(connection.source)
             target = self._group_index(connection.target)
@@ -127,7 +132,10 @@ class DenseNetwork(ARNetwork):
         for c in role.incoming:
             source = self._connections[c][0]
             a_c = self._view(role.index, f"a_c{c}")
-            np.matmul(self._view(source, "xhat"), self.W[c].T, out=a_c)
+            if self._dense[c]:
+                np.matmul(self._view(source, "xhat"), self.W[c].T, out=a_c)
+            else:
+                a_c[:] = self._ops[c].forward(self._view(source, "xhat"), self.W[c])
             total = a_c.copy() if total is None else total + a_c
         if role.is_output and role.spec.activation == SOFTMAX:
             logits = total + self._view(role.index, "b")
@@ -159,7 +167,10 @@ class DenseNetwork(ARNetwork):
         for c, signal, fb in self._feedback_paths:
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
-            if self.psi[c] is None:
+            if not self._dense[c]:  # the transposed convolution, or the routing of a maxpool
+                feedback = self.W[c] if self.psi[c] is None else self.psi[c]
+                fb[:] = self._ops[c].backward(signal, feedback)
+            elif self.psi[c] is None:
                 np.matmul(signal, self.W[c], out=fb)
             else:
                 np.matmul(signal, self.psi[c].T, out=fb)
@@ -245,15 +256,19 @@ class DenseNetwork(ARNetwork):
             delta = self._view(target, "delta")[mask]
             presynaptic = self._view(source, "xhat")[mask]
             signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
-            change = delta.T @ presynaptic
+            if self._dense[c]:
+                change = delta.T @ presynaptic
+            else:
+                change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
             if connection.feedback == "learned":
-                self.psi[c] -= feedback_rate * change.T
+                self.psi[c] -= feedback_rate * operators.as_feedback(change)
             if self.b[c] is not None:
-                self.b[c] -= rate * delta.sum(axis=0)
-                self._view(target, "b")[:] = self.b[c]
+                self.b[c] -= rate * self._ops[c].bias_gradient(delta)
+                self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
         self.batch_params.append(self.get_params())
-        self.batch_signals.append(signals)
+        if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
+            self.batch_signals.append(signals)
 
     def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         """The samples the stimulus stream shows (``protocol.stream_samples``), in order."""
@@ -292,7 +307,7 @@ class DenseNetwork(ARNetwork):
         self.W, self.b, self.psi = copy.W, copy.b, copy.psi
         for c, (_, target, _) in enumerate(self._connections):
             if self.b[c] is not None:
-                self._view(target, "b")[:] = self.b[c]
+                self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
 
     def get_params(self) -> Params:
         """Current weights, biases and ψ (copies)."""

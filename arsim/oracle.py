@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arsim import operators
 from arsim.activations import ACTIVATIONS, SOFTMAX, loss_value, output_gradient, softmax
 from arsim.spec import ModelSpec
 
@@ -27,13 +28,15 @@ class Params:
     Attributes
     ----------
     W : list of ndarray
-        Forward weights, ``W[c]`` of shape ``(n_target, n_source)``.
+        Forward weights, ``W[c]`` of shape ``(n_target, n_source)``; for a convolution the
+        kernel ``(C_out, C_in, k, k)``, for a max-pooling an empty array (no weights).
     b : list of ndarray or None
-        Bias of connection ``c``'s target layer, shape ``(n_target,)``, or None where the
-        connection has none (a layer has at most one).
+        Bias of connection ``c``'s target layer, shape ``(n_target,)`` (a convolution's:
+        ``(C_out,)``), or None where the connection has none (a layer has at most one).
     psi : list of ndarray or None
-        Feedback weights, ``psi[c]`` of shape ``(n_source, n_target)``, or None where the
-        feedback is the transpose of ``W[c]``.
+        Feedback weights, ``psi[c]`` of shape ``(n_source, n_target)`` (a convolution's: the
+        shape of its kernel, applied transposed), or None where the feedback is ``W[c]``
+        itself (transposed).
     """
 
     W: list[Array]
@@ -47,7 +50,10 @@ class Params:
 
     def feedback(self, connection: int) -> Array:
         """``B_c`` (n_source, n_target): carries connection ``c``'s target signal to its source."""
-        return self.W[connection].T if self.psi[connection] is None else self.psi[connection]
+        weights = self.W[connection]
+        return (
+            operators.as_feedback(weights) if self.psi[connection] is None else self.psi[connection]
+        )
 
     def to_arrays(self) -> dict[str, Array]:
         """Flat dict ``W0, b0, psi0, …`` as saved in ``weights/*.npz`` (ψ = Wᵀ for transpose)."""
@@ -72,14 +78,20 @@ def init_params(model: ModelSpec, seed: int | None = None) -> Params:
     weights, biases, feedbacks = [], [], []
     for layer, connection in enumerate(model.connections):
         n_in, n_out = model.layer(connection.source).size, model.layer(connection.target).size
+        shape = operators.operator(model, connection).weight_shape()
+        if connection.operation == "dense":
+            feedback_shape = (n_in, n_out)
+        else:  # a kernel (conv; its ψ has the kernel's shape) or nothing (maxpool)
+            feedback_shape = shape
+            n_out = shape[0] if connection.operation == "conv" else n_out  # one bias a channel
         forward_rng = np.random.default_rng([seed, 0, layer])
-        weights.append(model.init.mean + std * forward_rng.standard_normal((n_out, n_in)))
+        weights.append(model.init.mean + std * forward_rng.standard_normal(shape))
         biases.append(np.full(n_out, model.init.bias) if connection.bias else None)
         if connection.feedback == "transpose":
             feedbacks.append(None)
         else:
             feedback_rng = np.random.default_rng([seed, 1, layer])
-            feedbacks.append(model.init.mean + std * feedback_rng.standard_normal((n_in, n_out)))
+            feedbacks.append(model.init.mean + std * feedback_rng.standard_normal(feedback_shape))
     return Params(weights, biases, feedbacks)
 
 
@@ -99,11 +111,15 @@ class Forward:
     fp : list of ndarray
         Per connection ``c``: ``f'`` of its target at that pre-activation (1 for a softmax
         output).
+    ops : list or None
+        The operators of the connections (:mod:`arsim.operators`) as the sweep left them (a
+        max-pooling's argmax); None: fresh ones (enough for the weight gradients).
     """
 
     xhat: list[Array]
     pre: list[Array]
     fp: list[Array]
+    ops: list | None = None
 
 
 def split_stimulus(model: ModelSpec, stimuli: Array) -> list[Array]:
@@ -129,17 +145,18 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
         xhat[index] = part
     pre: list[Array | None] = [None] * len(params.W)
     fp: list[Array | None] = [None] * len(params.W)
+    ops = operators.build(model)
     for index, layer in enumerate(model.layers):
         incoming = model.incoming(layer.name)
         if not incoming:
             continue
         a = None
         for c in incoming:
-            term = xhat[model.index(model.connections[c].source)] @ params.W[c].T
+            term = ops[c].forward(xhat[model.index(model.connections[c].source)], params.W[c])
             a = term if a is None else a + term
-        bias = next((params.b[c] for c in incoming if params.b[c] is not None), None)
-        if bias is not None:
-            a = a + bias
+        biased = next((c for c in incoming if params.b[c] is not None), None)
+        if biased is not None:
+            a = a + ops[biased].bias_vector(params.b[biased])
         if layer.activation == SOFTMAX:
             xhat[index], derivative = softmax(a), np.ones_like(a)
         else:
@@ -147,7 +164,7 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
             derivative = ACTIVATIONS[layer.activation].fprime(a)
         for c in incoming:
             pre[c], fp[c] = a, derivative
-    return Forward(xhat, pre, fp)
+    return Forward(xhat, pre, fp, ops)
 
 
 def loss(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Array:
@@ -184,7 +201,10 @@ def update_factors(
     For connection ``c`` from layer ``i`` to layer ``j``: ``(δ_j, x̂_i)`` with
     ``δ_j = x_j ⊙ f'_j``, where ``top_down[j]`` is the activity of layer ``j`` that plays
     ``∂L/∂x̂_j`` (the exact gradient for backprop, the relaxed activity for AR). The update is
-    ``ΔW_c = −η Σ_batch δ_j x̂_iᵀ`` (:func:`weight_gradients`).
+    ``ΔW_c = −η Σ_batch δ_j x̂_iᵀ`` (:func:`weight_gradients`) for a dense connection; a
+    convolution contracts the same factors over its windows (shared weights), so for models
+    with conv or maxpool connections the per-sample outer-product comparison
+    (``run.sample_metrics``) does not apply and is skipped.
     """
     factors = []
     for c, connection in enumerate(model.connections):
@@ -201,9 +221,10 @@ def weight_gradients(
     ``δ_j`` and ``x̂_i`` are the factors of :func:`update_factors`.
     """
     grads_w, grads_b = [], []
+    ops = fwd.ops or operators.build(model)
     for c, (delta, presynaptic) in enumerate(update_factors(model, fwd, top_down)):
-        grads_w.append(delta.T @ presynaptic)
-        grads_b.append(None if params.b[c] is None else delta.sum(axis=0))
+        grads_w.append(ops[c].weight_gradient(delta, presynaptic))
+        grads_b.append(None if params.b[c] is None else ops[c].bias_gradient(delta))
     return grads_w, grads_b
 
 
@@ -218,7 +239,8 @@ def backprop(model: ModelSpec, params: Params, inputs: Array, targets: Array) ->
     for index in range(len(model.layers) - 2, -1, -1):
         for c in model.outgoing(model.layers[index].name):
             target = model.index(model.connections[c].target)
-            term = (activity[target] * fwd.fp[c]) @ params.W[c]
+            signal = activity[target] * fwd.fp[c]
+            term = fwd.ops[c].backward(signal, operators.as_feedback(params.W[c]))
             activity[index] = term if activity[index] is None else activity[index] + term
     grads_w, grads_b = weight_gradients(model, fwd, activity, params)
     return Gradients(activity, grads_w, grads_b)
@@ -353,7 +375,7 @@ def relax(
                     signal = signal * fwd.fp[c] * (decay ** (offset + step) if hidden else 1)
                 sent[c].append(signal)
                 signal = sent[c][max(0, step - delays[c])]
-                term = signal @ feedback[c].T
+                term = fwd.ops[c].backward(signal, feedback[c])
                 top_down = term if top_down is None else top_down + term
             drive[layer] = -x[layer] + top_down
         if tolerance > 0 and drive:
@@ -373,10 +395,10 @@ def relax(
         somata = list(fwd.xhat)
         for k, h in held.items():
             somata[k] = _drift(h, x[k], coupling, rest)
-        stored = Forward(somata, fwd.pre, fwd.fp)
+        stored = Forward(somata, fwd.pre, fwd.fp, fwd.ops)
     if stream is not None:  # what the plasticity sees: the stream's input and clamp then
         shown = split_stimulus(model, stream[1])
-        stored = Forward([*shown, *stored.xhat[len(shown) :]], fwd.pre, fwd.fp)
+        stored = Forward([*shown, *stored.xhat[len(shown) :]], fwd.pre, fwd.fp, fwd.ops)
         x[out] = output_gradient(model.loss, fwd.xhat[out], stream[2], model.loss_scale)
     if trace is not None:  # what the traces hold when the plasticity reads them
         factor = decay**final
@@ -384,6 +406,7 @@ def relax(
             [h * factor if k in graph.relaxing else stored.xhat[k] for k, h in enumerate(fwd.xhat)],
             fwd.pre,
             [fp * (factor if graph.into_hidden[c] else 1) for c, fp in enumerate(fwd.fp)],
+            fwd.ops,
         )
     grads_w, grads_b = weight_gradients(model, stored, x, params)
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
@@ -511,5 +534,6 @@ def apply_update(
         if params.b[layer] is not None:
             new.b[layer] = params.b[layer] - learning_rate * relaxation.b[layer]
         if connection.feedback == "learned":
-            new.psi[layer] = params.psi[layer] - feedback_learning_rate * relaxation.W[layer].T
+            change = operators.as_feedback(relaxation.W[layer])
+            new.psi[layer] = params.psi[layer] - feedback_learning_rate * change
     return new

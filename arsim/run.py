@@ -134,6 +134,9 @@ def batch_metrics(
         "update_rel_error": relative_error(change, [-learning_rate * g for g in gradient]),
     }
     for layer, gradient_w in enumerate(grads.W):
+        if not gradient_w.size:  # a maxpool has no weights: no angle
+            row[f"angle_deg_W{layer}"] = float("nan")
+            continue
         row[f"angle_deg_W{layer}"] = angle_degrees(before.W[layer] - after.W[layer], gradient_w)
     return row
 
@@ -215,8 +218,11 @@ class ExecutionError(ValueError):
     """A mode or device that cannot run the protocol (one line)."""
 
 
-def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
-    """Raise :class:`ExecutionError` unless ``mode`` on ``device`` can run ``protocol``."""
+def check_execution(protocol: ProtocolSpec, mode: str, device: str, model=None) -> None:
+    """Raise :class:`ExecutionError` unless ``mode`` on ``device`` can run ``protocol``.
+
+    With ``model``, also what depends on it (conv and maxpool connections: dense mode only).
+    """
     if mode not in MODES:
         raise ExecutionError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
     if device not in DEVICES:
@@ -245,6 +251,12 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
             f"{protocol.source}: oscillation.plasticity: only the dense mode changes the weights "
             "before the cycle's end so far; use --mode dense or plasticity = '360 deg'"
         )
+    if model is not None and mode != "dense" and not model.all_dense:
+        c = next(c for c in model.connections if c.operation != "dense")
+        raise ExecutionError(
+            f"{model.source}: connection {c.source} -> {c.target}: only the dense mode runs "
+            f"{c.operation} connections so far; use --mode dense"
+        )
     if device == "cpp_standalone" and protocol.noise > 0:
         raise ExecutionError(
             f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "
@@ -254,7 +266,7 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str) -> None:
 
 def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
     """The network of an execution mode and Brian2 device (see :data:`MODES`)."""
-    check_execution(protocol, mode, device)
+    check_execution(protocol, mode, device, model)
     if device == "cpp_standalone":
         return StandaloneSynapsesNetwork(model, protocol, params, record=record)
     return MODES[mode](model, protocol, params, record=record)
@@ -397,7 +409,7 @@ def run_to_folder(
     when the run completes or diverges; the result says which.
     """
     check_compatible(model, protocol)
-    check_execution(protocol, mode, device)
+    check_execution(protocol, mode, device, model)
     if n_samples < 1:
         raise ValueError(f"--samples: expected a positive number of samples, got {n_samples}")
     set_codegen_target(target)

@@ -17,6 +17,8 @@ import numpy as np
 
 from arsim.activations import ACTIVATIONS, LOSSES, SOFTMAX
 
+OPERATIONS = ("dense", "conv", "maxpool")
+"""Linear maps a connection can be (:mod:`arsim.operators`)."""
 FEEDBACK_KINDS = ("transpose", "fixed", "learned")
 """``transpose``: exact AR (ψ = Wᵀ); ``fixed``: feedback alignment; ``learned``: Hebbian ψ."""
 PHASES = ("feedforward", "relaxation", "update")
@@ -212,11 +214,15 @@ class LayerSpec:
         Number of neurons.
     activation : str
         Activation applied to the layer's summed input (``linear`` for input layers).
+    shape : tuple of int or None
+        ``(channels, height, width)`` of an image-like layer (``size`` is their product and
+        the activities are flattened in that order), or None for a flat layer.
     """
 
     name: str
     size: int
     activation: str = "linear"
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,13 @@ class ConnectionSpec:
         learned by the Hebbian rule.
     derivative : bool
         Whether the relaxation multiplies the top-down signal by f' of the target.
+    operation : {'dense', 'conv', 'maxpool'}
+        The linear map (:mod:`arsim.operators`): a full matrix, a convolution with shared
+        weights ``(C_out, C_in, k, k)``, or max-pooling (no weights).
+    kernel, stride, padding : int
+        Square kernel size, stride and zero padding (pixels) of a convolution.
+    pool : int
+        Window and stride of a max-pooling.
     """
 
     source: str
@@ -241,6 +254,11 @@ class ConnectionSpec:
     bias: bool = False
     feedback: str = "transpose"
     derivative: bool = True
+    operation: str = "dense"
+    kernel: int = 0
+    stride: int = 1
+    padding: int = 0
+    pool: int = 0
 
 
 MEMORY_KINDS = ("ideal", "trace", "two-compartment")
@@ -390,6 +408,11 @@ class ModelSpec:
         """Whether layer ``name`` relaxes: it has parents and children (not input, not output)."""
         return bool(self.incoming(name)) and bool(self.outgoing(name))
 
+    @property
+    def all_dense(self) -> bool:
+        """Whether every connection is a full matrix (no conv or maxpool operation)."""
+        return all(c.operation == "dense" for c in self.connections)
+
     def is_chain(self) -> bool:
         """True when connection ``l`` joins layer ``l`` to layer ``l + 1`` for every ``l``."""
         pairs = [(c.source, c.target) for c in self.connections]
@@ -449,10 +472,27 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
             )
         if any(layer.name == layer_name for layer in layers):
             raise table.error("name", f"duplicate layer name {layer_name!r}")
-        size = table.integer("size", low=1)
+        shape = table.get("shape", list, None)
+        if shape is not None:
+            if len(shape) != 3 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape
+            ):
+                raise table.error(
+                    "shape", f"expected [channels, height, width] of positive integers, got {shape}"
+                )
+            shape = tuple(shape)
+            size = table.integer("size", math.prod(shape), low=1)
+            if size != math.prod(shape):
+                raise table.error(
+                    "size",
+                    f"layer {layer_name!r} has shape {list(shape)} of "
+                    f"{math.prod(shape)} neurons, got size = {size}",
+                )
+        else:
+            size = table.integer("size", low=1)
         activation = table.get("activation", str, "linear", choices=(*ACTIVATIONS, SOFTMAX))
         table.finish()
-        layers.append(LayerSpec(layer_name, size, activation))
+        layers.append(LayerSpec(layer_name, size, activation, shape))
 
     names = [layer.name for layer in layers]
     connection_tables = root.tables("connections")
@@ -488,13 +528,27 @@ def _connection(
     for index, other in enumerate(earlier):
         if (other.source, other.target) == (settings["source"], settings["target"]):
             raise table.error("target", f"duplicate connection {pair} (also connections[{index}])")
-    settings["bias"] = table.get("bias", bool, defaults["bias"])
-    settings["feedback"] = table.get("feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS)
-    settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
+    operation = table.get("operation", str, "dense", choices=OPERATIONS)
+    if operation == "maxpool":
+        for key in ("bias", "feedback", "derivative"):
+            if key in table.data:
+                raise table.error(
+                    key, f"{pair} is a maxpool connection: it has no weights, so no {key} setting"
+                )
+        settings.update(bias=False, feedback="transpose", derivative=True)
+    else:
+        settings["bias"] = table.get("bias", bool, defaults["bias"])
+        settings["feedback"] = table.get(
+            "feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS
+        )
+        settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
+    settings["operation"] = operation
+    if operation != "dense":
+        settings.update(_check_operation(table, pair, layers, settings))
     shape = table.get("shape", list, None)
     source_size = layers[names.index(settings["source"])].size
     target_size = layers[names.index(settings["target"])].size
-    if shape is not None and list(shape) != [target_size, source_size]:
+    if shape is not None and operation == "dense" and list(shape) != [target_size, source_size]:
         raise table.error(
             "shape",
             f"sizes do not chain: {settings['source']} has {source_size} neurons and "
@@ -511,6 +565,61 @@ def _connection(
         )
     table.finish()
     return ConnectionSpec(**settings)
+
+
+def _check_operation(
+    table: _Table, pair: str, layers: list[LayerSpec], settings: dict
+) -> dict[str, int]:
+    """Check a conv or maxpool connection against its layers' shapes; its integer settings."""
+    operation = settings["operation"]
+    source = next(layer for layer in layers if layer.name == settings["source"])
+    target = next(layer for layer in layers if layer.name == settings["target"])
+    for layer in (source, target):
+        if layer.shape is None:
+            raise table.error(
+                "operation",
+                f"{pair} is a {operation} connection, so layer {layer.name!r} needs "
+                "shape = [channels, height, width]",
+            )
+    channels, height, width = source.shape
+    if operation == "conv":
+        found = dict(
+            kernel=table.integer("kernel", low=1),
+            stride=table.integer("stride", 1, low=1),
+            padding=table.integer("padding", 0, low=0),
+        )
+        k, s, p = found["kernel"], found["stride"], found["padding"]
+        if k > min(height, width) + 2 * p:
+            raise table.error(
+                "kernel",
+                f"{pair}: a {k}x{k} kernel does not fit the {height}x{width} input of "
+                f"{source.name!r} with padding {p}",
+            )
+        size = lambda n: (n + 2 * p - k) // s + 1  # noqa: E731
+        expected = (target.shape[0], size(height), size(width))
+        how = f"conv k={k} stride={s} padding={p}"
+    else:
+        found = dict(pool=table.integer("pool", low=1))
+        p = found["pool"]
+        if p > min(height, width):
+            raise table.error(
+                "pool", f"{pair}: a {p}x{p} pool does not fit the {height}x{width} input"
+            )
+        if target.activation != "linear":
+            raise table.error(
+                "operation",
+                f"{pair} is a maxpool connection, so layer {target.name!r} must be linear "
+                f"(f' = 1), got activation {target.activation!r}",
+            )
+        expected = (channels, height // p, width // p)
+        how = f"maxpool {p}"
+    if tuple(target.shape) != expected:
+        raise table.error(
+            "operation",
+            f"{pair}: {how} maps {source.name!r} of shape {list(source.shape)} to "
+            f"{list(expected)}, but {target.name!r} has shape {list(target.shape)}",
+        )
+    return found
 
 
 def topological_order(

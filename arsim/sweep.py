@@ -529,7 +529,7 @@ def _check_point(model, protocol, run: dict, source: Path, overrides: dict, seed
     from arsim.run import ExecutionError, check_execution
 
     try:
-        check_execution(protocol, run["mode"], run["device"])
+        check_execution(protocol, run["mode"], run["device"], model)
     except ExecutionError as error:
         raise SpecError(
             source, "run.mode", f"{error} (point {_describe(overrides, seed)})"

@@ -218,6 +218,8 @@ def test_every_shipped_protocol_loads_and_fits_the_paper_model(path):
 def test_every_shipped_model_loads(path):
     model = load_model(path)
     sizes = (784, 300, 300, 300, 10) if path.stem == "residual-mlp" else (784, 300, 300, 100, 10)
+    if path.stem == "cnn":  # the appendix-C CNN (tests/test_conv.py checks it further)
+        sizes = (784, 3456, 864, 1024, 256, 120, 10)
     assert model.name == path.stem and model.sizes == sizes
 
 
