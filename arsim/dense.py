@@ -49,6 +49,7 @@ class DenseNetwork(ARNetwork):
             if delay
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
+        self._plasticity_step = protocol.plasticity_step  # derived properties: once, not per step
         self._feedback_paths = None
 
     # -- construction ----------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class DenseNetwork(ARNetwork):
         """
         step = int(self._step_counter[0])
         relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
-        if not 0 <= relaxation_step < self.protocol.phase_steps["relaxation"]:
+        if not 0 <= relaxation_step < self.namespace["relax_stop"] - self.namespace["relax_start"]:
             return  # the state updater multiplies fb by 0 outside the relaxation
         for role in self._relaxing_roles:
             self._store_delta(role, step * self.protocol.dt)
@@ -242,10 +243,10 @@ class DenseNetwork(ARNetwork):
         (``protocol.plasticity_step``); the operation then runs every step and acts at that one.
         """
         step = int(self._step_counter[0])
-        if step % self.steps_per_sample != self.protocol.plasticity_step % self.steps_per_sample:
+        if step % self.steps_per_sample != self._plasticity_step % self.steps_per_sample:
             return
         since_chunk = step - round(self._chunk_start / self.protocol.dt)
-        ended = (since_chunk - self.protocol.plasticity_step) // self.steps_per_sample
+        ended = (since_chunk - self._plasticity_step) // self.steps_per_sample
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
         mask, (rate, feedback_rate) = self._batches[ended]

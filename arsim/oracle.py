@@ -450,8 +450,7 @@ def relax_as(
     feedback delays, the convergence tolerance and trace memory; ``options`` (such as
     ``keep_history``) go to :func:`relax`.
     """
-    first, steps = protocol.phase_steps["feedforward"], protocol.phase_steps["relaxation"]
-    steps = min(max(protocol.plasticity_step - first, 0), steps)
+    first, steps = protocol.phase_steps["feedforward"], protocol.steps_before_plasticity
     gains = np.stack([protocol.gate(layer.name) for layer in model.layers], axis=1)
     return relax(
         model,
@@ -488,7 +487,7 @@ def relax_stream(
     period, first = protocol.sample_steps, protocol.phase_steps["feedforward"]
     start = cycle * period
     shown = lambda step: protocol.stream_samples(step, len(inputs))  # noqa: E731
-    steps = min(max(protocol.plasticity_step - first, 0), protocol.phase_steps["relaxation"])
+    steps = protocol.steps_before_plasticity
     step_targets = np.stack([targets[shown(start + first + n)] for n in range(max(steps, 1))])
     last = shown(start + protocol.plasticity_step - 1)
     swept = shown(start)

@@ -960,6 +960,15 @@ class ProtocolSpec:
         return self.phase_to_step(self.oscillation.plasticity)
 
     @property
+    def steps_before_plasticity(self) -> int:
+        """Relaxation steps the weight update sees.
+
+        The whole relaxation, or its part before an oscillation's plasticity phase.
+        """
+        first, steps = self.phase_steps["feedforward"], self.phase_steps["relaxation"]
+        return min(max(self.plasticity_step - first, 0), steps)
+
+    @property
     def dwell_steps(self) -> int:
         """Steps each stimulus of the stream is shown (0: one stimulus per sample period)."""
         return self.steps(self.dwell)
