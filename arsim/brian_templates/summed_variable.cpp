@@ -1,10 +1,13 @@
-{# USES_VARIABLES { N } #}
+{# USES_VARIABLES { N, _synaptic_pre, _synaptic_post } #}
 {# arsim's version of Brian2's cpp_standalone summed-variable template (issue 4). Brian2 sums
    synapse by synapse through the target index, a read-modify-write chain that the compiler
    cannot vectorise. arsim lays its all-to-all synapses out block by block over the target
-   (synapse k feeds target k mod n_target, see arsim.network.all_to_all): this template checks
-   that layout once per program run and then sums each block in a contiguous inner loop, with
-   OpenMP threads taking fixed ranges of targets (Brian2 runs this loop on one thread). Every
+   (synapse k feeds target k mod n_target and, within block b = k div n_target, one and the
+   same neuron on the other side, see arsim.network.all_to_all): this template checks that
+   layout once per program run and then sums block by block in a contiguous inner loop, with
+   OpenMP threads taking fixed ranges of targets (Brian2 runs this loop on one thread). In that
+   loop the other side's index is read at the block's first synapse, so the other side's value
+   is one number per block and the loop is a vectorised axpy over W, without gathers. Every
    target still receives its terms in the same order, so the result is bit-identical to
    Brian2's loop, which remains the fallback for any other layout. #}
 {% extends 'common_group.cpp' %}
@@ -12,6 +15,7 @@
 {% block maincode %}
     {% set _target_var_array = get_array_name(_target_var) %}
     {% set _index_array = get_array_name(_index_var) %}
+    {% set _other_array = get_array_name(variables['_synaptic_post'] if _index_var is sameas variables['_synaptic_pre'] else variables['_synaptic_pre']) %}
     //// MAIN CODE ////////////
     const int _target_size = {{constant_or_scalar(_target_size_name, variables[_target_size_name])}};
 
@@ -31,7 +35,8 @@
     {
         _blocked = _target_size > 0 && _n_synapses % _target_size == 0;
         for (int _idx=0; _blocked && _idx<_n_synapses; _idx++)
-            if ({{_index_array}}[_idx] != {{_target_start}} + _idx % _target_size)
+            if ({{_index_array}}[_idx] != {{_target_start}} + _idx % _target_size
+                || {{_other_array}}[_idx] != {{_other_array}}[_idx - _idx % _target_size])
                 _blocked = 0;
     }
     if (_blocked)
@@ -49,11 +54,14 @@
             const int _last = (int)(((long)_target_size * (_part + 1)) / _parts);
             for (int _block=0; _block<_n_blocks; _block++)
             {
+                const size_t _block_first = (size_t)_block * _target_size;
+                // one target per lane; every target's sum keeps Brian2's order
+                #pragma omp simd
                 for (int _i=_first; _i<_last; _i++)
                 {
                     const size_t _idx = (size_t)_block * _target_size + _i;
                     const size_t _vectorisation_idx = _idx;
-                    {{vector_code|autoindent}}
+                    {{vector_code|map('replace', _other_array ~ '[_idx]', _other_array ~ '[_block_first]')|list|autoindent}}
                     _block_target[_i] += _synaptic_var;
                 }
             }
