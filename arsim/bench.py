@@ -25,7 +25,8 @@ PAPER_PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "paper.toml
 
 MODES = {
     # name: (execution mode, device, codegen target, samples timed)
-    "dense": ("dense", "runtime", "numpy", 2048),
+    "dense": ("dense", "runtime", "cython", 2048),  # what a long run uses (target 'auto')
+    "dense-numpy": ("dense", "runtime", "numpy", 2048),  # what a short one uses
     "synapses-standalone": ("synapses", "cpp_standalone", None, 192),
     "synapses-cython": ("synapses", "runtime", "cython", 128),
     "synapses-numpy": ("synapses", "runtime", "numpy", 64),

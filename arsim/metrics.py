@@ -7,21 +7,34 @@ import numpy as np
 
 def angle_degrees(a: np.ndarray | list, b: np.ndarray | list) -> float:
     """Angle between two vectors (arrays are flattened and lists concatenated), in degrees."""
-    a, b = _flat(a), _flat(b)
-    cosine = float(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    pairs = _pairs(a, b)
+    dot = sum(float(np.vdot(x, y)) for x, y in pairs)
+    norms = np.sqrt(sum(float(np.vdot(x, x)) for x, _ in pairs)) * np.sqrt(
+        sum(float(np.vdot(y, y)) for _, y in pairs)
+    )
+    return float(np.degrees(np.arccos(np.clip(dot / norms, -1.0, 1.0))))
 
 
 def relative_error(actual: np.ndarray | list, expected: np.ndarray | list) -> float:
     """``|actual − expected| / |expected|`` with Euclidean norms over all entries."""
-    actual, expected = _flat(actual), _flat(expected)
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+    pairs = _pairs(actual, expected)
+    difference = sum(float(np.vdot(x - y, x - y)) for x, y in pairs)
+    return float(np.sqrt(difference / sum(float(np.vdot(y, y)) for _, y in pairs)))
 
 
-def _flat(arrays: np.ndarray | list) -> np.ndarray:
-    if isinstance(arrays, (list, tuple)):
-        return np.concatenate([np.ravel(a) for a in arrays if a is not None])
-    return np.ravel(arrays)
+def _pairs(a: np.ndarray | list, b: np.ndarray | list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Matching flat pieces of ``a`` and ``b``, never forming the concatenated vectors.
+
+    The pieces are the arrays of two lists (``None`` entries dropped) or the two arrays.
+    """
+    if not isinstance(a, (list, tuple)):
+        return [(np.ravel(a), np.ravel(b))]
+    a = [np.ravel(x) for x in a if x is not None]
+    b = [np.ravel(y) for y in b if y is not None]
+    if [x.size for x in a] != [y.size for y in b]:
+        sizes = [x.size for x in a], [y.size for y in b]
+        raise ValueError(f"mismatched pieces: sizes {sizes[0]} and {sizes[1]}")
+    return list(zip(a, b, strict=True))
 
 
 def per_sample_comparison(

@@ -102,7 +102,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "samples": 64,
     "mode": "dense",
     "device": "runtime",
-    "target": "numpy",
+    "target": "auto",
     "data": None,
     "data-dir": None,
     "epochs": 1,
@@ -205,7 +205,7 @@ def _read_run(table: Any, source: Path) -> dict:
     choices = {
         "mode": ("dense", "synapses"),
         "device": ("runtime", "cpp_standalone"),
-        "target": ("numpy", "cython"),
+        "target": ("auto", "numpy", "cython"),
         "data": DATASET_NAMES,
         "baseline": ("backprop", "none"),
     }

@@ -246,7 +246,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     eval_samples: int = 10000,
-    target: str = "numpy",
+    target: str = "auto",
 ) -> tuple[Path, dict]:
     """Train AR (Brian2, dense mode) and the backprop baseline; write the run folder.
 
@@ -275,8 +275,9 @@ def train(
         Show a progress bar over samples.
     eval_samples : int
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
-    target : {'numpy', 'cython'}
-        Brian2 code generation target.
+    target : {'auto', 'numpy', 'cython'}
+        Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
+        (``arsim.run.resolve_codegen_target`` over the epochs' sample presentations).
 
     Returns
     -------
@@ -285,7 +286,13 @@ def train(
     """
     from arsim.dense import DenseNetwork
     from arsim.network import NOISE_STREAM, seed_noise
-    from arsim.run import batch_metrics, prepare_run_folder, set_codegen_target, versions
+    from arsim.run import (
+        batch_metrics,
+        prepare_run_folder,
+        resolve_codegen_target,
+        set_codegen_target,
+        versions,
+    )
 
     check_compatible(model, protocol)
     if epochs < 1:
@@ -311,6 +318,7 @@ def train(
         "test_samples": len(dataset.test_images),
         "shuffle": f"epoch e presents default_rng([seed, {SHUFFLE_STREAM}, e]).permutation(n)",
     }
+    target = resolve_codegen_target(target, n_train * epochs)
     set_codegen_target(target)
     n_layers = len(model.connections)
     columns = metric_columns(model)
@@ -660,7 +668,7 @@ def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: Protocol
             baseline=args.baseline == "backprop",
             resume=resume,
             progress=not quiet,
-            target=getattr(args, "target", None) or "numpy",
+            target=getattr(args, "target", None) or "auto",
         )
     except (DatasetError, SpecError, RunFolderError, TrainError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)
@@ -692,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("protocol", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--target", choices=("numpy", "cython"), default="numpy")
+    parser.add_argument("--target", choices=("auto", "numpy", "cython"), default="auto")
     parser.add_argument("--quiet", action="store_true")
     add_train_arguments(parser)
     args = parser.parse_args(argv)

@@ -30,10 +30,12 @@ def test_numpy_reference_is_exact_ar():
 def test_bench_writes_a_json_row_per_mode(tmp_path):
     out = tmp_path / "bench.json"
     lines = []
-    rows = run_benchmark(["numpy-reference", "dense"], threads=1, out=out, echo=lines.append)
+    rows = run_benchmark(["numpy-reference", "dense-numpy"], threads=1, out=out, echo=lines.append)
     saved = json.loads(out.read_text())
     assert (
-        [row["mode"] for row in saved] == ["numpy-reference", "dense"] == [r["mode"] for r in rows]
+        [row["mode"] for row in saved]
+        == ["numpy-reference", "dense-numpy"]
+        == [r["mode"] for r in rows]
     )
     for row in saved:
         assert {"samples_per_s", "ratio_to_numpy", "peak_memory_mib", "machine", "blas"} <= set(row)

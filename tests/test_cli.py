@@ -38,6 +38,7 @@ def test_run_paper_network_writes_a_complete_run_folder(tmp_path):
         "eta_x"
     ] == pytest.approx(0.1)
     assert config["model"]["layers"][1]["size"] == 300 and config["seed"] == 0
+    assert config["codegen_target"] == "numpy"  # 'auto': a short job does not compile
     assert json.loads((out / "status.json").read_text())["status"] == "completed"
 
     initial, final = (
@@ -224,3 +225,20 @@ def test_training_refuses_a_mode_it_does_not_run(tmp_path):
         out,
     )
     assert done.returncode == 2 and "dense mode" in done.stderr and not out.exists()
+
+
+def test_auto_target_compiles_only_for_long_jobs(monkeypatch):
+    """``--target auto``: NumPy below ``COMPILE_PAYS_OFF`` presentations, Cython from there
+    (NumPy where Cython cannot compile); explicit targets stand for themselves."""
+    from brian2.codegen.runtime.cython_rt import CythonCodeObject
+
+    from arsim.run import COMPILE_PAYS_OFF, resolve_codegen_target
+
+    assert resolve_codegen_target("auto", COMPILE_PAYS_OFF - 1) == "numpy"
+    assert resolve_codegen_target("auto", COMPILE_PAYS_OFF) == "cython"
+    assert resolve_codegen_target("numpy", 10**7) == "numpy"
+    assert resolve_codegen_target("cython", 1) == "cython"
+    monkeypatch.setattr(CythonCodeObject, "is_available", classmethod(lambda cls: False))
+    assert resolve_codegen_target("auto", 10**7) == "numpy"
+    with pytest.raises(ValueError, match="'fortran'"):
+        resolve_codegen_target("fortran", 1)
