@@ -28,16 +28,13 @@ class DenseNetwork(ARNetwork):
 
     mode = "dense"
     per_step_code_in_brian = False
-    """With NumPy code generation one NumPy operation per layer stores δ and watches for
-    divergence before the step's products (Brian2's NumPy code for it is slower); with compiled
-    (Cython) code the layers' own Brian2 code does it after every step, as in the synapses
-    mode."""
+    """One NumPy operation per layer stores δ and watches for divergence before the step's
+    products: cheaper than one more Brian2 code object per layer and step, even compiled."""
 
     batches_per_chunk = 32
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
-        self.per_step_code_in_brian = b2.prefs.codegen.target != "numpy"
         if batches_per_chunk is not None:
             self.batches_per_chunk = batches_per_chunk
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
@@ -158,9 +155,8 @@ class DenseNetwork(ARNetwork):
         relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
         if not 0 <= relaxation_step < self.namespace["relax_stop"] - self.namespace["relax_start"]:
             return  # the state updater multiplies fb by 0 outside the relaxation
-        if not self.per_step_code_in_brian:
-            for role in self._relaxing_roles:
-                self._store_delta(role, step * self.protocol.dt)
+        for role in self._relaxing_roles:
+            self._store_delta(role, step * self.protocol.dt)
         if self._feedback_paths is None:  # (connection, signal, fb) arrays, looked up once
             self._feedback_paths = [
                 (
