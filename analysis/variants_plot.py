@@ -41,8 +41,23 @@ def load_run(run: Path) -> tuple[pd.DataFrame, dict]:
     return metrics, config
 
 
+def variant(model: dict) -> str:
+    """The model's name, with its feedback and derivative settings where the name omits them.
+
+    Variants made by overriding ``[defaults]`` (``arsim sweep``) keep their model's name, e.g.
+    ``cnn, learned ψ, no f'``.
+    """
+    name = model["name"]
+    defaults = model.get("defaults", {})
+    feedback = defaults.get("feedback", "transpose")
+    notes = [f"{feedback} ψ"] if feedback != "transpose" and feedback not in name else []
+    if defaults.get("derivative", True) is False and "noderiv" not in name:
+        notes.append("no f'")
+    return ", ".join([name, *notes])
+
+
 def label(config: dict) -> str:
-    name = config["model"]["name"].removeprefix("paper-mlp-").removeprefix("paper-mlp")
+    name = variant(config["model"]).removeprefix("paper-mlp-").removeprefix("paper-mlp")
     protocol = config["protocol"]["name"]
     return (name or "exact") + ("" if protocol == "paper" else f" ({protocol})")
 

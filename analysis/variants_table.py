@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from variants_plot import variant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def row(run: Path) -> str:
     ar = 100 * last.ar_test_acc if last is not None else float("nan")
     bp = 100 * last.bp_test_acc if last is not None else float("nan")
     cells = [
-        config["model"]["name"],
+        variant(config["model"]),
         config["protocol"]["name"],
         f"{status['status']}, {status.get('epochs_done', 0)} ep",
         f"{ar:.2f}",
