@@ -151,19 +151,20 @@ def batch_metrics(
     """
     grads = oracle.backprop(model, before, inputs, targets)
     loss = oracle.loss(model, before, inputs, targets)
-    change = [a - b for a, b in zip(after.W, before.W, strict=True)]
-    change += [a - b for a, b in zip(after.b, before.b, strict=True) if a is not None]
+    descent = [b - a for a, b in zip(after.W, before.W, strict=True)]  # −ΔW, matrix by matrix
+    descent += [b - a for a, b in zip(after.b, before.b, strict=True) if a is not None]
     gradient = list(grads.W) + [g for g in grads.b if g is not None]
     row = {
         "loss": float(loss.mean()),
-        "angle_deg": angle_degrees([-c for c in change], gradient),
-        "update_rel_error": relative_error(change, [-learning_rate * g for g in gradient]),
+        "angle_deg": angle_degrees(descent, gradient),
+        # |ΔW − (−η∇L)| = |−ΔW − η∇L|
+        "update_rel_error": relative_error(descent, [learning_rate * g for g in gradient]),
     }
     for layer, gradient_w in enumerate(grads.W):
         if not gradient_w.size:  # a maxpool has no weights: no angle
             row[f"angle_deg_W{layer}"] = float("nan")
             continue
-        row[f"angle_deg_W{layer}"] = angle_degrees(before.W[layer] - after.W[layer], gradient_w)
+        row[f"angle_deg_W{layer}"] = angle_degrees(descent[layer], gradient_w)
     return row
 
 

@@ -262,3 +262,38 @@ def test_variant_model_files_differ_as_intended(variant, feedback, derivative, l
         np.array_equal(a, b)
         for a, b in zip(oracle.init_params(model).W, oracle.init_params(reference).W, strict=True)
     )
+
+
+def test_batch_metrics_equal_the_flattened_vector_formulas():
+    """A minibatch's angle, relative error and per-matrix angles equal the textbook formulas
+    on the explicitly concatenated vectors (weights and biases) of −ΔW and ∇L."""
+    from conftest import make_model, random_batch
+
+    from arsim.run import batch_metrics
+
+    model = make_model([6, 5, 4, 3], ["tanh", "relu", "linear"], bias=True)
+    before = oracle.init_params(model, seed=1)
+    inputs, targets = random_batch(model, 7, seed=1)
+    rng = np.random.default_rng(2)
+    after = before.copy()
+    for c in range(len(after.W)):  # an update that is not backprop's: a nonzero angle
+        after.W[c] = after.W[c] + 0.01 * rng.standard_normal(after.W[c].shape)
+        after.b[c] = after.b[c] + 0.01 * rng.standard_normal(after.b[c].shape)
+    rate = 0.05
+    row = batch_metrics(model, before, after, inputs, targets, rate)
+
+    grads = oracle.backprop(model, before, inputs, targets)
+    descent = np.concatenate(
+        [(b - a).ravel() for a, b in zip(after.W, before.W, strict=True)]
+        + [(b - a).ravel() for a, b in zip(after.b, before.b, strict=True)]
+    )
+    gradient = np.concatenate([g.ravel() for g in grads.W] + [g.ravel() for g in grads.b])
+    cosine = descent @ gradient / np.sqrt((descent @ descent) * (gradient @ gradient))
+    assert row["angle_deg"] == pytest.approx(np.degrees(np.arccos(cosine)), rel=1e-12)
+    expected_error = np.linalg.norm(-descent + rate * gradient) / np.linalg.norm(rate * gradient)
+    assert row["update_rel_error"] == pytest.approx(expected_error, rel=1e-12)
+    for c, g in enumerate(grads.W):
+        d = (before.W[c] - after.W[c]).ravel()
+        expected = np.degrees(np.arccos(d @ g.ravel() / np.linalg.norm(d) / np.linalg.norm(g)))
+        assert row[f"angle_deg_W{c}"] == pytest.approx(expected, rel=1e-12)
+    assert row["loss"] == pytest.approx(oracle.loss(model, before, inputs, targets).mean())
