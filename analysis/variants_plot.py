@@ -44,14 +44,15 @@ def load_run(run: Path) -> tuple[pd.DataFrame, dict]:
 def variant(model: dict) -> str:
     """The model's name, with its feedback and derivative settings where the name omits them.
 
-    Variants made by overriding ``[defaults]`` (``arsim sweep``) keep their model's name, e.g.
+    The settings are those of the weighted connections (a max-pooling has none); variants made
+    by overriding ``[defaults]`` (``arsim sweep``) keep their model's name, e.g.
     ``cnn, learned ψ, no f'``.
     """
     name = model["name"]
-    defaults = model.get("defaults", {})
-    feedback = defaults.get("feedback", "transpose")
-    notes = [f"{feedback} ψ"] if feedback != "transpose" and feedback not in name else []
-    if defaults.get("derivative", True) is False and "noderiv" not in name:
+    weighted = [c for c in model["connections"] if c.get("operation", "dense") != "maxpool"]
+    kinds = {c.get("feedback", "transpose") for c in weighted}
+    notes = [f"{kind} ψ" for kind in sorted(kinds - {"transpose"}) if kind not in name]
+    if weighted and not any(c.get("derivative", True) for c in weighted) and "noderiv" not in name:
         notes.append("no f'")
     return ", ".join([name, *notes])
 
