@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from arsim.spec import SpecError
+from arsim.spec import CODEGEN_TARGETS, SpecError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=_seed, help="seed of weights and data (default: the model's)")
     run.add_argument(
         "--target",
-        choices=("auto", "numpy", "cython"),
+        choices=CODEGEN_TARGETS,
         default="auto",
         help="Brian2 code generation of the neurons: numpy starts at once; cython compiles "
         "(about 30 s the first time, then cached) and makes a dense step about a quarter "

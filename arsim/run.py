@@ -37,10 +37,9 @@ from arsim.metrics import angle_degrees, per_sample_comparison, relative_error
 from arsim.network import NOISE_STREAM, SynapsesNetwork, seed_noise
 from arsim.oracle import Params
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
-from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
+from arsim.spec import CODEGEN_TARGETS, PHASES, ModelSpec, ProtocolSpec, check_compatible
 from arsim.standalone import StandaloneSynapsesNetwork
 
-CODEGEN_TARGETS = ("auto", "cython", "numpy")
 COMPILE_PAYS_OFF = 10_000
 """Sample presentations from which ``target='auto'`` compiles the neurons' code with Cython.
 

@@ -28,6 +28,9 @@ RECORDABLE = ("x", "xhat", "fp", "delta", "fb")
 BATCH_REDUCTIONS = ("sum", "mean")
 RELAXATION_STARTS = ("feedforward", "zero")
 WAVEFORMS = ("square", "sine")
+CODEGEN_TARGETS = ("auto", "cython", "numpy")
+"""Brian2 code generation of the neurons (runtime device); ``auto`` is resolved per job by
+``arsim.run.resolve_codegen_target``."""
 """How an oscillation gates the relaxation across its window: fully open (``square``) or by
 a half sine rising from 0 at the window's start to 1 in its middle and back (``sine``)."""
 

@@ -69,6 +69,7 @@ from typing import Any
 
 import arsim
 from arsim.spec import (
+    CODEGEN_TARGETS,
     SpecError,
     check_compatible,
     model_from_dict,
@@ -205,7 +206,7 @@ def _read_run(table: Any, source: Path) -> dict:
     choices = {
         "mode": ("dense", "synapses"),
         "device": ("runtime", "cpp_standalone"),
-        "target": ("auto", "numpy", "cython"),
+        "target": CODEGEN_TARGETS,
         "data": DATASET_NAMES,
         "baseline": ("backprop", "none"),
     }

@@ -64,7 +64,7 @@ from arsim.activations import loss_value
 from arsim.datasets import DATASET_NAMES, Dataset, DatasetError, load_dataset
 from arsim.metrics import relative_error
 from arsim.oracle import Params
-from arsim.spec import ModelSpec, ProtocolSpec, SpecError, check_compatible
+from arsim.spec import CODEGEN_TARGETS, ModelSpec, ProtocolSpec, SpecError, check_compatible
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("protocol", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--target", choices=("auto", "numpy", "cython"), default="auto")
+    parser.add_argument("--target", choices=CODEGEN_TARGETS, default="auto")
     parser.add_argument("--quiet", action="store_true")
     add_train_arguments(parser)
     args = parser.parse_args(argv)

@@ -126,3 +126,20 @@ def run_brian(model, protocol, inputs, targets, params=None, mode="dense", devic
 def mode(request):
     """Every execution mode."""
     return request.param
+
+
+def relative_norm_error(got, expected) -> float:
+    """``|got − expected| / |expected|`` (Euclidean norms over all entries)."""
+    return float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-300))
+
+
+def assert_gradient_step(before, after, weight_grads, bias_grads, rate, connections, worst):
+    """The change of W and b of each of ``connections`` equals ``−rate ∇`` within 1e-6
+    relative; the largest weight error so far is kept in ``worst["update"]``."""
+    for c in connections:
+        error = relative_norm_error(after.W[c] - before.W[c], -rate * weight_grads[c])
+        worst["update"] = max(worst["update"], error)
+        assert error < 1e-6, f"W{c}: update off −η∇W by {error:.2e}"
+        if bias_grads[c] is not None:
+            error = relative_norm_error(after.b[c] - before.b[c], -rate * bias_grads[c])
+            assert error < 1e-6, f"b{c}: update off −η∇b by {error:.2e}"

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_protocol, random_batch, relaxation_history
+from conftest import (
+    assert_gradient_step,
+    make_protocol,
+    random_batch,
+    relative_norm_error,
+    relaxation_history,
+)
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
@@ -83,10 +89,6 @@ def torch_gradients(model, params, inputs, targets):
     return activity, [grads[4], None, grads[5]], b, forward
 
 
-def _relative(got, expected) -> float:
-    return float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-300))
-
-
 WORST = {"oracle": 0.0, "activity": 0.0, "update": 0.0}
 
 
@@ -107,7 +109,7 @@ def test_oracle_forward_and_backprop_equal_autograd(case):
     pairs += [(g, e) for g, e in zip(grads.W + grads.b, weight_grads + bias_grads, strict=True)]
     for got, expected in pairs:
         if expected is not None:
-            WORST["oracle"] = max(WORST["oracle"], _relative(got, expected))
+            WORST["oracle"] = max(WORST["oracle"], relative_norm_error(got, expected))
             np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
     assert grads.W[1].shape == (0,)
 
@@ -142,17 +144,12 @@ def test_dense_relaxation_reaches_the_autograd_gradients(case):
     for index in (1, 2):
         name = model.layers[index].name
         got = relaxation_history(result.traces, protocol, name, 3)[-1]
-        error = _relative(got, activity[index])
+        error = relative_norm_error(got, activity[index])
         WORST["activity"] = max(WORST["activity"], error)
         assert error < 1e-6, f"{name}: relaxed activity off autograd's gradient by {error:.2e}"
-    after = result.params
-    for c in (0, 2):
-        error = _relative(after.W[c] - params.W[c], -LEARNING_RATE * weight_grads[c])
-        WORST["update"] = max(WORST["update"], error)
-        assert error < 1e-6, f"W{c}: update off −η∇W by {error:.2e}"
-        if bias_grads[c] is not None:
-            error = _relative(after.b[c] - params.b[c], -LEARNING_RATE * bias_grads[c])
-            assert error < 1e-6, f"b{c}: update off −η∇b by {error:.2e}"
+    assert_gradient_step(
+        params, result.params, weight_grads, bias_grads, LEARNING_RATE, (0, 2), WORST
+    )
     print(f"case {case}: worst so far {WORST}")
 
 
@@ -210,7 +207,7 @@ def test_learned_and_fixed_psi_reach_a_relaxing_conv_source():
     # ψ differs from W, so the relaxation is not backprop's
     relaxation = oracle.relax(model, params, *random_batch(model, 2, seed=5), 50, 0.1)
     grads = oracle.backprop(model, params, *random_batch(model, 2, seed=5))
-    assert _relative(relaxation.x[1], grads.activity[1]) > 1e-3
+    assert relative_norm_error(relaxation.x[1], grads.activity[1]) > 1e-3
 
 
 def test_the_synapses_modes_refuse_conv_models():

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import make_protocol, random_batch, relaxation_history
+from conftest import (
+    assert_gradient_step,
+    make_protocol,
+    random_batch,
+    relative_norm_error,
+    relaxation_history,
+)
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
@@ -173,10 +179,6 @@ def torch_gradients(graph: RandomGraph, params, inputs, targets):
     return node_grads, weight_grads, bias_grads
 
 
-def _relative(got, expected) -> float:
-    return float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-300))
-
-
 def test_random_graphs_cover_the_cases():
     """Skip connections, fan-in 3, fan-out 3, several inputs, every activation, both losses."""
     edges = [e for g in GRAPHS for e in g.edges]
@@ -226,17 +228,18 @@ def test_brian_relaxation_reaches_the_autograd_gradients(index):
         if not model.relaxes(name):
             continue
         got = relaxation_history(result.traces, protocol, name, 4)[-1]
-        error = _relative(got, expected)
+        error = relative_norm_error(got, expected)
         WORST["activity"] = max(WORST["activity"], error)
         assert error < 1e-6, f"{name}: relaxed activity off autograd's gradient by {error:.2e}"
-    after = result.params
-    for c, expected in enumerate(weight_grads):
-        error = _relative(after.W[c] - params.W[c], -LEARNING_RATE * expected)
-        WORST["update"] = max(WORST["update"], error)
-        assert error < 1e-6, f"W{c}: update off −η∇W by {error:.2e}"
-        if bias_grads[c] is not None:
-            error = _relative(after.b[c] - params.b[c], -LEARNING_RATE * bias_grads[c])
-            assert error < 1e-6, f"b{c}: update off −η∇b by {error:.2e}"
+    assert_gradient_step(
+        params,
+        result.params,
+        weight_grads,
+        bias_grads,
+        LEARNING_RATE,
+        range(len(weight_grads)),
+        WORST,
+    )
     print(f"graph {index}: worst so far {WORST}")
 
 

@@ -59,7 +59,7 @@
                 #pragma omp simd
                 for (int _i=_first; _i<_last; _i++)
                 {
-                    const size_t _idx = (size_t)_block * _target_size + _i;
+                    const size_t _idx = _block_first + _i;
                     const size_t _vectorisation_idx = _idx;
                     {{vector_code|map('replace', _other_array ~ '[_idx]', _other_array ~ '[_block_first]')|list|autoindent}}
                     _block_target[_i] += _synaptic_var;
