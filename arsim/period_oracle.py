@@ -1,0 +1,362 @@
+"""The NumPy oracle of whole sample periods, step by step: forward dynamics, relaxation, plasticity.
+
+:func:`arsim.oracle.relax` starts from an instantaneous feedforward sweep whose x̂ and f' are
+then held. This module steps through a whole sample period of ``P`` steps of ``dt`` instead, so
+that the feedforward pass can itself be a dynamical process and overlap the relaxation:
+
+- **forward** ``"instant"``: the sweep of :func:`arsim.oracle.forward` at the start of step 0;
+  ``"leaky"``: every non-input layer integrates ``τ_f dx̂/dt = −x̂ + f(a)``,
+  ``a = Σ_parents W x̂_parent + b``, by Euler at ``η_f = dt/τ_f`` while its forward gate is open,
+  and ``f' = f'(a)`` at the current ``a``; all layers read the previous step's values (parallel
+  Euler), so the layer ``k`` hops above the input is reached after ``k`` steps;
+- **relaxation**: every hidden layer ``x ← x + g η_x (−x + Σ_c B_c (x_c ⊙ d_c))`` with the gain
+  ``g`` of its window; it starts (``x = x̂``, or 0) at the start of its onset step, reading x̂ as
+  the forward dynamics left it then; ``d_c`` is f' as stored (``"stored"``), f' at the
+  pre-activation computed from the current relaxing activities of the layer's parents
+  (``"current"``), or f' of the upper layer's own current activity (``"upper"``);
+- **output**: clamped to the loss gradient of its current x̂ at every step, or an error unit
+  ``τ_e dx_L/dt = −x_L + ∂L/∂x̂_L``;
+- **memory** of the hidden layers while their forward gate is closed: ``"ideal"`` holds x̂ and
+  f', ``"trace"`` decays both by ``1 − dt/τ_m`` per step, ``"two-compartment"`` moves x̂ by
+  ``dt/τ_m (x − x̂)`` per step;
+- **plasticity** ``W -= η Σ_batch δ pᵀ`` with ``δ = x_target ⊙ f'_target`` (f' as stored) and
+  ``p`` the source's stored x̂ (``"stored"``) or its current activity (``"current"``; an input
+  layer's is its stimulus): once at the plasticity step, or continuously, by ``η/K`` at the end
+  of every step of a window of ``K`` steps.
+
+Every step reads the state at its start and writes the state at its end; an update at the
+plasticity step acts at the start of that step, before the step's dynamics. A period's state
+(x̂, f', x) carries into the next period unless ``reset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from arsim import operators
+from arsim.activations import ACTIVATIONS, SOFTMAX, output_gradient, softmax
+from arsim.oracle import Params, forward, split_stimulus
+from arsim.spec import ModelSpec
+
+Array = np.ndarray
+
+FORWARD_KINDS = ("instant", "leaky")
+"""How x̂ and f' come about: the sweep within step 0, or leaky forward integration."""
+DERIVATIVE_AT = ("stored", "current", "upper")
+"""Where the relaxation evaluates f' (see the module docstring)."""
+UPDATE_USES = ("stored", "current")
+"""The presynaptic factor of the weight update: the stored x̂ or the current activity."""
+
+
+@dataclass(frozen=True)
+class PeriodTiming:
+    """What happens at every step of one sample period (dimensionless, in steps of ``dt``).
+
+    Attributes
+    ----------
+    steps : int
+        Steps ``P`` of the period.
+    eta_x : ndarray, shape (n_layers,)
+        ``dt/τ`` of every layer's relaxation.
+    relax_gain : ndarray, shape (P, n_layers)
+        Relaxation gain of every layer at every step (0 outside its window).
+    onset : ndarray of int, shape (n_layers,)
+        Step at whose start a hidden layer's ``x`` starts (``start``); with the instant sweep the
+        start happens at the sweep, whatever this says.
+    forward : {'instant', 'leaky'}
+        Forward dynamics.
+    eta_f : ndarray, shape (n_layers,), optional
+        ``dt/τ_f`` of every layer (leaky forward dynamics).
+    forward_gain : ndarray, shape (P, n_layers), optional
+        Forward gate of every layer at every step (leaky forward dynamics; 0 holds x̂ and f').
+    reset : bool
+        Non-input x̂, f' and x start every period from rest (0); otherwise they carry over.
+    start : {'feedforward', 'zero'}
+        A hidden layer's x at its onset: its x̂ then, or 0.
+    eta_error : float, optional
+        ``dt/τ_e`` of the output's error unit; None clamps the output at every step.
+    memory : {'ideal', 'trace', 'two-compartment'}
+        What the hidden layers' x̂ and f' do while their forward gate is closed.
+    eta_memory : float
+        ``dt/τ_m`` of the trace or two-compartment memory.
+    plasticity_step : int, optional
+        Step at whose start the weights change (``P``: at the end of the period, the next
+        sample's tick); None with continuous plasticity.
+    continuous : (int, int), optional
+        Steps ``[first, stop)`` at the end of each of which the weights change by ``η/K`` of the
+        rule, ``K = stop − first``.
+    """
+
+    steps: int
+    eta_x: Array
+    relax_gain: Array
+    onset: Array
+    forward: str = "instant"
+    eta_f: Array | None = None
+    forward_gain: Array | None = None
+    reset: bool = True
+    start: str = "feedforward"
+    eta_error: float | None = None
+    memory: str = "ideal"
+    eta_memory: float = 0.0
+    plasticity_step: int | None = None
+    continuous: tuple[int, int] | None = None
+
+
+@dataclass
+class PeriodState:
+    """Activities of every layer (``ModelSpec.layers`` order), each ``(batch, n)``.
+
+    Attributes
+    ----------
+    xhat, fp, x : list of ndarray
+        Feedforward activity, stored f' (input layers: ones) and relaxing activity (input
+        layers: the stimulus; output: the clamp or error unit).
+    """
+
+    xhat: list[Array]
+    fp: list[Array]
+    x: list[Array]
+
+    def copy(self) -> PeriodState:
+        """A deep copy."""
+        return PeriodState(*([a.copy() for a in arrays] for arrays in (self.xhat, self.fp, self.x)))
+
+
+@dataclass
+class PeriodResult:
+    """Outcome of :func:`run_period`.
+
+    Attributes
+    ----------
+    params : Params
+        Weights after the period's plasticity.
+    state : PeriodState
+        State at the end of the period.
+    history : list of PeriodState
+        ``history[k]``: the state at the start of step ``k`` (after the presentation, and the
+        sweep of the instant kind), and ``history[P]`` at the end, when requested.
+    changes : list of ndarray
+        The weight change ``ΔW_c`` the period applied, per connection (summed over its steps).
+    """
+
+    params: Params
+    state: PeriodState
+    history: list[PeriodState] = field(default_factory=list)
+    changes: list[Array] = field(default_factory=list)
+
+
+def rest_state(model: ModelSpec, batch: int) -> PeriodState:
+    """Every layer at rest: x̂, f' and x are 0 (a network that has seen nothing)."""
+    zeros = [np.zeros((batch, layer.size)) for layer in model.layers]
+    return PeriodState(zeros, [z.copy() for z in zeros], [z.copy() for z in zeros])
+
+
+def pre_activation(
+    model: ModelSpec, ops: list, params: Params, layer: int, activities: list[Array]
+) -> Array:
+    """``a = Σ_{incoming c} W_c ⊙ activities[source(c)] + b`` of ``layer`` (connection order)."""
+    incoming = model.incoming(model.layers[layer].name)
+    a = None
+    for c in incoming:
+        term = ops[c].forward(activities[model.index(model.connections[c].source)], params.W[c])
+        a = term if a is None else a + term
+    biased = next((c for c in incoming if params.b[c] is not None), None)
+    if biased is not None:
+        a = a + ops[biased].bias_vector(params.b[biased])
+    return a
+
+
+def activate(model: ModelSpec, layer: int, a: Array) -> tuple[Array, Array]:
+    """``(f(a), f'(a))`` of ``layer``'s activation (a softmax output: its value and 1)."""
+    activation = model.layers[layer].activation
+    if activation == SOFTMAX:
+        return softmax(a), np.ones_like(a)
+    spec = ACTIVATIONS[activation]
+    return spec.f(a), spec.fprime(a)
+
+
+class _Period:
+    """One sample period of a minibatch: the step loop of :func:`run_period`."""
+
+    def __init__(self, model, params, inputs, targets, timing, rates, variants):
+        self.model, self.timing, self.targets = model, timing, targets
+        self.params = params.copy()
+        self.rates = rates
+        self.ops = operators.build(model)
+        self.n_inputs = len(model.inputs)
+        self.out = len(model.layers) - 1
+        self.relaxing = [k for k, layer in enumerate(model.layers) if model.relaxes(layer.name)]
+        self.sources = [model.index(c.source) for c in model.connections]
+        self.target_of = [model.index(c.target) for c in model.connections]
+        self.derivative_at, self.update_uses = variants
+        self.inputs = inputs
+        self.stimulus = split_stimulus(model, inputs)
+        self.changes = [np.zeros_like(w) for w in params.W]
+
+    # -- the pieces of one step ----------------------------------------------------------------
+    def present(self, state: PeriodState) -> None:
+        """Show the stimulus and target; the instant kind sweeps, and the hidden x start."""
+        timing = self.timing
+        for k, part in enumerate(self.stimulus):
+            state.xhat[k], state.x[k], state.fp[k] = part, part, np.ones_like(part)
+        if timing.forward == "instant":
+            sweep = forward(self.model, self.params, self.inputs)
+            for k in range(self.n_inputs, len(self.model.layers)):
+                incoming = self.model.incoming(self.model.layers[k].name)
+                state.xhat[k], state.fp[k] = sweep.xhat[k], sweep.fp[incoming[0]]
+            for k in self.relaxing:
+                state.x[k] = self._started(state, k)
+        if timing.eta_error is None:
+            state.x[self.out] = self._output_gradient(state.xhat[self.out])
+
+    def _started(self, state: PeriodState, layer: int) -> Array:
+        if self.timing.start == "feedforward":
+            return state.xhat[layer].copy()
+        return np.zeros_like(state.xhat[layer])
+
+    def _output_gradient(self, xhat_out: Array) -> Array:
+        model = self.model
+        return output_gradient(model.loss, xhat_out, self.targets, model.loss_scale)
+
+    def derivative(self, state: PeriodState, c: int) -> Array:
+        """``d_c``: the f' that multiplies connection ``c``'s top-down signal."""
+        target = self.target_of[c]
+        where = self.derivative_at[c]
+        if where == "current":
+            a = pre_activation(self.model, self.ops, self.params, target, state.x)
+            return activate(self.model, target, a)[1]
+        if where == "upper":
+            return activate(self.model, target, state.x[target])[1]
+        return state.fp[target]
+
+    def step(self, state: PeriodState, k: int) -> PeriodState:
+        """The state at the end of step ``k`` from the state at its start."""
+        timing, model = self.timing, self.model
+        new = state.copy()
+        forward_open = np.zeros(len(model.layers), dtype=bool)
+        if timing.forward == "leaky":
+            forward_open = timing.forward_gain[k] > 0
+            for layer in range(self.n_inputs, len(model.layers)):
+                if not forward_open[layer]:
+                    continue
+                a = pre_activation(model, self.ops, self.params, layer, state.xhat)
+                value, derivative = activate(model, layer, a)
+                rate = timing.forward_gain[k, layer] * timing.eta_f[layer]
+                new.xhat[layer] = state.xhat[layer] + rate * (-state.xhat[layer] + value)
+                new.fp[layer] = derivative
+            for layer in self.relaxing:
+                if k == timing.onset[layer]:
+                    state.x[layer] = new.x[layer] = self._started(state, layer)
+        for layer in self.relaxing:
+            gain = timing.relax_gain[k, layer]
+            if gain:
+                drive = -state.x[layer] + self._top_down(state, layer)
+                new.x[layer] = state.x[layer] + gain * timing.eta_x[layer] * drive
+            if not forward_open[layer]:
+                self._remember(state, new, layer)
+        if timing.eta_error is not None:
+            error = self._output_gradient(state.xhat[self.out]) - state.x[self.out]
+            new.x[self.out] = state.x[self.out] + timing.eta_error * error
+        else:
+            new.x[self.out] = self._output_gradient(new.xhat[self.out])
+        return new
+
+    def _top_down(self, state: PeriodState, layer: int) -> Array:
+        total = None
+        for c in self.model.outgoing(self.model.layers[layer].name):
+            signal = state.x[self.target_of[c]]
+            if self.model.connections[c].derivative:
+                signal = signal * self.derivative(state, c)
+            term = self.ops[c].backward(signal, self.params.feedback(c))
+            total = term if total is None else total + term
+        return total
+
+    def _remember(self, state: PeriodState, new: PeriodState, layer: int) -> None:
+        """Memory of a hidden layer whose forward gate is closed."""
+        timing = self.timing
+        if timing.memory == "trace":
+            new.xhat[layer] = state.xhat[layer] * (1.0 - timing.eta_memory)
+            new.fp[layer] = state.fp[layer] * (1.0 - timing.eta_memory)
+        elif timing.memory == "two-compartment":
+            pull = state.x[layer] - state.xhat[layer]
+            new.xhat[layer] = state.xhat[layer] + timing.eta_memory * pull
+
+    def learn(self, state: PeriodState, fraction: float = 1.0) -> None:
+        """``W -= fraction · η Σ δ pᵀ`` (learned ψ, biases likewise) from ``state``."""
+        rate, feedback_rate = self.rates
+        for c, connection in enumerate(self.model.connections):
+            target, source = self.target_of[c], self.sources[c]
+            delta = state.x[target] * state.fp[target]
+            uses = self.update_uses[c]
+            presynaptic = state.x[source] if uses == "current" else state.xhat[source]
+            change = self.ops[c].weight_gradient(delta, presynaptic)
+            self.params.W[c] = self.params.W[c] - fraction * rate * change
+            self.changes[c] = self.changes[c] - fraction * rate * change
+            if connection.feedback == "learned":
+                feedback_change = operators.as_feedback(change)
+                self.params.psi[c] = self.params.psi[c] - fraction * feedback_rate * feedback_change
+            if self.params.b[c] is not None:
+                bias_change = self.ops[c].bias_gradient(delta)
+                self.params.b[c] = self.params.b[c] - fraction * rate * bias_change
+
+
+def run_period(
+    model: ModelSpec,
+    params: Params,
+    inputs: Array,
+    targets: Array,
+    timing: PeriodTiming,
+    rates: tuple[float, float],
+    state: PeriodState | None = None,
+    derivative_at: list[str] | None = None,
+    update_uses: list[str] | None = None,
+    keep_history: bool = False,
+) -> PeriodResult:
+    """Simulate one sample period of a minibatch, from presentation to plasticity.
+
+    Parameters
+    ----------
+    model : ModelSpec
+        The network.
+    params : Params
+        Weights at the start of the period (not modified).
+    inputs, targets : ndarray, shape (batch, n_in) and (batch, n_out)
+        The minibatch, presented at the start of step 0 for the whole period.
+    timing : PeriodTiming
+        The steps of the period.
+    rates : (float, float)
+        Learning rates of W (and biases) and of a learned ψ for this minibatch (the batch
+        reduction already applied, as ``ProtocolSpec.learning_rates``).
+    state : PeriodState, optional
+        The previous period's final state (ignored with ``timing.reset``; rest by default).
+    derivative_at, update_uses : list of str, optional
+        Per connection (:data:`DERIVATIVE_AT`, :data:`UPDATE_USES`); ``"stored"`` by default.
+    keep_history : bool
+        Keep the state at the start of every step.
+
+    Returns
+    -------
+    PeriodResult
+    """
+    count = len(model.connections)
+    variants = (derivative_at or ["stored"] * count, update_uses or ["stored"] * count)
+    period = _Period(model, params, inputs, targets, timing, rates, variants)
+    batch = len(inputs)
+    state = rest_state(model, batch) if state is None or timing.reset else state.copy()
+    period.present(state)
+    history = [state.copy()] if keep_history else []
+    first, stop = timing.continuous or (0, 0)
+    for k in range(timing.steps):
+        if k == timing.plasticity_step:
+            period.learn(state)
+        state = period.step(state, k)
+        if first <= k < stop:
+            period.learn(state, 1.0 / (stop - first))
+        if keep_history:
+            history.append(state.copy())
+    if timing.plasticity_step == timing.steps:
+        period.learn(state)
+    return PeriodResult(period.params, state, history, period.changes)
