@@ -3,7 +3,8 @@
 A specification can be built and checked without compiling anything. Every error is a
 :class:`SpecError` whose message is one line naming the file, the key and what was expected.
 
-- :mod:`arsim.spec.schema`: the vocabulary, units, the typed TOML reader and :class:`SpecError`;
+- :mod:`arsim.spec.schema`: the vocabulary (the accepted values of each key), units, the typed
+  TOML reader and :class:`SpecError`;
 - :mod:`arsim.spec.model`: :class:`ModelSpec` (layers, connections, loss, initialisation);
 - :mod:`arsim.spec.protocol`: :class:`ProtocolSpec` (timing, learning, recording);
 - :mod:`arsim.spec.schedule`: :class:`Schedule`, the timing a protocol gives a model in steps.
@@ -29,15 +30,8 @@ from arsim.spec.protocol import (
 )
 from arsim.spec.schedule import Schedule
 from arsim.spec.schema import (
-    BATCH_REDUCTIONS,
     CODEGEN_TARGETS,
-    FEEDBACK_KINDS,
-    MEMORY_KINDS,
-    OPERATIONS,
     PHASES,
-    RECORDABLE,
-    RELAXATION_STARTS,
-    WAVEFORMS,
     SpecError,
     Table,
     parse_duration,
@@ -46,15 +40,8 @@ from arsim.spec.schema import (
 )
 
 __all__ = [
-    "BATCH_REDUCTIONS",
     "CODEGEN_TARGETS",
-    "FEEDBACK_KINDS",
-    "MEMORY_KINDS",
-    "OPERATIONS",
     "PHASES",
-    "RECORDABLE",
-    "RELAXATION_STARTS",
-    "WAVEFORMS",
     "ConnectionSpec",
     "InitSpec",
     "LayerSpec",
