@@ -264,7 +264,7 @@ class DenseNetwork(ARNetwork):
             else:
                 change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
-            if connection.feedback == "learned":
+            if connection.learns_feedback:
                 self.psi[c] -= feedback_rate * operators.as_feedback(change)
             if self.b[c] is not None:
                 self.b[c] -= rate * self._ops[c].bias_gradient(delta)

@@ -294,7 +294,7 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
         "forward_learn": f"dw += delta_post * xhat_pre\nw -= {apply_pre} * eta * dw\n"
         f"dw = dw * (1 - {apply_pre})",
     }
-    if connection.feedback == "transpose":
+    if connection.transposed:
         if feeds_back:
             forward.append(f"fb_c{index}_pre = w * {signal}_post : 1 (summed)")
     else:
@@ -302,7 +302,7 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
         if feeds_back:
             feedback.append(f"fb_c{index}_post = psi * {signal}_pre : 1 (summed)")
         models["feedback"] = "\n".join(feedback)
-        if connection.feedback == "learned":
+        if connection.learns_feedback:
             models["feedback_learn"] = (
                 f"dpsi += xhat_post * delta_pre\npsi -= {apply_pre} * eta * dpsi\n"
                 f"dpsi = dpsi * (1 - {apply_pre})"

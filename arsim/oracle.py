@@ -87,7 +87,7 @@ def init_params(model: ModelSpec, seed: int | None = None) -> Params:
         forward_rng = np.random.default_rng([seed, 0, layer])
         weights.append(model.init.mean + std * forward_rng.standard_normal(shape))
         biases.append(np.full(n_out, model.init.bias) if connection.bias else None)
-        if connection.feedback == "transpose":
+        if connection.transposed:
             feedbacks.append(None)
         else:
             feedback_rng = np.random.default_rng([seed, 1, layer])
@@ -532,7 +532,7 @@ def apply_update(
         new.W[layer] = params.W[layer] - learning_rate * relaxation.W[layer]
         if params.b[layer] is not None:
             new.b[layer] = params.b[layer] - learning_rate * relaxation.b[layer]
-        if connection.feedback == "learned":
+        if connection.learns_feedback:
             change = operators.as_feedback(relaxation.W[layer])
             new.psi[layer] = params.psi[layer] - feedback_learning_rate * change
     return new

@@ -123,9 +123,7 @@ def _params_from_arrays(model: ModelSpec, arrays, prefix: str = "") -> Params:
         weights.append(np.array(arrays[f"{prefix}W{layer}"]))
         key = f"{prefix}b{layer}"
         biases.append(np.array(arrays[key]) if connection.bias else None)
-        feedbacks.append(
-            None if connection.feedback == "transpose" else np.array(arrays[f"{prefix}psi{layer}"])
-        )
+        feedbacks.append(None if connection.transposed else np.array(arrays[f"{prefix}psi{layer}"]))
     return Params(weights, biases, feedbacks)
 
 

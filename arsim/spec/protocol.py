@@ -1,0 +1,533 @@
+"""The protocol: timing, learning and recording of a simulation.
+
+:func:`load_protocol` reads a protocol file (TOML) into a frozen, validated
+:class:`ProtocolSpec`; :func:`check_compatible` checks what depends on a model and a protocol
+together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from arsim.spec.model import ModelSpec
+from arsim.spec.schedule import Schedule
+from arsim.spec.schema import (
+    BATCH_REDUCTIONS,
+    PHASES,
+    RECORDABLE,
+    RELAXATION_STARTS,
+    WAVEFORMS,
+    SpecError,
+    Table,
+    parse_phase,
+    read_toml,
+)
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What to record.
+
+    Attributes
+    ----------
+    variables : tuple of str
+        Neuron variables (see :data:`RECORDABLE`).
+    layers : tuple of str or None
+        Layer names; None means every layer.
+    neurons : tuple of int or None
+        Neuron indices recorded in every layer (those beyond a layer's size are skipped);
+        None means all neurons.
+    interval : float or None
+        Sampling interval in seconds (a multiple of dt); None means every step.
+    phases : tuple of str
+        Phases whose rows are kept.
+    samples : tuple of int or None
+        Sample indices whose rows are kept; None means all samples.
+    """
+
+    variables: tuple[str, ...] = ("x", "xhat", "fp")
+    layers: tuple[str, ...] | None = None
+    neurons: tuple[int, ...] | None = (0, 1, 2, 3, 4)
+    interval: float | None = None
+    phases: tuple[str, ...] = PHASES
+    samples: tuple[int, ...] | None = (0, 1)
+
+
+@dataclass(frozen=True)
+class OscillationSpec:
+    """An oscillation whose phase gates the sweep, the relaxation and the plasticity.
+
+    One cycle is one sample period: the feedforward sweep happens at phase 0, layers relax
+    in a window of the cycle (each layer's window shifted by its phase offset) and the weights
+    change at the plasticity phase.
+
+    Attributes
+    ----------
+    frequency : float
+        Cycles per second (Hz); the period 1/f is a whole number of steps.
+    waveform : {'square', 'sine'}
+        Relaxation gain across the window (see :data:`WAVEFORMS`).
+    window : (float, float)
+        Start and end phase of the relaxation window, degrees in (0, 360].
+    plasticity : float
+        Phase at which the weights change, degrees in (0, 360]; 360 is the cycle's end.
+    phase_offset : tuple of (str, float)
+        Lag of particular layers' windows in degrees (``[oscillation.phase_offset]``).
+    """
+
+    frequency: float
+    waveform: str = "square"
+    window: tuple[float, float] = (0.0, 360.0)
+    plasticity: float = 360.0
+    phase_offset: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """Timing, learning and recording of a simulation protocol.
+
+    Attributes
+    ----------
+    name : str
+        Protocol name.
+    dt : float
+        Integration step in seconds.
+    tau : float
+        Time constant of the leaky-integrator neurons in seconds; ``η_x = dt / τ``.
+    feedforward, relaxation, update : float
+        Durations of the three phases of each sample in seconds (multiples of dt).
+    learning_rate : float
+        η of the forward weights and biases.
+    feedback_learning_rate : float
+        η of the learned feedback weights ψ.
+    batch_size : int
+        Samples whose weight changes accumulate before they are applied.
+    batch_reduction : {'sum', 'mean'}
+        Whether a batch's weight change is the sum of the per-sample changes or their mean.
+    record : RecordSpec
+        What to record.
+    relaxation_start : {'feedforward', 'zero'}
+        Where the hidden activities start the relaxation: at their feedforward values x̂ (AR) or
+        at rest (0).
+    layer_tau : tuple of (str, float)
+        Time constants of particular layers in seconds (``[layer_tau]``), overriding ``tau``.
+    noise : float
+        Amplitude σ of additive white noise on the relaxation, ``τ dx/dt = −x + fb + σ √τ ξ``
+        (dimensionless): with a fixed input, x fluctuates with variance σ²/2 (σ²/(2 − η_x)
+        under Euler–Maruyama). Drawn from the run's seed.
+    feedback_delay : tuple of (str, float)
+        Transmission delay in seconds of the top-down signal of particular connections, keyed
+        ``"source-target"`` (``[feedback_delay]``): during the relaxation a layer receives the
+        signal of its child as it was that long ago (as it was at the relaxation's start, before
+        that).
+    tolerance : float
+        Relaxation until converged: a sample stops relaxing at the first step where every
+        hidden neuron has ``|−x + fb| = τ |dx/dt| < tolerance`` (activity units); the phase
+        duration is then the longest it may take. 0 (default): always the full phase.
+    oscillation : OscillationSpec or None
+        The oscillation that sets the phases (``[oscillation]``); the three phase durations
+        are then derived from it: the feedforward phase lasts until the earliest window opens,
+        the relaxation until the latest closes.
+    dwell : float
+        Stimulus stream (``[stimulus] dwell``): each stimulus is shown for this long in seconds,
+        on its own clock, whatever the phase; 0 (default) shows one stimulus per sample period.
+    source : str
+        File the protocol was read from.
+    """
+
+    name: str
+    dt: float
+    tau: float
+    feedforward: float
+    relaxation: float
+    update: float
+    learning_rate: float = 0.0005
+    feedback_learning_rate: float = 0.0005
+    batch_size: int = 64
+    batch_reduction: str = "sum"
+    record: RecordSpec = field(default_factory=RecordSpec)
+    relaxation_start: str = "feedforward"
+    layer_tau: tuple[tuple[str, float], ...] = ()
+    noise: float = 0.0
+    feedback_delay: tuple[tuple[str, float], ...] = ()
+    tolerance: float = 0.0
+    oscillation: OscillationSpec | None = None
+    dwell: float = 0.0
+    source: str = "<spec>"
+
+    # Derived timing: the implementations are in Schedule; these delegations keep the callers
+    # working until they ask a Schedule directly.
+    @property
+    def eta_x(self) -> float:
+        """:attr:`Schedule.eta_x`."""
+        return Schedule(None, self).eta_x  # moves to Schedule
+
+    def learning_rates(self, count: int) -> tuple[float, float]:
+        """:meth:`Schedule.learning_rates`."""
+        return Schedule(None, self).learning_rates(count)  # moves to Schedule
+
+    def tau_of(self, layer: str) -> float:
+        """:meth:`Schedule.tau_of`."""
+        return Schedule(None, self).tau_of(layer)  # moves to Schedule
+
+    def delay_steps(self, model: ModelSpec) -> list[int]:
+        """:attr:`Schedule.delay_steps` of ``model``."""
+        return Schedule(model, self).delay_steps  # moves to Schedule
+
+    def eta_x_of(self, model: ModelSpec) -> list[float]:
+        """:attr:`Schedule.eta_x_per_layer` of ``model``."""
+        return Schedule(model, self).eta_x_per_layer  # moves to Schedule
+
+    def steps(self, duration: float) -> int:
+        """:meth:`Schedule.steps`."""
+        return Schedule(None, self).steps(duration)  # moves to Schedule
+
+    @property
+    def phase_steps(self) -> dict[str, int]:
+        """:attr:`Schedule.phase_steps`."""
+        return Schedule(None, self).phase_steps  # moves to Schedule
+
+    @property
+    def sample_steps(self) -> int:
+        """:attr:`Schedule.sample_steps`."""
+        return Schedule(None, self).sample_steps  # moves to Schedule
+
+    @property
+    def sample_duration(self) -> float:
+        """:attr:`Schedule.sample_duration`."""
+        return Schedule(None, self).sample_duration  # moves to Schedule
+
+    def phase_to_step(self, degrees: float) -> int:
+        """:meth:`Schedule.phase_to_step`."""
+        return Schedule(None, self).phase_to_step(degrees)  # moves to Schedule
+
+    def window_steps(self, layer: str) -> tuple[int, int]:
+        """:meth:`Schedule.window_steps`."""
+        return Schedule(None, self).window_steps(layer)  # moves to Schedule
+
+    def gate(self, layer: str) -> np.ndarray:
+        """:meth:`Schedule.gate`."""
+        return Schedule(None, self).gate(layer)  # moves to Schedule
+
+    @property
+    def plasticity_step(self) -> int:
+        """:attr:`Schedule.plasticity_step`."""
+        return Schedule(None, self).plasticity_step  # moves to Schedule
+
+    @property
+    def steps_before_plasticity(self) -> int:
+        """:attr:`Schedule.steps_before_plasticity`."""
+        return Schedule(None, self).steps_before_plasticity  # moves to Schedule
+
+    @property
+    def dwell_steps(self) -> int:
+        """:attr:`Schedule.dwell_steps`."""
+        return Schedule(None, self).dwell_steps  # moves to Schedule
+
+    def stream_samples(self, step: int, n_samples: int) -> np.ndarray:
+        """:meth:`Schedule.stream_samples`."""
+        return Schedule(None, self).stream_samples(step, n_samples)  # moves to Schedule
+
+    def stream_periods(self, n_samples: int) -> int:
+        """:meth:`Schedule.stream_periods`."""
+        return Schedule(None, self).stream_periods(n_samples)  # moves to Schedule
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (for the run folder's resolved configuration)."""
+        return asdict(self)
+
+
+def _is_multiple(duration: float, dt: float) -> bool:
+    """Whether ``duration`` is a whole number of steps ``dt`` (to 1e-9 relative)."""
+    steps = duration / dt
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+
+
+def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpec:
+    """Validate a protocol declaration (the parsed TOML) into a :class:`ProtocolSpec`."""
+    root = Table(data, source)
+    name = root.get("name", str, Path(str(source)).stem)
+    tau, dt = _time_step(root)
+    dt_text = data["dt"]
+    layer_tau = _named_durations(
+        root.table("layer_tau"),
+        lambda value: value > 0 and dt < 2 * value,
+        f"a time constant > dt/2 = {dt / 2:g} s (forward Euler is unstable below)",
+    )
+    feedback_delay = _named_durations(
+        root.table("feedback_delay"),
+        lambda value: value >= 0 and _is_multiple(value, dt),
+        f"a delay >= 0 that is a multiple of dt = {dt_text}",
+    )
+    oscillation, durations = _oscillation(root, dt, dt_text)
+    phases = root.table("phases", required=oscillation is None)
+    relaxation_start, tolerance = _phases(phases, oscillation, durations, dt, dt_text)
+    noise = root.number("noise", ProtocolSpec.noise, low=0.0)
+    phases.finish()
+    dwell = _stimulus(root.table("stimulus"), dt, dt_text)
+    rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
+    record = _record(root.table("record"), dt, dt_text)
+    root.finish()
+    return ProtocolSpec(
+        name=name,
+        dt=dt,
+        tau=tau,
+        feedforward=durations["feedforward"],
+        relaxation=durations["relaxation"],
+        update=durations["update"],
+        learning_rate=rate,
+        feedback_learning_rate=feedback_rate,
+        batch_size=batch_size,
+        batch_reduction=reduction,
+        record=record,
+        relaxation_start=relaxation_start,
+        layer_tau=layer_tau,
+        noise=noise,
+        feedback_delay=feedback_delay,
+        tolerance=tolerance,
+        oscillation=oscillation,
+        dwell=dwell,
+        source=str(source),
+    )
+
+
+def _time_step(root: Table) -> tuple[float, float]:
+    """The time constant τ and the step dt in seconds, dt in forward Euler's stable range."""
+    tau = root.duration("tau")
+    if tau <= 0:
+        raise root.error("tau", f"expected a positive time constant, got {root.data['tau']!r}")
+    dt = root.duration("dt")
+    if dt <= 0:
+        raise root.error("dt", f"expected a positive step, got {root.data['dt']!r}")
+    if dt >= 2 * tau:
+        raise root.error(
+            "dt",
+            f"forward Euler is unstable for dt >= 2 tau; got dt = {root.data['dt']} with tau = "
+            f"{root.data['tau']} (dt/tau = {dt / tau:g}; 0.1 is the paper's value)",
+        )
+    return tau, dt
+
+
+def _phases(
+    table: Table, oscillation: OscillationSpec | None, durations: dict, dt: float, dt_text
+) -> tuple[str, float]:
+    """The ``[phases]`` table: fills ``durations`` (seconds) unless an oscillation set them.
+
+    Returns the relaxation start and the convergence tolerance.
+    """
+    for phase in PHASES if oscillation is not None else ():
+        if phase in table.data:
+            raise table.error(
+                phase, "the [oscillation] sets the phase durations; remove this key or it"
+            )
+    for phase in PHASES if oscillation is None else ():
+        minimum = 0 if phase == "relaxation" else dt
+        value = table.duration(phase, dt if phase != "relaxation" else ...)
+        if value < minimum - 1e-12 * dt or not _is_multiple(value, dt):
+            raise table.error(
+                phase,
+                f"expected a multiple of dt = {dt_text} that is at least "
+                f"{'0' if phase == 'relaxation' else 'one step'}; "
+                f"got {table.data.get(phase)!r}",
+            )
+        durations[phase] = value
+    start = table.get("start", str, ProtocolSpec.relaxation_start, choices=RELAXATION_STARTS)
+    tolerance = table.number("tolerance", ProtocolSpec.tolerance, low=0.0)
+    return start, tolerance
+
+
+def _stimulus(table: Table, dt: float, dt_text) -> float:
+    """The ``[stimulus]`` table: the stream's dwell in seconds (0: no stream)."""
+    dwell = table.duration("dwell", ProtocolSpec.dwell)
+    if dwell < 0 or not _is_multiple(dwell, dt) or 0 < dwell < dt:
+        raise table.error(
+            "dwell",
+            f"expected a multiple of dt = {dt_text} (> 0), got {table.data['dwell']!r}",
+        )
+    table.finish()
+    return dwell
+
+
+def _learning(table: Table) -> tuple[float, float, int, str]:
+    """The ``[learning]`` table: η of W, η of ψ, the batch size and the batch reduction."""
+    rate = table.number("rate", ProtocolSpec.learning_rate, low=0.0)
+    feedback_rate = table.number("feedback_rate", rate, low=0.0)
+    batch_size = table.integer("batch_size", ProtocolSpec.batch_size, low=1)
+    reduction = table.get(
+        "batch_reduction", str, ProtocolSpec.batch_reduction, choices=BATCH_REDUCTIONS
+    )
+    table.finish()
+    return rate, feedback_rate, batch_size, reduction
+
+
+def _record(table: Table, dt: float, dt_text) -> RecordSpec:
+    """The ``[record]`` table."""
+    variables = table.get("variables", list, RecordSpec.variables)
+    for variable in variables:
+        if variable not in RECORDABLE:
+            raise table.error("variables", f"expected names from {RECORDABLE}, got {variable!r}")
+    layers = table.get("layers", (list, str), RecordSpec.layers)
+    if isinstance(layers, str):
+        if layers != "all":
+            raise table.error("layers", f"expected 'all' or a list of layer names, got {layers!r}")
+        layers = None
+    neurons = _index_list(table, "neurons", RecordSpec.neurons)
+    samples = _index_list(table, "samples", RecordSpec.samples)
+    interval = table.duration("interval", RecordSpec.interval)
+    if interval is not None and (interval < dt or not _is_multiple(interval, dt)):
+        raise table.error(
+            "interval", f"expected a multiple of dt = {dt_text}, got {table.data['interval']!r}"
+        )
+    phases = table.get("phases", list, RecordSpec.phases)
+    for phase in phases:
+        if phase not in PHASES:
+            raise table.error("phases", f"expected names from {PHASES}, got {phase!r}")
+    table.finish()
+    return RecordSpec(
+        tuple(variables),
+        None if layers is None else tuple(layers),
+        neurons,
+        interval,
+        tuple(phases),
+        samples,
+    )
+
+
+def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | None, dict]:
+    """The ``[oscillation]`` table and the phase durations (seconds) it implies, or (None, {})."""
+    if "oscillation" not in root.data:
+        root.used.add("oscillation")
+        return None, {}
+    table = root.table("oscillation")
+    frequency = table.frequency("frequency")
+    text = table.data["frequency"]
+    if frequency <= 0:
+        raise table.error("frequency", f"expected a frequency > 0 Hz, got {text!r}")
+    if not _is_multiple(1.0 / frequency, dt):
+        raise table.error(
+            "frequency",
+            f"the period 1/f = {1e3 / frequency:g} ms of {text!r} is not a multiple of "
+            f"dt = {dt_text}",
+        )
+    period = int(round(1.0 / frequency / dt))
+    waveform = table.get("waveform", str, OscillationSpec.waveform, choices=WAVEFORMS)
+    window = table.get("relaxation", list)
+    if len(window) != 2:
+        raise table.error(
+            "relaxation",
+            f"expected [start, end] phases such as ['30 deg', '330 deg'], got {window}",
+        )
+    start, stop = (parse_phase(value, table.file, table.key("relaxation")) for value in window)
+    if not 0 <= start < stop or stop - start > 360:
+        raise table.error(
+            "relaxation",
+            "expected a window of at most one cycle, 0 deg <= start < end <= 360 deg; "
+            f"got {window}",
+        )
+    plasticity = table.phase("plasticity", OscillationSpec.plasticity)
+    if not 0 < plasticity <= 360:
+        raise table.error(
+            "plasticity", f"expected a phase in (0 deg, 360 deg], got {table.data['plasticity']!r}"
+        )
+    offsets_table = table.table("phase_offset")
+    offsets = tuple((name, offsets_table.phase(name)) for name in list(offsets_table.data))
+    offsets_table.finish()
+    table.finish()
+    to_step = lambda degrees: int(round(degrees / 360.0 * period))  # noqa: E731
+    windows = {}
+    for name, lag in (("", 0.0), *offsets):
+        first, stop_step = to_step(start + lag), to_step(stop + lag)
+        where = f"phase_offset.{name}" if name else "relaxation"
+        if first < 1 or stop_step > period:
+            raise table.error(
+                where,
+                f"the window {start + lag:g}-{stop + lag:g} deg leaves the cycle: it must "
+                f"start after the sweep's step (>= {360 / period:g} deg) and end by 360 deg",
+            )
+        if stop_step <= first:
+            raise table.error(where, f"the window is shorter than one step of {period} per cycle")
+        windows[name] = (first, stop_step)
+    if to_step(plasticity) < 1:
+        raise table.error(
+            "plasticity", f"expected a phase after the sweep's step, got {plasticity:g} deg"
+        )
+    first = min(w[0] for w in windows.values())
+    last = max(w[1] for w in windows.values())
+    durations = {
+        "feedforward": first * dt,
+        "relaxation": (last - first) * dt,
+        "update": (period - last) * dt,
+    }
+    oscillation = OscillationSpec(frequency, waveform, (start, stop), plasticity, offsets)
+    return oscillation, durations
+
+
+def _named_durations(table: Table, valid, expected: str) -> tuple[tuple[str, float], ...]:
+    """Every key of ``table`` with its duration in seconds, each checked by ``valid``."""
+    pairs = []
+    for key in list(table.data):
+        value = table.duration(key)
+        if not valid(value):
+            raise table.error(key, f"expected {expected}, got {table.data[key]!r}")
+        pairs.append((key, value))
+    table.finish()
+    return tuple(pairs)
+
+
+def _index_list(table: Table, key: str, default) -> tuple[int, ...] | None:
+    """Entry ``key``: a list of non-negative indices, or ``"all"`` (None)."""
+    value = table.get(key, (list, str), default)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "all":
+            raise table.error(key, f"expected 'all' or a list of indices, got {value!r}")
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise table.error(key, f"expected non-negative integers, got {value!r}")
+    return tuple(value)
+
+
+def load_protocol(path: str | Path) -> ProtocolSpec:
+    """Read and validate a protocol file (TOML). Raises :class:`SpecError`."""
+    return protocol_from_dict(read_toml(path), str(path))
+
+
+def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
+    """Check what depends on both files (layer names). Raises :class:`SpecError`."""
+    names = [layer.name for layer in model.layers]
+    if model.memory.kind != "ideal" and protocol.dt >= 2 * model.memory.tau:
+        raise SpecError(
+            model.source,
+            "memory.tau",
+            f"forward Euler needs the memory time constant above dt/2 = {protocol.dt / 2:g} s "
+            f"(dt of {protocol.source}); got {model.memory.tau:g} s",
+        )
+    connections = [f"{c.source}-{c.target}" for c in model.connections]
+    for connection, _ in protocol.feedback_delay:
+        if connection not in connections:
+            raise SpecError(
+                protocol.source,
+                f"feedback_delay.{connection}",
+                f"no connection {connection!r} in model {model.source}; connections are "
+                f"{connections} (source-target)",
+            )
+    offsets = protocol.oscillation.phase_offset if protocol.oscillation else ()
+    for key, pairs in (("layer_tau", protocol.layer_tau), ("oscillation.phase_offset", offsets)):
+        for layer, _ in pairs:
+            if layer not in names:
+                raise SpecError(
+                    protocol.source,
+                    f"{key}.{layer}",
+                    f"no layer {layer!r} in model {model.source}; layers are {names}",
+                )
+    for layer in protocol.record.layers or ():
+        if layer not in names:
+            raise SpecError(
+                protocol.source,
+                "record.layers",
+                f"no layer {layer!r} in model {model.source}; layers are {names}",
+            )

@@ -1,0 +1,179 @@
+"""The derived timing of a protocol applied to a model, in integration steps.
+
+A :class:`Schedule` turns the durations, phases, oscillation, delays and stimulus stream of a
+:class:`~arsim.spec.protocol.ProtocolSpec` into what the simulators count: steps per phase and
+per sample, each layer's relaxation window and gain, the step of the weight update, the
+feedback delays in steps and which samples the stimulus stream shows when.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from arsim.spec.model import ModelSpec
+from arsim.spec.schema import PHASES
+
+
+class Schedule:
+    """The timing that ``protocol`` gives ``model``.
+
+    Every quantity is computed from the two specifications when asked for (nothing is cached,
+    so a schedule is as cheap to make as to drop).
+
+    Parameters
+    ----------
+    model : ModelSpec or None
+        The model whose layers and connections the per-layer and per-connection quantities
+        (:attr:`eta_x_per_layer`, :attr:`delay_steps`, :attr:`gains`) are for; None gives the
+        protocol's own timing only.
+    protocol : ProtocolSpec
+        The protocol (durations in seconds).
+    """
+
+    def __init__(self, model: ModelSpec | None, protocol) -> None:
+        self.model, self.protocol = model, protocol
+
+    def _need_model(self) -> ModelSpec:
+        if self.model is None:
+            raise ValueError("this schedule has no model (Schedule(model, protocol))")
+        return self.model
+
+    # ---------------------------------------------------------------- time constants and rates
+    @property
+    def eta_x(self) -> float:
+        """Euler step of the relaxation in units of τ, ``dt / τ`` (dimensionless)."""
+        return self.protocol.dt / self.protocol.tau
+
+    def tau_of(self, layer: str) -> float:
+        """Time constant of ``layer`` in seconds (``[layer_tau]``, else ``tau``)."""
+        return dict(self.protocol.layer_tau).get(layer, self.protocol.tau)
+
+    def eta_x_of(self, layer: str) -> float:
+        """``dt / τ_l`` of ``layer`` (dimensionless)."""
+        return self.protocol.dt / self.tau_of(layer)
+
+    @property
+    def eta_x_per_layer(self) -> list[float]:
+        """``dt / τ_l`` of every layer of the model, in layer order (dimensionless)."""
+        return [self.eta_x_of(layer.name) for layer in self._need_model().layers]
+
+    def learning_rates(self, count: int) -> tuple[float, float]:
+        """η of W and biases, and of ψ, for a minibatch of ``count`` samples.
+
+        The batch reduction 'mean' divides both by the count.
+        """
+        protocol = self.protocol
+        divisor = count if protocol.batch_reduction == "mean" else 1
+        return protocol.learning_rate / divisor, protocol.feedback_learning_rate / divisor
+
+    # ------------------------------------------------------------------------- steps and phases
+    def steps(self, duration: float) -> int:
+        """Number of integration steps in ``duration`` seconds (exact multiple of dt)."""
+        return int(round(duration / self.protocol.dt))
+
+    @property
+    def delay_steps(self) -> list[int]:
+        """Feedback delay of every connection of the model in steps (0 without one)."""
+        delays = dict(self.protocol.feedback_delay)
+        connections = self._need_model().connections
+        return [self.steps(delays.get(f"{c.source}-{c.target}", 0.0)) for c in connections]
+
+    @property
+    def phase_steps(self) -> dict[str, int]:
+        """Steps per phase, in phase order."""
+        return {phase: self.steps(getattr(self.protocol, phase)) for phase in PHASES}
+
+    @property
+    def sample_steps(self) -> int:
+        """Steps per sample (all phases)."""
+        return sum(self.phase_steps.values())
+
+    @property
+    def sample_duration(self) -> float:
+        """Duration of one sample in seconds."""
+        return self.sample_steps * self.protocol.dt
+
+    def phase_to_step(self, degrees: float) -> int:
+        """Step of the sample period at which phase ``degrees`` falls (nearest step)."""
+        return int(round(degrees / 360.0 * self.sample_steps))
+
+    # ------------------------------------------------------------- relaxation windows and gains
+    def window_steps(self, layer: str) -> tuple[int, int]:
+        """First step and the step after the last of ``layer``'s relaxation window."""
+        oscillation = self.protocol.oscillation
+        if oscillation is None:
+            steps = self.phase_steps
+            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
+        start, stop = oscillation.window
+        lag = dict(oscillation.phase_offset).get(layer, 0.0)
+        return self.phase_to_step(start + lag), self.phase_to_step(stop + lag)
+
+    def gate(self, layer: str) -> np.ndarray:
+        """Relaxation gain of ``layer`` at every step of the sample period (dimensionless).
+
+        0 outside the layer's window; inside, 1 for a square waveform, or the half sine
+        ``sin(π (k − k_start) / (k_stop − k_start))`` at the start of step ``k`` for a sine
+        waveform. The relaxation integrates ``dx/dt = gain · (−x + fb) / τ``.
+        """
+        start, stop = self.window_steps(layer)
+        gain = np.zeros(self.sample_steps)
+        oscillation = self.protocol.oscillation
+        if oscillation is not None and oscillation.waveform == "sine":
+            gain[start:stop] = np.sin(np.pi * np.arange(stop - start) / (stop - start))
+        else:
+            gain[start:stop] = 1.0
+        return gain
+
+    @property
+    def gains(self) -> np.ndarray:
+        """:meth:`gate` of every layer of the model, shape ``(sample_steps, n_layers)``."""
+        return np.stack([self.gate(layer.name) for layer in self._need_model().layers], axis=1)
+
+    # ------------------------------------------------------------------------------ plasticity
+    @property
+    def plasticity_step(self) -> int:
+        """Step of the sample period at whose start the weights change.
+
+        The period's length means the next period's first step, before its sweep.
+        """
+        if self.protocol.oscillation is None:
+            return self.sample_steps
+        return self.phase_to_step(self.protocol.oscillation.plasticity)
+
+    @property
+    def steps_before_plasticity(self) -> int:
+        """Relaxation steps the weight update sees.
+
+        The whole relaxation, or its part before an oscillation's plasticity phase.
+        """
+        first, steps = self.phase_steps["feedforward"], self.phase_steps["relaxation"]
+        return min(max(self.plasticity_step - first, 0), steps)
+
+    # ------------------------------------------------------------------------- stimulus stream
+    @property
+    def dwell_steps(self) -> int:
+        """Steps each stimulus of the stream is shown (0: one stimulus per sample period)."""
+        return self.steps(self.protocol.dwell)
+
+    def stream_samples(self, step: int, n_samples: int) -> np.ndarray:
+        """Samples the stimulus stream shows at ``step`` of a run, one per minibatch replica.
+
+        The stream shows the run's samples in order, a minibatch at a time, each for
+        :attr:`dwell_steps` steps counted from the run's start, and then keeps showing the
+        last: at step ``s`` replica ``r`` shows sample ``(m · B + r) mod n_samples`` with
+        ``m = min(⌊s / dwell⌋, ⌈n_samples / B⌉ − 1)`` (the modulo fills a final partial
+        minibatch).
+        """
+        batch_size = self.protocol.batch_size
+        last = -(-n_samples // batch_size) - 1
+        item = min(step // self.dwell_steps, last)
+        return (item * batch_size + np.arange(batch_size)) % n_samples
+
+    def stream_periods(self, n_samples: int) -> int:
+        """Sample periods (sweeps and weight updates) while a stream shows ``n_samples`` once.
+
+        The stream takes ``⌈n / B⌉ · dwell`` and every sweep falls within it: a fast stream
+        gives fewer updates than minibatches (stimuli pass unswept), a slow one more.
+        """
+        shown = -(-n_samples // self.protocol.batch_size) * self.dwell_steps
+        return max(1, -(-shown // self.sample_steps))
