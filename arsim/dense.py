@@ -16,7 +16,7 @@ import numpy as np
 from arsim import operators
 from arsim.activations import SOFTMAX, output_gradient
 from arsim.network import _LEARN, _PRESENT, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
-from arsim.oracle import Params
+from arsim.params import Params
 
 
 class DenseNetwork(ARNetwork):

@@ -35,7 +35,7 @@ import brian2 as b2
 import numpy as np
 
 from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX
-from arsim.oracle import Params
+from arsim.params import Params, SeedStream, seed_sequence
 from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec, ProtocolSpec
 
 DIVERGENCE_LIMIT = 1e300
@@ -50,14 +50,12 @@ _RELAX_ORDER = 1000
 _LEARN, _BIAS, _PRESENT = 0, 1, 2
 
 
-NOISE_STREAM = 5
-"""Stream of the dynamics' noise in the seed sequence ``[seed, stream, …]`` of a run (0–2 are
-weights, ψ and random data, 3 the shuffles)."""
+def seed_noise(seed: int, *key: int) -> None:
+    """Seed Brian2's random numbers (the noise ``xi``) from stream :attr:`SeedStream.NOISE`.
 
-
-def seed_noise(*key: int) -> None:
-    """Seed Brian2's random numbers (the noise ``xi``) from ``[key…]``, reproducibly."""
-    b2.seed(int(np.random.SeedSequence([*key]).generate_state(1)[0]))
+    Brian2's seed is the first word of the seed sequence ``[seed, SeedStream.NOISE, *key]``.
+    """
+    b2.seed(int(seed_sequence(seed, SeedStream.NOISE, *key).generate_state(1)[0]))
 
 
 def _sum_before_the_step(synapses: b2.Synapses) -> None:

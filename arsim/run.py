@@ -34,8 +34,8 @@ import arsim
 from arsim import oracle
 from arsim.dense import DenseNetwork
 from arsim.metrics import angle_degrees, per_sample_comparison, relative_error
-from arsim.network import NOISE_STREAM, SynapsesNetwork, seed_noise
-from arsim.oracle import Params
+from arsim.network import SynapsesNetwork, seed_noise
+from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
 from arsim.spec import CODEGEN_TARGETS, PHASES, ModelSpec, ProtocolSpec, check_compatible
 from arsim.standalone import StandaloneSynapsesNetwork
@@ -72,7 +72,7 @@ def versions() -> dict[str, str]:
 
 def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random inputs uniform in [0, 1) and one-hot targets of random classes."""
-    rng = np.random.default_rng([seed, 2])
+    rng = seeded_rng(seed, SeedStream.DATA)
     inputs = rng.random((n_samples, model.input_size))
     targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n_samples)]
     return inputs, targets
@@ -228,10 +228,10 @@ def simulate(
         Final weights, traces and per-batch metrics; on divergence ``diverged`` holds the
         message and the traces hold what was recorded up to the end of that minibatch.
     """
-    params = oracle.init_params(model) if params is None else params
+    params = init_params(model) if params is None else params
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
-    seed_noise(seed, NOISE_STREAM)
+    seed_noise(seed)
     network = build_network(model, protocol, params, mode, device, record)
     try:
         return _simulate(network, model, protocol, inputs, targets, params, progress)
@@ -442,7 +442,7 @@ def run_to_folder(
     set_codegen_target(target)
     seed = model.seed if seed is None else seed
     partial = prepare_run_folder(out)
-    params = oracle.init_params(model, seed)
+    params = init_params(model, seed)
     inputs, targets = random_data(model, n_samples, seed)
     config = {
         "model": model.to_dict(),

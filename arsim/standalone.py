@@ -18,7 +18,7 @@ import brian2 as b2
 import numpy as np
 
 from arsim.network import SynapsesNetwork
-from arsim.oracle import Params
+from arsim.params import Params
 
 _BRIAN_TEMPLATER = None
 """Brian2's own cpp_standalone templater, before arsim derived its own from it."""
