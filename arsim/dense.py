@@ -1,7 +1,7 @@
 """The ``dense`` execution mode: Brian2 neurons, BLAS connections.
 
 Every layer is still a Brian2 ``NeuronGroup`` that integrates the leaky-integrator dynamics,
-with the same equations and phase code as the ``synapses`` mode (:mod:`arsim.network`), but it
+with the same equations and phase code as the ``synapses`` mode (:mod:`arsim.equations`), but it
 holds one replica per sample of the minibatch, so a whole minibatch relaxes side by side in one
 sample period. The connection products — the feedforward sweep, the summed top-down input and
 the plasticity — are matrix products on NumPy arrays done by BLAS in ``NetworkOperation``s,
@@ -15,7 +15,8 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import SOFTMAX, output_gradient
-from arsim.network import _LEARN, _PRESENT, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
+from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_slot
+from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
 from arsim.params import Params
 
 
@@ -27,6 +28,7 @@ class DenseNetwork(ARNetwork):
     """
 
     mode = "dense"
+    supports = frozenset(Feature)
     per_step_code_in_brian = False
     """One NumPy operation per layer stores δ and watches for divergence before the step's
     products: cheaper than one more Brian2 code object per layer and step, even compiled."""
@@ -85,7 +87,7 @@ class DenseNetwork(ARNetwork):
                     self._sweep_operation(role),
                     clock=self.sample_clock,
                     when="groups",
-                    order=_slot(role.index),
+                    order=layer_slot(role.index),
                     name=f"sweep_into_{role.spec.name}",
                 )
             )
@@ -106,7 +108,7 @@ class DenseNetwork(ARNetwork):
                 self._plasticity,
                 clock=self.sample_clock if at_tick else self.step_clock,
                 when="start",
-                order=_LEARN,
+                order=LEARN_ORDER,
                 name="plasticity",
             )
         )
@@ -116,7 +118,7 @@ class DenseNetwork(ARNetwork):
                     self._show_stream,
                     clock=self.step_clock,
                     when="start",
-                    order=_PRESENT + 1,
+                    order=PRESENT_ORDER + 1,
                     name="stimulus_stream_op",
                 )
             )
@@ -148,8 +150,9 @@ class DenseNetwork(ARNetwork):
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
         ``delta = x · fp`` of the previous step is stored first (once per step for all layers:
-        the synapses mode does it after each step with :func:`~arsim.network.
-        relaxation_step_code`), so that the products read the previous step's activities.
+        the synapses mode does it after each step with
+        :func:`~arsim.equations.relaxation_step_code`), so that the products read the previous
+        step's activities.
         """
         step = int(self._step_counter[0])
         relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
