@@ -70,10 +70,8 @@ class DenseNetwork(ARNetwork):
 
     def _make_connections(self) -> list:
         self._connections = []  # (source index, target index, connection spec)
-        # the linear maps; dense ones keep their inline matmuls below, the others (conv,
-        # maxpool, whose argmax the sweep stores per replica) go through their operator
+        # the linear maps (a maxpool's stores the argmax of the last sweep, per replica)
         self._ops = operators.build(self.model)
-        self._dense = [c.operation == "dense" for c in self.model.connections]
         for connection in self.model.connections:
             source = self._group_index(connection.source)
             target = self._group_index(connection.target)
@@ -137,10 +135,7 @@ class DenseNetwork(ARNetwork):
         for c in role.incoming:
             source = self._connections[c][0]
             a_c = self._view(role.index, f"a_c{c}")
-            if self._dense[c]:
-                np.matmul(self._view(source, "xhat"), self.W[c].T, out=a_c)
-            else:
-                a_c[:] = self._ops[c].forward(self._view(source, "xhat"), self.W[c])
+            self._ops[c].forward(self._view(source, "xhat"), self.W[c], out=a_c)
             total = a_c.copy() if total is None else total + a_c
         if role.is_output and role.spec.activation == SOFTMAX:
             logits = total + self._view(role.index, "b")
@@ -173,13 +168,8 @@ class DenseNetwork(ARNetwork):
         for c, signal, fb in self._feedback_paths:
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
-            if not self._dense[c]:  # the transposed convolution, or the routing of a maxpool
-                feedback = self.W[c] if self.psi[c] is None else self.psi[c]
-                fb[:] = self._ops[c].backward(signal, feedback)
-            elif self.psi[c] is None:
-                np.matmul(signal, self.W[c], out=fb)
-            else:
-                np.matmul(signal, self.psi[c].T, out=fb)
+            feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
+            self._ops[c].backward(signal, feedback, out=fb)
         if self.protocol.tolerance > 0:
             self._stop_converged(relaxation_step)
 
@@ -262,10 +252,7 @@ class DenseNetwork(ARNetwork):
             delta = self._view(target, "delta")[mask]
             presynaptic = self._view(source, "xhat")[mask]
             signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
-            if self._dense[c]:
-                change = delta.T @ presynaptic
-            else:
-                change = self._ops[c].weight_gradient(delta, presynaptic)
+            change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
             if connection.feedback == "learned":
                 self.psi[c] -= feedback_rate * operators.as_feedback(change)
