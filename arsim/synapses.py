@@ -72,44 +72,46 @@ class SynapsesNetwork(ARNetwork):
         )
         source, target = self.groups[source_index], self.groups[target_index]
         models = synapse_model(connection, index, feeds_back=self.roles[source_index].relaxes)
-        sample = {"clock": self.sample_clock}
         name = f"W_{connection.source}_{connection.target}"
-        forward = b2.Synapses(
-            source, target, models["forward"], namespace=self.namespace, name=name
-        )
         # the top-down input is summed into the pre layer: post-major order (see all_to_all)
-        pre, post = all_to_all(source.N, target.N, major="post")
-        forward.connect(i=pre, j=post)
+        forward = self._all_to_all(source, target, models["forward"], name, major="post")
         # the sweep (a summed variable: no two threads write one target) once per sample,
         # before the target layer computes x̂ (order layer_slot + 3)
-        _sum_before_the_step(forward)
         sweep = forward.summed_updaters[f"a_c{index}_post"]
         sweep._clock = self.sample_clock
         sweep.when, sweep.order = "groups", layer_slot(target_index)
-        forward.run_regularly(
-            models["forward_learn"], when="start", order=LEARN_ORDER, name=f"{name}_learn", **sample
-        )
+        self._learn(forward, models["forward_learn"])
         self.forward_synapses.append(forward)
         if "feedback" not in models:
             self.feedback_synapses.append(None)
             return
         name = f"psi_{connection.target}_{connection.source}"
-        feedback = b2.Synapses(
-            target, source, models["feedback"], namespace=self.namespace, name=name
-        )
         # ψ sums into its post (lower) layer: pre-major order
-        pre, post = all_to_all(target.N, source.N, major="pre")
-        feedback.connect(i=pre, j=post)
-        _sum_before_the_step(feedback)
+        feedback = self._all_to_all(target, source, models["feedback"], name, major="pre")
         if "feedback_learn" in models:
-            feedback.run_regularly(
-                models["feedback_learn"],
-                when="start",
-                order=LEARN_ORDER,
-                name=f"{name}_learn",
-                **sample,
-            )
+            self._learn(feedback, models["feedback_learn"])
         self.feedback_synapses.append(feedback)
+
+    def _all_to_all(self, pre, post, equations: str, name: str, major: str) -> b2.Synapses:
+        """All-to-all ``Synapses`` from ``pre`` to ``post`` in ``major`` order (:func:`all_to_all`).
+
+        Their summed variables are summed before the step (:func:`_sum_before_the_step`).
+        """
+        synapses = b2.Synapses(pre, post, equations, namespace=self.namespace, name=name)
+        i, j = all_to_all(pre.N, post.N, major=major)
+        synapses.connect(i=i, j=j)
+        _sum_before_the_step(synapses)
+        return synapses
+
+    def _learn(self, synapses: b2.Synapses, code: str) -> None:
+        """Run the plasticity ``code`` of ``synapses`` once per sample, first at the tick."""
+        synapses.run_regularly(
+            code,
+            when="start",
+            order=LEARN_ORDER,
+            name=f"{synapses.name}_learn",
+            clock=self.sample_clock,
+        )
 
     def _make_softmax_norm(self) -> b2.Synapses:
         output = self.groups[-1]
