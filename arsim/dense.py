@@ -1,7 +1,7 @@
 """The ``dense`` execution mode: Brian2 neurons, BLAS connections.
 
 Every layer is still a Brian2 ``NeuronGroup`` that integrates the leaky-integrator dynamics,
-with the same equations and phase code as the ``synapses`` mode (:mod:`arsim.network`), but it
+with the same equations and phase code as the ``synapses`` mode (:mod:`arsim.equations`), but it
 holds one replica per sample of the minibatch, so a whole minibatch relaxes side by side in one
 sample period. The connection products — the feedforward sweep, the summed top-down input and
 the plasticity — are matrix products on NumPy arrays done by BLAS in ``NetworkOperation``s,
@@ -15,8 +15,9 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import SOFTMAX, output_gradient
-from arsim.network import _LEARN, _PRESENT, DIVERGENCE_LIMIT, ARNetwork, LayerRole, _slot
-from arsim.oracle import Params
+from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_slot
+from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
+from arsim.params import Params
 
 
 class DenseNetwork(ARNetwork):
@@ -27,6 +28,7 @@ class DenseNetwork(ARNetwork):
     """
 
     mode = "dense"
+    supports = frozenset(Feature)
     per_step_code_in_brian = False
     """One NumPy operation per layer stores δ and watches for divergence before the step's
     products: cheaper than one more Brian2 code object per layer and step, even compiled."""
@@ -68,10 +70,8 @@ class DenseNetwork(ARNetwork):
 
     def _make_connections(self) -> list:
         self._connections = []  # (source index, target index, connection spec)
-        # the linear maps; dense ones keep their inline matmuls below, the others (conv,
-        # maxpool, whose argmax the sweep stores per replica) go through their operator
+        # the linear maps (a maxpool's stores the argmax of the last sweep, per replica)
         self._ops = operators.build(self.model)
-        self._dense = [c.operation == "dense" for c in self.model.connections]
         for connection in self.model.connections:
             source = self._group_index(connection.source)
             target = self._group_index(connection.target)
@@ -85,7 +85,7 @@ class DenseNetwork(ARNetwork):
                     self._sweep_operation(role),
                     clock=self.sample_clock,
                     when="groups",
-                    order=_slot(role.index),
+                    order=layer_slot(role.index),
                     name=f"sweep_into_{role.spec.name}",
                 )
             )
@@ -106,7 +106,7 @@ class DenseNetwork(ARNetwork):
                 self._plasticity,
                 clock=self.sample_clock if at_tick else self.step_clock,
                 when="start",
-                order=_LEARN,
+                order=LEARN_ORDER,
                 name="plasticity",
             )
         )
@@ -116,7 +116,7 @@ class DenseNetwork(ARNetwork):
                     self._show_stream,
                     clock=self.step_clock,
                     when="start",
-                    order=_PRESENT + 1,
+                    order=PRESENT_ORDER + 1,
                     name="stimulus_stream_op",
                 )
             )
@@ -135,10 +135,7 @@ class DenseNetwork(ARNetwork):
         for c in role.incoming:
             source = self._connections[c][0]
             a_c = self._view(role.index, f"a_c{c}")
-            if self._dense[c]:
-                np.matmul(self._view(source, "xhat"), self.W[c].T, out=a_c)
-            else:
-                a_c[:] = self._ops[c].forward(self._view(source, "xhat"), self.W[c])
+            self._ops[c].forward(self._view(source, "xhat"), self.W[c], out=a_c)
             total = a_c.copy() if total is None else total + a_c
         if role.is_output and role.spec.activation == SOFTMAX:
             logits = total + self._view(role.index, "b")
@@ -148,8 +145,9 @@ class DenseNetwork(ARNetwork):
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
         ``delta = x · fp`` of the previous step is stored first (once per step for all layers:
-        the synapses mode does it after each step with :func:`~arsim.network.
-        relaxation_step_code`), so that the products read the previous step's activities.
+        the synapses mode does it after each step with
+        :func:`~arsim.equations.relaxation_step_code`), so that the products read the previous
+        step's activities.
         """
         step = int(self._step_counter[0])
         relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
@@ -170,13 +168,8 @@ class DenseNetwork(ARNetwork):
         for c, signal, fb in self._feedback_paths:
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
-            if not self._dense[c]:  # the transposed convolution, or the routing of a maxpool
-                feedback = self.W[c] if self.psi[c] is None else self.psi[c]
-                fb[:] = self._ops[c].backward(signal, feedback)
-            elif self.psi[c] is None:
-                np.matmul(signal, self.W[c], out=fb)
-            else:
-                np.matmul(signal, self.psi[c].T, out=fb)
+            feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
+            self._ops[c].backward(signal, feedback, out=fb)
         if self.protocol.tolerance > 0:
             self._stop_converged(relaxation_step)
 
@@ -259,10 +252,7 @@ class DenseNetwork(ARNetwork):
             delta = self._view(target, "delta")[mask]
             presynaptic = self._view(source, "xhat")[mask]
             signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
-            if self._dense[c]:
-                change = delta.T @ presynaptic
-            else:
-                change = self._ops[c].weight_gradient(delta, presynaptic)
+            change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
             if connection.learns_feedback:
                 self.psi[c] -= feedback_rate * operators.as_feedback(change)

@@ -1,4 +1,4 @@
-"""The Brian2 network: one ``NeuronGroup`` per layer, ``Synapses`` for W and ψ, and the phases.
+"""The Brian2 network shared by the execution modes: one ``NeuronGroup`` per layer, the phases.
 
 Everything happens inside one long simulation on two clocks: the *step clock* (``dt``) that
 integrates the relaxation, and the *sample clock* (one tick per sample, ``P`` steps apart) that
@@ -22,298 +22,66 @@ step ``k``             what happens (Brian2 schedule slot)
 
 The only work done every step is the relaxation itself: one summed feedback product per
 connection. Input and output layers live on the sample clock (they change once per sample).
-The equation strings are built in :func:`layer_equations`, :func:`feedforward_code` and
-:func:`synapse_model` and nowhere else.
+The equation strings and the schedule's order numbers are in :mod:`arsim.equations`; the modes
+(:mod:`arsim.synapses`, :mod:`arsim.dense`) make the connections.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from enum import StrEnum
 
 import brian2 as b2
 import numpy as np
 
-from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX
-from arsim.oracle import Params
-from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec, ProtocolSpec
+from arsim.equations import (
+    BIAS_ORDER,
+    PRESENT_ORDER,
+    RELAX_ORDER,
+    LayerRole,
+    bias_code,
+    feedforward_code,
+    gate_name,
+    layer_equations,
+    layer_roles,
+    layer_slot,
+    relaxation_step_code,
+    stimulus_index,
+)
+from arsim.params import Params, SeedStream, seed_sequence
+from arsim.spec import ModelSpec, ProtocolSpec
 
 DIVERGENCE_LIMIT = 1e300
 """An activity that is NaN, infinite or beyond this magnitude counts as diverged."""
 NEVER = 1e9
 """``t_bad`` of a neuron that never diverged, in seconds."""
 
-_RELAX_ORDER = 1000
-"""Base order of the hidden layers' state updaters in the 'groups' slot: after every sweep."""
 
-# Order of the once-per-sample work in the 'start' slot of a sample tick.
-_LEARN, _BIAS, _PRESENT = 0, 1, 2
+class Feature(StrEnum):
+    """What a protocol or model may ask of an execution mode beyond the plain relaxation.
 
-
-NOISE_STREAM = 5
-"""Stream of the dynamics' noise in the seed sequence ``[seed, stream, …]`` of a run (0–2 are
-weights, ψ and random data, 3 the shuffles)."""
-
-
-def seed_noise(*key: int) -> None:
-    """Seed Brian2's random numbers (the noise ``xi``) from ``[key…]``, reproducibly."""
-    b2.seed(int(np.random.SeedSequence([*key]).generate_state(1)[0]))
-
-
-def _sum_before_the_step(synapses: b2.Synapses) -> None:
-    """Sum the top-down input at the start of a step, from the δ the previous step left.
-
-    That is what the parallel Euler scheme needs, and it keeps the sample tick's sweep (which
-    clamps a new output) from reaching the input of a step whose update is gated off.
-    """
-    for updater in synapses.summed_updaters.values():
-        updater.when, updater.order = "before_groups", 0
-
-
-def all_to_all(n_pre: int, n_post: int, major: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pre and post indices of all-to-all synapses, ``major`` = 'pre' or 'post' varying slowest.
-
-    A summed variable loops over the synapses in this order; it is fastest when consecutive
-    synapses write different target neurons (no read-modify-write chain on one neuron), so the
-    order is chosen against the side that is summed into.
-    """
-    if major == "post":
-        return np.tile(np.arange(n_pre), n_post), np.repeat(np.arange(n_post), n_pre)
-    return np.repeat(np.arange(n_pre), n_post), np.tile(np.arange(n_post), n_pre)
-
-
-def _slot(layer_index: int) -> int:
-    """Base of the 'groups'-slot order numbers of layer ``layer_index``.
-
-    Layers are in topological order (``ModelSpec.layers``), so the sweep reaches a layer
-    after all its parents.
-    """
-    return 10 * (layer_index + 1)
-
-
-@dataclass(frozen=True)
-class LayerRole:
-    """Where a layer sits in the network: input, hidden (relaxes) or output (clamped).
-
-    Attributes
-    ----------
-    index : int
-        Position in ``ModelSpec.layers`` (topological order).
-    spec : LayerSpec
-        The layer.
-    incoming, outgoing : tuple of int
-        Indices of the connections into and out of the layer.
-    is_input, is_output : bool
-        No incoming connection (takes its slice of the stimulus), or no outgoing one (the
-        output, clamped to the loss gradient).
-    stimulus : slice or None
-        An input layer's columns in the stimulus vector (``ModelSpec.input_slices``).
+    Every mode declares the ones it runs (:attr:`ARNetwork.supports`);
+    :func:`arsim.modes.check_execution` refuses a mode that lacks one a job needs. ``CONV`` and
+    ``MAXPOOL`` are named as the connections' ``operation``.
     """
 
-    index: int
-    spec: LayerSpec
-    incoming: tuple[int, ...]
-    outgoing: tuple[int, ...]
-    is_input: bool
-    is_output: bool
-    stimulus: slice | None = None
-
-    @property
-    def relaxes(self) -> bool:
-        """True for layers whose activity relaxes (neither input nor output)."""
-        return not (self.is_input or self.is_output)
+    FEEDBACK_DELAY = "feedback delay"
+    TOLERANCE = "relaxation until converged"
+    STIMULUS_STREAM = "stimulus stream"
+    EARLY_PLASTICITY = "plasticity before the sample period's end"
+    CONV = "conv"
+    MAXPOOL = "maxpool"
+    NOISE = "noise"
 
 
-def layer_roles(model: ModelSpec) -> list[LayerRole]:
-    """The role of every layer in the model's graph, in ``ModelSpec.layers`` order."""
-    roles = []
-    slices = iter(model.input_slices())
-    for index, layer in enumerate(model.layers):
-        incoming, outgoing = model.incoming(layer.name), model.outgoing(layer.name)
-        stimulus = None if incoming else next(slices)
-        roles.append(
-            LayerRole(index, layer, incoming, outgoing, not incoming, not outgoing, stimulus)
-        )
-    return roles
+def seed_noise(seed: int, *key: int) -> None:
+    """Seed Brian2's random numbers (the noise ``xi``) from stream :attr:`SeedStream.NOISE`.
 
-
-def stimulus_index(role: LayerRole, stimulus_size: int) -> str:
-    """Column of the stimulus table an input layer's neuron ``i`` reads (a Brian2 expression).
-
-    Replica ``r`` of the layer (neurons ``r·n … r·n + n − 1``) reads stimulus columns
-    ``r·stimulus_size + start …``: each replica's row holds the whole stimulus vector, the
-    input layers' activities concatenated.
+    Brian2's seed is the first word of the seed sequence ``[seed, SeedStream.NOISE, *key]``.
     """
-    size, start = role.spec.size, role.stimulus.start
-    if size == stimulus_size:  # the only input layer
-        return "i"
-    return f"(i // {size}) * {stimulus_size} + {start} + i % {size}"
+    b2.seed(int(seed_sequence(seed, SeedStream.NOISE, *key).generate_state(1)[0]))
 
 
-# ------------------------------------------------------------------------------------------------
-# Equations: the one place where the neuron and synapse models are written.
-# ------------------------------------------------------------------------------------------------
-def _sum(terms: list[str]) -> str:
-    return " + ".join(terms) if terms else "0"
-
-
-_APPLY_NOW = "int(abs(t - apply_at) < 0.5 * dt)"
-"""1 at the sample tick where a minibatch's accumulated changes are applied, else 0."""
-
-
-def _first_bad(variable: str, when: str) -> str:
-    """Statement keeping in ``t_bad`` the first time ``variable`` was non-finite or huge."""
-    return (
-        f"t_bad = clip({when} + never * int(abs({variable}) < divergence_limit), 0 * second, t_bad)"
-    )
-
-
-def gate_name(role: LayerRole) -> str:
-    """Name of the TimedArray of a relaxing layer's gain over the sample period."""
-    return f"gate_{role.index}"
-
-
-def gate_expression(role: LayerRole, square: bool) -> str:
-    """The relaxation gain of a hidden layer at this step (``ProtocolSpec.gate``).
-
-    A square gate (0 or 1, one window) is two integer comparisons with the layer's window
-    ``relax_start_<k>``, ``relax_stop_<k>``; any other is looked up in the TimedArray
-    :func:`gate_name` over the sample period (which costs more per step in the numpy target).
-    """
-    step = "t_in_timesteps % steps_per_sample"
-    if square:
-        k = role.index
-        return f"int({step} >= relax_start_{k}) * int({step} < relax_stop_{k})"
-    return f"{gate_name(role)}(({step}) * second)"
-
-
-def layer_equations(
-    role: LayerRole,
-    noise: float = 0.0,
-    stoppable: bool = False,
-    memory: str = "ideal",
-    square_gate: bool = True,
-) -> str:
-    """Neuron model of one layer (Brian2 equations; activities are dimensionless).
-
-    Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
-    ``x`` relaxing activity, ``delta = x · fp``, ``fb`` summed top-down input, ``a`` the
-    pre-activation (``a_c<k>`` per incoming connection ``k`` plus the bias ``b``); shared
-    ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
-    the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
-    x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
-    leaks toward x (the apical compartment) with that time constant. ``square_gate``: see
-    :func:`gate_expression`.
-    """
-    lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
-    if role.is_input:
-        return "\n".join(lines)
-    lines += ["fp : 1", "delta : 1", "b : 1", "db : 1", "eta_bias : 1 (shared)", "t_bad : second"]
-    lines += [f"a_c{c} : 1" for c in role.incoming]
-    lines.append(f"a = b + {_sum([f'a_c{c}' for c in role.incoming])} : 1")
-    if role.is_output:
-        lines += ["x : 1", "target : 1"]
-        if role.spec.activation == SOFTMAX:
-            lines.append("softmax_norm : 1")
-    else:
-        lines += [f"fb_c{c} : 1" for c in role.outgoing]
-        lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
-        # the relaxation gain of this step of the sample period (ProtocolSpec.gate)
-        lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
-        lines.append("tau : second (shared, constant)")
-        if stoppable:  # relaxation until converged: active is 0 once the sample converged
-            lines.append("active : 1")
-            lines.append("relaxing_now = relaxing * active : 1")
-        else:
-            lines.append("relaxing_now = relaxing : 1")
-        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
-            lines.append(
-                "dx/dt = relaxing_now * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1"
-            )
-        else:
-            lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
-        if memory == "two-compartment":  # the soma's x̂ leaks toward the apical x
-            lines[lines.index("xhat : 1")] = "dxhat/dt = (x - xhat) / memory_tau : 1"
-        if memory == "trace":  # eligibility traces instead of ideal memory
-            lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
-            lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
-    return "\n".join(lines)
-
-
-def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:
-    """Code a layer runs in the sweep: store x̂ and f', start (or clamp) x."""
-    activation = role.spec.activation
-    if activation == SOFTMAX:
-        lines = ["xhat = exp(a) / softmax_norm", "fp = 1.0"]
-    else:
-        spec = ACTIVATIONS[activation]
-        lines = [f"xhat = {spec.f_expr}", f"fp = {spec.fprime_expr}"]
-    if role.is_output:
-        lines.append(f"x = {OUTPUT_GRADIENT_EXPR}")
-    else:
-        lines.append("x = xhat" if relaxation_start == "feedforward" else "x = 0")
-        if stoppable:
-            lines.append("active = 1")
-    lines.append("delta = x * fp")
-    lines.append(_first_bad("xhat", "t + step_dt"))
-    if role.is_output:
-        lines.append(_first_bad("x", "t + step_dt"))
-    return "\n".join(lines)
-
-
-def relaxation_step_code() -> str:
-    """Code a hidden layer runs after every Euler step: store δ, watch for divergence."""
-    return "delta = x * fp\n" + _first_bad("x", "t + dt")
-
-
-def bias_code() -> str:
-    """Once-per-sample bias plasticity: accumulate δ, apply at the minibatch's end."""
-    return f"db += delta\nb -= {_APPLY_NOW} * eta_bias * db\ndb = db * (1 - {_APPLY_NOW})"
-
-
-def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> dict[str, str]:
-    """Synapse models of connection ``index``: forward ``W`` and, unless transposed, ``ψ``.
-
-    Returns a dict with the forward model (``forward``; the sweep ``a_c<k>_post = Σ w x̂_pre``
-    is its summed variable, which the mode runs once per sample) and its plasticity code
-    (``forward_learn``) and, for ψ, ``feedback`` and, when learned,
-    ``feedback_learn``. The top-down signal is ``delta = x · f'`` of the upper layer, or ``x``
-    when the connection's relaxation drops the derivative. Without ``feeds_back`` (the source is
-    the input layer, which does not relax) there is no top-down path, but a learned ψ still
-    learns.
-    """
-    signal = "delta" if connection.derivative else "x"
-    forward = [
-        "w : 1",
-        "dw : 1",
-        "eta : 1 (shared)",
-        f"a_c{index}_post = w * xhat_pre : 1 (summed)",
-    ]
-    apply_pre = _APPLY_NOW.replace("apply_at", "apply_at_pre")
-    models = {
-        "forward_learn": f"dw += delta_post * xhat_pre\nw -= {apply_pre} * eta * dw\n"
-        f"dw = dw * (1 - {apply_pre})",
-    }
-    if connection.transposed:
-        if feeds_back:
-            forward.append(f"fb_c{index}_pre = w * {signal}_post : 1 (summed)")
-    else:
-        feedback = ["psi : 1", "dpsi : 1", "eta : 1 (shared)"]
-        if feeds_back:
-            feedback.append(f"fb_c{index}_post = psi * {signal}_pre : 1 (summed)")
-        models["feedback"] = "\n".join(feedback)
-        if connection.learns_feedback:
-            models["feedback_learn"] = (
-                f"dpsi += xhat_post * delta_pre\npsi -= {apply_pre} * eta * dpsi\n"
-                f"dpsi = dpsi * (1 - {apply_pre})"
-            )
-    models["forward"] = "\n".join(forward)
-    return models
-
-
-# ------------------------------------------------------------------------------------------------
-# The built network
-# ------------------------------------------------------------------------------------------------
 class ARNetwork:
     """Brian2 layers of a model under a protocol, ready to run minibatches (base of the modes).
 
@@ -343,6 +111,11 @@ class ARNetwork:
     """
 
     mode = "base"
+    """The ``--mode`` this class runs."""
+    device = "runtime"
+    """The Brian2 device this class runs on (``--device``)."""
+    supports: frozenset[Feature] = frozenset()
+    """The :class:`Feature` s this class runs."""
     replicas = 1
     """Copies of every layer that relax side by side (one per sample of a minibatch)."""
     batches_per_chunk = 1
@@ -454,14 +227,14 @@ class ARNetwork:
             name=f"layer_{role.spec.name}",
             # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with
             # trace memory the state updater decays x̂), the output right after its sweep
-            order=_RELAX_ORDER + role.index if role.relaxes else _slot(role.index) + 3,
+            order=RELAX_ORDER + role.index if role.relaxes else layer_slot(role.index) + 3,
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:
             column = stimulus_index(role, self.model.input_size)
             present = f"xhat = stimulus_stream(t - chunk_start, {column})"
             group.run_regularly(
-                present, when="start", order=_PRESENT, name=f"{group.name}_present", **sample
+                present, when="start", order=PRESENT_ORDER, name=f"{group.name}_present", **sample
             )
             return group
         group.t_bad = NEVER * b2.second
@@ -471,16 +244,24 @@ class ARNetwork:
         if role.is_output:
             present.append("target = target_stream(t - chunk_start, i)")
         group.run_regularly(
-            "\n".join(present), when="start", order=_PRESENT, name=f"{group.name}_present", **sample
+            "\n".join(present),
+            when="start",
+            order=PRESENT_ORDER,
+            name=f"{group.name}_present",
+            **sample,
         )
         code = feedforward_code(role, self.protocol.relaxation_start, self.protocol.tolerance > 0)
-        # after the sweep into this layer (order _slot) and the softmax normaliser (_slot + 2)
+        # after the sweep into this layer (layer_slot) and the softmax normaliser (layer_slot + 2)
         group.run_regularly(
-            code, when="groups", order=_slot(role.index) + 3, name=f"{group.name}_sweep", **sample
+            code,
+            when="groups",
+            order=layer_slot(role.index) + 3,
+            name=f"{group.name}_sweep",
+            **sample,
         )
         if self._bias_in_group(role):
             group.run_regularly(
-                bias_code(), when="start", order=_BIAS, name=f"{group.name}_bias", **sample
+                bias_code(), when="start", order=BIAS_ORDER, name=f"{group.name}_bias", **sample
             )
         if role.relaxes and self.per_step_code_in_brian:
             group.run_regularly(
@@ -599,149 +380,3 @@ class ARNetwork:
             if found is None or t < found[3]:
                 found = (role.spec.name, int(neuron[0]), int(sample[0]), t)
         return found
-
-
-class SynapsesNetwork(ARNetwork):
-    """The neuromorphic reference: W and ψ are Brian2 ``Synapses`` with per-synapse plasticity.
-
-    Samples are presented one after another; a chunk is one minibatch.
-
-    Attributes
-    ----------
-    forward_synapses, feedback_synapses : list
-        One ``Synapses`` per connection (``feedback_synapses[c]`` is None for a transposed ψ).
-    """
-
-    mode = "synapses"
-
-    def _stimulus_rows(self) -> int:
-        return self.protocol.batch_size + 1
-
-    def _make_connections(self) -> list:
-        self.forward_synapses, self.feedback_synapses = [], []
-        for index, connection in enumerate(self.model.connections):
-            self._make_synapses(index, connection)
-        objects = [*self.forward_synapses, *(s for s in self.feedback_synapses if s is not None)]
-        if self.model.output.activation == SOFTMAX:
-            objects.append(self._make_softmax_norm())
-        return objects
-
-    def _make_synapses(self, index: int, connection: ConnectionSpec) -> None:
-        source_index, target_index = (
-            self._group_index(connection.source),
-            self._group_index(connection.target),
-        )
-        source, target = self.groups[source_index], self.groups[target_index]
-        models = synapse_model(connection, index, feeds_back=self.roles[source_index].relaxes)
-        sample = {"clock": self.sample_clock}
-        name = f"W_{connection.source}_{connection.target}"
-        forward = b2.Synapses(
-            source, target, models["forward"], namespace=self.namespace, name=name
-        )
-        # the top-down input is summed into the pre layer: post-major order (see all_to_all)
-        pre, post = all_to_all(source.N, target.N, major="post")
-        forward.connect(i=pre, j=post)
-        # the sweep (a summed variable: no two threads write one target) once per sample,
-        # before the target layer computes x̂ (order _slot + 3)
-        _sum_before_the_step(forward)
-        sweep = forward.summed_updaters[f"a_c{index}_post"]
-        sweep._clock, sweep.when, sweep.order = self.sample_clock, "groups", _slot(target_index)
-        forward.run_regularly(
-            models["forward_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
-        )
-        self.forward_synapses.append(forward)
-        if "feedback" not in models:
-            self.feedback_synapses.append(None)
-            return
-        name = f"psi_{connection.target}_{connection.source}"
-        feedback = b2.Synapses(
-            target, source, models["feedback"], namespace=self.namespace, name=name
-        )
-        # ψ sums into its post (lower) layer: pre-major order
-        pre, post = all_to_all(target.N, source.N, major="pre")
-        feedback.connect(i=pre, j=post)
-        _sum_before_the_step(feedback)
-        if "feedback_learn" in models:
-            feedback.run_regularly(
-                models["feedback_learn"], when="start", order=_LEARN, name=f"{name}_learn", **sample
-            )
-        self.feedback_synapses.append(feedback)
-
-    def _make_softmax_norm(self) -> b2.Synapses:
-        output = self.groups[-1]
-        norm = b2.Synapses(
-            output,
-            output,
-            "softmax_norm_post = exp(a_pre) : 1 (summed)",
-            namespace=self.namespace,
-            name="softmax_norm",
-        )
-        norm.connect()
-        return norm
-
-    # -- parameters --------------------------------------------------------------------------
-    def set_params(self, params: Params) -> None:
-        """Load weights, biases and ψ into the synapses and groups (and clear accumulators)."""
-        for index, connection in enumerate(self.model.connections):
-            forward = self.forward_synapses[index]
-            forward.w[:] = params.W[index][forward.j[:], forward.i[:]]
-            forward.dw[:] = 0
-            target = self.groups[self._group_index(connection.target)]
-            if params.b[index] is not None:
-                target.b[:] = params.b[index]
-                target.db[:] = 0
-            feedback = self.feedback_synapses[index]
-            if feedback is not None:
-                # feedback synapse: pre = upper-layer neuron j, post = lower-layer neuron i
-                feedback.psi[:] = params.psi[index][feedback.j[:], feedback.i[:]]
-                feedback.dpsi[:] = 0
-
-    def get_params(self) -> Params:
-        """Current weights, biases and ψ as NumPy arrays."""
-        weights, biases, feedbacks = [], [], []
-        for index, connection in enumerate(self.model.connections):
-            n_in, n_out = (
-                self.model.layer(connection.source).size,
-                self.model.layer(connection.target).size,
-            )
-            forward = self.forward_synapses[index]
-            weight = np.empty((n_out, n_in))
-            weight[forward.j[:], forward.i[:]] = forward.w[:]
-            weights.append(weight)
-            target = self.groups[self._group_index(connection.target)]
-            biases.append(np.array(target.b[:]) if connection.bias else None)
-            feedback = self.feedback_synapses[index]
-            if feedback is None:
-                feedbacks.append(None)
-                continue
-            psi = np.empty((n_in, n_out))
-            psi[feedback.j[:], feedback.i[:]] = feedback.psi[:]
-            feedbacks.append(psi)
-        return Params(weights, biases, feedbacks)
-
-    def locate(self, rows, steps, layer_size):
-        """See :meth:`ARNetwork.locate`: one replica, the network time is sequential."""
-        return steps // self.steps_per_sample, rows, steps
-
-    def _after_chunk(self) -> None:
-        self.batch_params = [self.get_params()]
-
-    def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
-        count = len(inputs)
-        rate, feedback_rate = self.protocol.learning_rates(count)
-        for synapses in self.forward_synapses:
-            synapses.eta = rate
-        for synapses in self.feedback_synapses:
-            if synapses is not None:
-                synapses.eta = feedback_rate
-        for group, role in zip(self.groups, self.roles, strict=True):
-            if not role.is_input:
-                group.eta_bias = rate
-        self.stimulus.values[:] = 0
-        self.targets.values[:] = 0
-        self.stimulus.values[:count] = inputs
-        self.targets.values[:count] = targets
-        if next_input is not None:
-            self.stimulus.values[count] = next_input[0]
-            self.targets.values[count] = next_target[0]
-        return count

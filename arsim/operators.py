@@ -2,14 +2,17 @@
 
 Every connection ``c`` has an operator with
 
-* ``forward(x̂_source, W) -> a``, ``(batch, n_source) -> (batch, n_target)``: its contribution
-  to the target's pre-activation;
-* ``backward(signal, B) -> (batch, n_source)``: the top-down input the source receives from a
-  target signal ``(batch, n_target)``; ``B`` is the feedback weights in the convention of
+* ``forward(x̂_source, W, out=None) -> a``, ``(batch, n_source) -> (batch, n_target)``: its
+  contribution to the target's pre-activation;
+* ``backward(signal, B, out=None) -> (batch, n_source)``: the top-down input the source receives
+  from a target signal ``(batch, n_target)``; ``B`` is the feedback weights in the convention of
   ``Params.feedback`` (``Wᵀ`` or ψ of shape ``(n_source, n_target)`` for a dense connection; the
   kernel ``W`` or ψ of shape ``(C_out, C_in, k, k)`` for a convolution, applied transposed);
 * ``weight_gradient(δ, x̂) -> same shape as W``: ``Σ_batch`` of the local update factor;
 * ``bias_vector(b) -> (n_target,)`` and ``bias_gradient(δ) -> b.shape``.
+
+``forward`` and ``backward`` write into ``out`` when given (an array of the result's shape) and
+return it; the dense operator then has BLAS write there directly (``np.matmul(..., out=out)``).
 
 Layers with a ``shape = [C, H, W]`` hold their activities flattened in C, H, W order (as
 ``torch.flatten``). A max-pooling connection has no weights (an empty ``W``); its forward sweep
@@ -47,11 +50,11 @@ class Operator:
         """Shape of the connection's W (and of a conv's ψ)."""
         raise NotImplementedError
 
-    def forward(self, xhat: Array, weights: Array) -> Array:
+    def forward(self, xhat: Array, weights: Array, out: Array | None = None) -> Array:
         """Contribution ``(batch, n_target)`` of the source activities ``(batch, n_source)``."""
         raise NotImplementedError
 
-    def backward(self, signal: Array, feedback: Array) -> Array:
+    def backward(self, signal: Array, feedback: Array, out: Array | None = None) -> Array:
         """Top-down input ``(batch, n_source)`` from a target signal ``(batch, n_target)``."""
         raise NotImplementedError
 
@@ -80,13 +83,13 @@ class DenseOperator(Operator):
         """See :meth:`Operator.weight_shape`."""
         return (self.n_target, self.n_source)
 
-    def forward(self, xhat: Array, weights: Array) -> Array:
+    def forward(self, xhat: Array, weights: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.forward`."""
-        return xhat @ weights.T
+        return np.matmul(xhat, weights.T, out=out)
 
-    def backward(self, signal: Array, feedback: Array) -> Array:
+    def backward(self, signal: Array, feedback: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.backward`."""
-        return signal @ feedback.T
+        return np.matmul(signal, feedback.T, out=out)
 
     def weight_gradient(self, delta: Array, xhat: Array) -> Array:
         """See :meth:`Operator.weight_gradient`."""
@@ -150,19 +153,20 @@ class ConvOperator(Operator):
     block_entries = 4_000_000
     """Entries of the im2col copy per block of samples (32 MB; evaluation sweeps 10,000)."""
 
-    def forward(self, xhat: Array, weights: Array) -> Array:
+    def forward(self, xhat: Array, weights: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.forward`."""
         blocks = self._blocks(len(xhat))
         step = blocks.step
-        out = [
+        parts = [
             np.einsum(
                 "bchwij,ocij->bohw", self._windows(xhat[a : a + step]), weights, optimize=True
             )
             for a in blocks
         ]
-        return (out[0] if len(out) == 1 else np.concatenate(out)).reshape(len(xhat), -1)
+        result = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return _into(result.reshape(len(xhat), -1), out)
 
-    def backward(self, signal: Array, feedback: Array) -> Array:
+    def backward(self, signal: Array, feedback: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.backward`.
 
         The transposed convolution: ``signal ⊗ B`` per window, ``(C_in, k, k, batch, H_out ·
@@ -180,7 +184,8 @@ class ConvOperator(Operator):
             for j in range(k):
                 window = padded[:, :, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
                 window += columns[:, i, j]
-        return padded[:, :, p : p + h, p : p + w].transpose(1, 0, 2, 3).reshape(batch, -1)
+        result = padded[:, :, p : p + h, p : p + w].transpose(1, 0, 2, 3).reshape(batch, -1)
+        return _into(result, out)
 
     def weight_gradient(self, delta: Array, xhat: Array) -> Array:
         """See :meth:`Operator.weight_gradient`."""
@@ -220,7 +225,7 @@ class MaxPoolOperator(Operator):
         """See :meth:`Operator.weight_shape`."""
         return (0,)
 
-    def forward(self, xhat: Array, weights: Array) -> Array:
+    def forward(self, xhat: Array, weights: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.forward`."""
         c, h, w = self.source
         _, ho, wo = self.target
@@ -231,14 +236,14 @@ class MaxPoolOperator(Operator):
         values = xhat[:, flat_index]  # (batch, n_target, p²)
         best = values.argmax(axis=2)
         self.index = flat_index[np.arange(c * ho * wo), best]
-        return np.take_along_axis(xhat, self.index, axis=1).reshape(batch, -1)
+        return _into(np.take_along_axis(xhat, self.index, axis=1).reshape(batch, -1), out)
 
-    def backward(self, signal: Array, feedback: Array) -> Array:
+    def backward(self, signal: Array, feedback: Array, out: Array | None = None) -> Array:
         """See :meth:`Operator.backward`."""
         c, h, w = self.source
-        out = np.zeros((len(signal), c * h * w))
-        np.put_along_axis(out, self.index, signal, axis=1)
-        return out
+        routed = np.zeros((len(signal), c * h * w))
+        np.put_along_axis(routed, self.index, signal, axis=1)
+        return _into(routed, out)
 
     def weight_gradient(self, delta: Array, xhat: Array) -> Array:
         """See :meth:`Operator.weight_gradient`."""
@@ -251,6 +256,14 @@ class MaxPoolOperator(Operator):
     def bias_gradient(self, delta: Array) -> Array:
         """See :meth:`Operator.bias_gradient`."""
         raise ValueError("a max-pooling connection has no bias")
+
+
+def _into(result: Array, out: Array | None) -> Array:
+    """``result``, or ``out`` holding a copy of it when given."""
+    if out is None:
+        return result
+    out[:] = result
+    return out
 
 
 def operator(model, connection) -> Operator:

@@ -4,8 +4,9 @@ Everything here works on a batch: activities have shape ``(batch, n)`` and the w
 ``W[c]`` of connection ``c`` has shape ``(n_target, n_source)``. The network is any directed
 acyclic graph of layers (``ModelSpec.layers`` in topological order, ``ModelSpec.connections``
 its edges); a chain is the special case where connection ``l`` joins layer ``l`` to ``l + 1``.
-This is the reference that tests and metrics compare the Brian2 network against; it shares only
-the activation table with the simulator.
+This is the reference that tests and metrics compare the Brian2 network against; it shares with
+the simulator only the activation table, the connection operators and the parameters
+(:mod:`arsim.params`).
 """
 
 from __future__ import annotations
@@ -16,83 +17,10 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import ACTIVATIONS, SOFTMAX, loss_value, output_gradient, softmax
+from arsim.params import Params, init_params  # noqa: F401  (init_params: oracle.init_params)
 from arsim.spec import ModelSpec
 
 Array = np.ndarray
-
-
-@dataclass
-class Params:
-    """Weights of a network, one entry per connection (``ModelSpec.connections`` order).
-
-    Attributes
-    ----------
-    W : list of ndarray
-        Forward weights, ``W[c]`` of shape ``(n_target, n_source)``; for a convolution the
-        kernel ``(C_out, C_in, k, k)``, for a max-pooling an empty array (no weights).
-    b : list of ndarray or None
-        Bias of connection ``c``'s target layer, shape ``(n_target,)`` (a convolution's:
-        ``(C_out,)``), or None where the connection has none (a layer has at most one).
-    psi : list of ndarray or None
-        Feedback weights, ``psi[c]`` of shape ``(n_source, n_target)`` (a convolution's: the
-        shape of its kernel, applied transposed), or None where the feedback is ``W[c]``
-        itself (transposed).
-    """
-
-    W: list[Array]
-    b: list[Array | None]
-    psi: list[Array | None]
-
-    def copy(self) -> Params:
-        """A deep copy."""
-        copy = lambda arrays: [None if a is None else a.copy() for a in arrays]  # noqa: E731
-        return Params(copy(self.W), copy(self.b), copy(self.psi))
-
-    def feedback(self, connection: int) -> Array:
-        """``B_c`` (n_source, n_target): carries connection ``c``'s target signal to its source."""
-        weights = self.W[connection]
-        return (
-            operators.as_feedback(weights) if self.psi[connection] is None else self.psi[connection]
-        )
-
-    def to_arrays(self) -> dict[str, Array]:
-        """Flat dict ``W0, b0, psi0, …`` as saved in ``weights/*.npz`` (ψ = Wᵀ for transpose)."""
-        arrays = {}
-        for layer, weight in enumerate(self.W):
-            arrays[f"W{layer}"] = weight
-            if self.b[layer] is not None:
-                arrays[f"b{layer}"] = self.b[layer]
-            arrays[f"psi{layer}"] = self.feedback(layer).copy()
-        return arrays
-
-
-def init_params(model: ModelSpec, seed: int | None = None) -> Params:
-    """Draw the initial weights of ``model``.
-
-    W and ψ are drawn from N(mean, variance) of ``model.init`` with independent streams derived
-    from the seed (``model.seed`` unless given), so that switching the feedback kind never changes
-    the forward weights.
-    """
-    seed = model.seed if seed is None else seed
-    std = np.sqrt(model.init.variance)
-    weights, biases, feedbacks = [], [], []
-    for layer, connection in enumerate(model.connections):
-        n_in, n_out = model.layer(connection.source).size, model.layer(connection.target).size
-        shape = operators.operator(model, connection).weight_shape()
-        if connection.operation == "dense":
-            feedback_shape = (n_in, n_out)
-        else:  # a kernel (conv; its ψ has the kernel's shape) or nothing (maxpool)
-            feedback_shape = shape
-            n_out = shape[0] if connection.operation == "conv" else n_out  # one bias a channel
-        forward_rng = np.random.default_rng([seed, 0, layer])
-        weights.append(model.init.mean + std * forward_rng.standard_normal(shape))
-        biases.append(np.full(n_out, model.init.bias) if connection.bias else None)
-        if connection.transposed:
-            feedbacks.append(None)
-        else:
-            feedback_rng = np.random.default_rng([seed, 1, layer])
-            feedbacks.append(model.init.mean + std * feedback_rng.standard_normal(feedback_shape))
-    return Params(weights, biases, feedbacks)
 
 
 @dataclass
@@ -350,64 +278,36 @@ def relax(
     history = [list(x)] if keep_history else None
     feedback = [params.feedback(c) for c in range(len(params.W))]
     etas = list(eta_x) if np.ndim(eta_x) else [eta_x] * len(model.layers)
-    decay, offset, final = trace or (1.0, 0, 0)
+    decay, offset, _ = trace or (1.0, 0, 0)
     delays = delays or [0] * len(params.W)
     sent = [[] for _ in params.W]  # signals sent down each connection, step by step
     active = np.ones(len(fwd.xhat[out]), dtype=bool)
     taken = np.full(len(active), steps)
-    held = None  # the somata's x̂ (two-compartment memory) of the hidden layers
-    if soma is not None:
-        coupling, offset_c, final_c = soma
-        before = min(offset_c, final_c)
-        held = {k: _drift(fwd.xhat[k], x[k], coupling, before) for k in graph.relaxing}
+    somata = None if soma is None else _Somata(fwd, x, graph, soma)
     for step in range(steps):
-        if held is not None:
-            held = {k: h + coupling * (x[k] - h) for k, h in held.items()}
+        if somata is not None:
+            somata.step(x)
         if stream is not None:
             x[out] = output_gradient(model.loss, fwd.xhat[out], stream[0][step], model.loss_scale)
-        new, drive = list(x), {}
-        for layer in graph.relaxing:
-            top_down = None
-            for c in graph.outgoing[layer]:
-                signal = x[graph.target[c]]
-                if model.connections[c].derivative:
-                    hidden = graph.into_hidden[c]
-                    signal = signal * fwd.fp[c] * (decay ** (offset + step) if hidden else 1)
-                sent[c].append(signal)
-                signal = sent[c][max(0, step - delays[c])]
-                term = fwd.ops[c].backward(signal, feedback[c])
-                top_down = term if top_down is None else top_down + term
-            drive[layer] = -x[layer] + top_down
+        new = list(x)
+        drive = _drives(
+            model, graph, fwd, x, feedback, sent, delays, step, decay ** (offset + step)
+        )
         if tolerance > 0 and drive:
-            worst = np.max([np.abs(d).max(axis=1) for d in drive.values()], axis=0)
-            converged = active & (worst < tolerance)
-            taken[converged] = step
-            active &= ~converged
+            _stop_converged(drive, tolerance, step, active, taken)
         for layer, d in drive.items():
             gain = 1.0 if gains is None else gains[step, layer]
             new[layer] = x[layer] + gain * etas[layer] * d * active[:, None]
         x = new
         if keep_history:
             history.append(list(x))
-    stored = fwd
-    if held is not None:  # the somata drift toward the final x until the plasticity
-        rest = max(final_c - offset_c - steps, 0)
-        somata = list(fwd.xhat)
-        for k, h in held.items():
-            somata[k] = _drift(h, x[k], coupling, rest)
-        stored = Forward(somata, fwd.pre, fwd.fp, fwd.ops)
+    stored = fwd if somata is None else somata.settle(fwd, x, steps)
     if stream is not None:  # what the plasticity sees: the stream's input and clamp then
         shown = split_stimulus(model, stream[1])
         stored = Forward([*shown, *stored.xhat[len(shown) :]], fwd.pre, fwd.fp, fwd.ops)
         x[out] = output_gradient(model.loss, fwd.xhat[out], stream[2], model.loss_scale)
-    if trace is not None:  # what the traces hold when the plasticity reads them
-        factor = decay**final
-        stored = Forward(
-            [h * factor if k in graph.relaxing else stored.xhat[k] for k, h in enumerate(fwd.xhat)],
-            fwd.pre,
-            [fp * (factor if graph.into_hidden[c] else 1) for c, fp in enumerate(fwd.fp)],
-            fwd.ops,
-        )
+    if trace is not None:
+        stored = _traced(graph, fwd, stored, trace)
     grads_w, grads_b = weight_gradients(model, stored, x, params)
     return Relaxation(fwd, x, history, grads_w, grads_b, taken)
 
@@ -433,6 +333,104 @@ class _Graph:
         self.outgoing = {k: model.outgoing(names[k]) for k in self.relaxing}
         self.target = [names.index(c.target) for c in model.connections]
         self.into_hidden = [target in self.relaxing for target in self.target]
+
+
+def _drives(
+    model: ModelSpec,
+    graph: _Graph,
+    fwd: Forward,
+    x: list[Array],
+    feedback: list[Array],
+    sent: list[list[Array]],
+    delays: list[int],
+    step: int,
+    memory: float,
+) -> dict[int, Array]:
+    """``−x_i + Σ_{c: i → j} B_c (x_j ⊙ f'_j)`` of every relaxing layer ``i`` at one step.
+
+    ``sent[c]`` gets step ``step``'s signal of connection ``c`` appended, and the top-down input
+    reads the one sent ``delays[c]`` steps before (the first while fewer were sent); ``memory``
+    multiplies the stored f' of a hidden target (the trace's decay, 1 for ideal memory).
+    """
+    drive = {}
+    for layer in graph.relaxing:
+        top_down = None
+        for c in graph.outgoing[layer]:
+            signal = x[graph.target[c]]
+            if model.connections[c].derivative:
+                hidden = graph.into_hidden[c]
+                signal = signal * fwd.fp[c] * (memory if hidden else 1)
+            sent[c].append(signal)
+            signal = sent[c][max(0, step - delays[c])]
+            term = fwd.ops[c].backward(signal, feedback[c])
+            top_down = term if top_down is None else top_down + term
+        drive[layer] = -x[layer] + top_down
+    return drive
+
+
+def _stop_converged(
+    drive: dict[int, Array], tolerance: float, step: int, active: Array, taken: Array
+) -> None:
+    """Stop the samples whose every hidden neuron has ``|drive| < tolerance`` at ``step``.
+
+    ``active`` (bool per sample) and ``taken`` (steps relaxed per sample) are updated in place.
+    """
+    worst = np.max([np.abs(d).max(axis=1) for d in drive.values()], axis=0)
+    converged = active & (worst < tolerance)
+    taken[converged] = step
+    active &= ~converged
+
+
+class _Somata:
+    """The somata's x̂ of the hidden layers under two-compartment memory (see :func:`relax`).
+
+    Parameters
+    ----------
+    fwd : Forward
+        The sweep (the somata start at its x̂).
+    x : list of ndarray
+        The activities the relaxation starts from.
+    graph : _Graph
+        The relaxing layers.
+    soma : (float, int, int)
+        ``(η_c, offset, final)`` as for :func:`relax`.
+    """
+
+    def __init__(self, fwd: Forward, x: list[Array], graph: _Graph, soma: tuple[float, int, int]):
+        self.coupling, self.offset, self.final = soma
+        before = min(self.offset, self.final)
+        self.held = {k: _drift(fwd.xhat[k], x[k], self.coupling, before) for k in graph.relaxing}
+
+    def step(self, x: list[Array]) -> None:
+        """One Euler step of every soma toward the current activities ``x``."""
+        self.held = {k: h + self.coupling * (x[k] - h) for k, h in self.held.items()}
+
+    def settle(self, fwd: Forward, x: list[Array], steps: int) -> Forward:
+        """The sweep with the somata's x̂ at the plasticity, after ``steps`` relaxation steps.
+
+        The somata drift toward the final ``x`` until the plasticity.
+        """
+        rest = max(self.final - self.offset - steps, 0)
+        somata = list(fwd.xhat)
+        for k, h in self.held.items():
+            somata[k] = _drift(h, x[k], self.coupling, rest)
+        return Forward(somata, fwd.pre, fwd.fp, fwd.ops)
+
+
+def _traced(graph: _Graph, fwd: Forward, stored: Forward, trace: tuple[float, int, int]) -> Forward:
+    """What eligibility traces hold when the plasticity reads them (see :func:`relax`).
+
+    The hidden layers' x̂ of the sweep ``fwd`` and the f' stored for a hidden target, decayed
+    ``final`` times by ρ; the other layers' x̂ are those of ``stored``.
+    """
+    decay, _, final = trace
+    factor = decay**final
+    return Forward(
+        [h * factor if k in graph.relaxing else stored.xhat[k] for k, h in enumerate(fwd.xhat)],
+        fwd.pre,
+        [fp * (factor if graph.into_hidden[c] else 1) for c, fp in enumerate(fwd.fp)],
+        fwd.ops,
+    )
 
 
 def _drift(start: Array, toward: Array, rate: float, steps: int) -> Array:

@@ -295,7 +295,7 @@ class _Period:
             change = self.ops[c].weight_gradient(delta, presynaptic)
             self.params.W[c] = self.params.W[c] - fraction * rate * change
             self.changes[c] = self.changes[c] - fraction * rate * change
-            if connection.feedback == "learned":
+            if connection.learns_feedback:
                 feedback_change = operators.as_feedback(change)
                 self.params.psi[c] = self.params.psi[c] - fraction * feedback_rate * feedback_change
             if self.params.b[c] is not None:

@@ -32,26 +32,22 @@ from tqdm.auto import tqdm
 
 import arsim
 from arsim import oracle
-from arsim.dense import DenseNetwork
 from arsim.metrics import angle_degrees, per_sample_comparison, relative_error
-from arsim.network import NOISE_STREAM, SynapsesNetwork, seed_noise
-from arsim.oracle import Params
+from arsim.modes import (  # noqa: F401  (the names run.py has always offered)
+    COMPILE_PAYS_OFF,
+    DEFAULT_MODE,
+    DEVICES,
+    MODES,
+    ExecutionError,
+    build_network,
+    check_execution,
+    resolve_codegen_target,
+    set_codegen_target,
+)
+from arsim.network import seed_noise
+from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
-from arsim.spec import CODEGEN_TARGETS, PHASES, ModelSpec, ProtocolSpec, check_compatible
-from arsim.standalone import StandaloneSynapsesNetwork
-
-COMPILE_PAYS_OFF = 10_000
-"""Sample presentations from which ``target='auto'`` compiles the neurons' code with Cython.
-
-A network's first compilation takes about 30 s on 2 cores (then it is cached in
-``~/.cython/brian_extensions``); the compiled state updaters make a dense-mode step about a
-quarter faster than NumPy's, which repays a cold compilation over about 100,000 samples and a
-cached one at once. Shorter jobs start at once with NumPy.
-"""
-MODES = {"dense": DenseNetwork, "synapses": SynapsesNetwork}
-"""Execution modes: Brian2 neurons with BLAS connections, or Brian2 ``Synapses``."""
-DEFAULT_MODE = "dense"
-DEVICES = ("runtime", "cpp_standalone")
+from arsim.spec import PHASES, ModelSpec, ProtocolSpec, check_compatible
 
 
 class RunFolderError(ValueError):
@@ -72,7 +68,7 @@ def versions() -> dict[str, str]:
 
 def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random inputs uniform in [0, 1) and one-hot targets of random classes."""
-    rng = np.random.default_rng([seed, 2])
+    rng = seeded_rng(seed, SeedStream.DATA)
     inputs = rng.random((n_samples, model.input_size))
     targets = np.eye(model.output.size)[rng.integers(0, model.output.size, n_samples)]
     return inputs, targets
@@ -105,34 +101,6 @@ class RunResult:
     diverged: str | None = None
     relaxation_steps: np.ndarray | None = None
     samples: pd.DataFrame | None = None
-
-
-def resolve_codegen_target(target: str, presentations: int) -> str:
-    """The code generation target ``target`` stands for, in a job of ``presentations`` samples.
-
-    ``'auto'`` is ``'cython'`` for jobs of at least :data:`COMPILE_PAYS_OFF` sample
-    presentations when Cython can compile here, else ``'numpy'``; the others stand for
-    themselves.
-    """
-    if target not in CODEGEN_TARGETS:
-        raise ValueError(f"codegen target: expected one of {CODEGEN_TARGETS}, got {target!r}")
-    if target != "auto":
-        return target
-    if presentations < COMPILE_PAYS_OFF:
-        return "numpy"
-    from brian2.codegen.runtime.cython_rt import CythonCodeObject
-
-    return "cython" if CythonCodeObject.is_available() else "numpy"
-
-
-def set_codegen_target(target: str) -> None:
-    """Choose Brian2's code generation target ('cython' compiles, 'numpy' does not)."""
-    if target not in CODEGEN_TARGETS[1:]:
-        raise ValueError(f"codegen target: expected 'cython' or 'numpy', got {target!r}")
-    b2.prefs.codegen.target = target
-    b2.BrianLogger.log_level_warn()
-    # arsim reports divergence itself, naming layer, sample and time
-    b2.BrianLogger.suppress_name("invalid_values")
 
 
 def batch_metrics(
@@ -228,74 +196,16 @@ def simulate(
         Final weights, traces and per-batch metrics; on divergence ``diverged`` holds the
         message and the traces hold what was recorded up to the end of that minibatch.
     """
-    params = oracle.init_params(model) if params is None else params
+    params = init_params(model) if params is None else params
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
-    seed_noise(seed, NOISE_STREAM)
+    seed_noise(seed)
     network = build_network(model, protocol, params, mode, device, record)
     try:
         return _simulate(network, model, protocol, inputs, targets, params, progress)
     finally:
         if hasattr(network, "close"):
             network.close()
-
-
-class ExecutionError(ValueError):
-    """A mode or device that cannot run the protocol (one line)."""
-
-
-def check_execution(protocol: ProtocolSpec, mode: str, device: str, model=None) -> None:
-    """Raise :class:`ExecutionError` unless ``mode`` on ``device`` can run ``protocol``.
-
-    With ``model``, also what depends on it (conv and maxpool connections: dense mode only).
-    """
-    if mode not in MODES:
-        raise ExecutionError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    if device not in DEVICES:
-        raise ExecutionError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpp_standalone" and mode != "synapses":
-        raise ExecutionError(
-            "--device cpp_standalone runs the synapses mode only (--mode synapses)"
-        )
-    if mode != "dense" and any(delay > 0 for _, delay in protocol.feedback_delay):
-        raise ExecutionError(
-            f"{protocol.source}: feedback_delay: only the dense mode delays the top-down signal "
-            "so far; use --mode dense"
-        )
-    if mode != "dense" and protocol.tolerance > 0:
-        raise ExecutionError(
-            f"{protocol.source}: phases.tolerance: only the dense mode relaxes until converged "
-            "so far; use --mode dense"
-        )
-    if mode != "dense" and protocol.dwell > 0:
-        raise ExecutionError(
-            f"{protocol.source}: stimulus.dwell: only the dense mode shows a stimulus stream "
-            "so far; use --mode dense"
-        )
-    if mode != "dense" and protocol.plasticity_step != protocol.sample_steps:
-        raise ExecutionError(
-            f"{protocol.source}: oscillation.plasticity: only the dense mode changes the weights "
-            "before the cycle's end so far; use --mode dense or plasticity = '360 deg'"
-        )
-    if model is not None and mode != "dense" and not model.all_dense:
-        c = next(c for c in model.connections if c.operation != "dense")
-        raise ExecutionError(
-            f"{model.source}: connection {c.source} -> {c.target}: only the dense mode runs "
-            f"{c.operation} connections so far; use --mode dense"
-        )
-    if device == "cpp_standalone" and protocol.noise > 0:
-        raise ExecutionError(
-            f"{protocol.source}: noise: cpp_standalone would draw the same noise in every "
-            "minibatch; use --device runtime"
-        )
-
-
-def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
-    """The network of an execution mode and Brian2 device (see :data:`MODES`)."""
-    check_execution(protocol, mode, device, model)
-    if device == "cpp_standalone":
-        return StandaloneSynapsesNetwork(model, protocol, params, record=record)
-    return MODES[mode](model, protocol, params, record=record)
 
 
 def _simulate(network, model, protocol, inputs, targets, params, progress) -> RunResult:
@@ -442,7 +352,7 @@ def run_to_folder(
     set_codegen_target(target)
     seed = model.seed if seed is None else seed
     partial = prepare_run_folder(out)
-    params = oracle.init_params(model, seed)
+    params = init_params(model, seed)
     inputs, targets = random_data(model, n_samples, seed)
     config = {
         "model": model.to_dict(),

@@ -1,6 +1,6 @@
 """The ``synapses`` mode on Brian2's ``cpp_standalone`` device: build once, run many times.
 
-The network of :class:`arsim.network.SynapsesNetwork` is compiled into a C++ program that
+The network of :class:`arsim.synapses.SynapsesNetwork` is compiled into a C++ program that
 simulates one minibatch. Each chunk runs that program again with the chunk's stimuli, targets,
 weights, ψ and biases passed as ``run_args`` (no recompilation), then reads the weights back.
 Every program run starts at t = 0; traces and divergence times are shifted onto the sequential
@@ -16,9 +16,10 @@ from pathlib import Path
 
 import brian2 as b2
 import numpy as np
+from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
 
-from arsim.network import SynapsesNetwork
-from arsim.oracle import Params
+from arsim.params import Params
+from arsim.synapses import SynapsesNetwork
 
 _BRIAN_TEMPLATER = None
 """Brian2's own cpp_standalone templater, before arsim derived its own from it."""
@@ -27,17 +28,15 @@ _BRIAN_TEMPLATER = None
 def use_blocked_summation(threads: int) -> None:
     """Generate summed variables with arsim's template (``arsim/brian_templates``).
 
-    Wherever the synapses have the layout of :func:`arsim.network.all_to_all` it sums the
+    Wherever the synapses have the layout of :func:`arsim.synapses.all_to_all` it sums the
     top-down input block by block over its targets, ``threads`` OpenMP threads each taking a
     fixed range of targets; every target adds its terms in Brian2's order, so the result is
     bit-identical to Brian2's loop, which it falls back to otherwise. The rest of the program
     uses Brian2's OpenMP mode with as many threads: every other threaded loop writes only its
     own neuron's or synapse's variables (the sweep is a summed variable, see
-    :meth:`arsim.network.SynapsesNetwork._make_synapses`).
+    :meth:`arsim.synapses.SynapsesNetwork._make_synapses`).
     """
     global _BRIAN_TEMPLATER
-    from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
-
     if _BRIAN_TEMPLATER is None:
         _BRIAN_TEMPLATER = CPPStandaloneCodeObject.templater
     CPPStandaloneCodeObject.templater = _BRIAN_TEMPLATER.derive(
@@ -56,7 +55,7 @@ def default_build_dir(model, protocol) -> Path:
 
 
 class StandaloneSynapsesNetwork(SynapsesNetwork):
-    """:class:`~arsim.network.SynapsesNetwork` compiled with ``cpp_standalone``.
+    """:class:`~arsim.synapses.SynapsesNetwork` compiled with ``cpp_standalone``.
 
     Parameters
     ----------
@@ -74,7 +73,10 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     :meth:`close` (called by the runner) switches back to the runtime device.
     """
 
-    mode = "synapses-standalone"
+    mode = "synapses"
+    device = "cpp_standalone"
+    supports = frozenset()
+    """Not noise: every program run would draw the same noise."""
     traces_per_chunk = True
 
     def __init__(self, model, protocol, params, record=True, build_dir=None, threads=None):

@@ -63,13 +63,11 @@ from arsim import oracle
 from arsim.activations import loss_value
 from arsim.datasets import DATASET_NAMES, Dataset, DatasetError, load_dataset
 from arsim.metrics import relative_error
-from arsim.oracle import Params
+from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.spec import CODEGEN_TARGETS, ModelSpec, ProtocolSpec, SpecError, check_compatible
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
-SHUFFLE_STREAM = 3
-"""Third element of the shuffle seed ``[seed, 3, epoch]`` (0–2 are weights, ψ, random data)."""
 
 
 class TrainError(ValueError):
@@ -81,7 +79,7 @@ class TrainError(ValueError):
 # --------------------------------------------------------------------------------------------
 def epoch_order(seed: int, epoch: int, n_samples: int) -> np.ndarray:
     """Presentation order of epoch ``epoch`` (0-based): a permutation of ``n_samples``."""
-    return np.random.default_rng([seed, SHUFFLE_STREAM, epoch]).permutation(n_samples)
+    return seeded_rng(seed, SeedStream.SHUFFLE, epoch).permutation(n_samples)
 
 
 def backprop_step(
@@ -283,7 +281,7 @@ def train(
         The run folder and the final status (``status``, ``message``, final accuracies).
     """
     from arsim.dense import DenseNetwork
-    from arsim.network import NOISE_STREAM, seed_noise
+    from arsim.network import seed_noise
     from arsim.run import (
         batch_metrics,
         prepare_run_folder,
@@ -314,7 +312,8 @@ def train(
         "source": dataset.source,
         "train_samples": n_train,
         "test_samples": len(dataset.test_images),
-        "shuffle": f"epoch e presents default_rng([seed, {SHUFFLE_STREAM}, e]).permutation(n)",
+        "shuffle": f"epoch e presents default_rng([seed, {SeedStream.SHUFFLE:d}, e])"
+        ".permutation(n)",
     }
     target = resolve_codegen_target(target, n_train * epochs)
     set_codegen_target(target)
@@ -391,7 +390,7 @@ def train(
             "command": sys.argv,
         }
         _write_json(folder / "config.json", config)
-        ar_params = oracle.init_params(model, seed)
+        ar_params = init_params(model, seed)
         bp_params = ar_params.copy() if baseline else None
         np.savez(folder / "weights" / "initial.npz", **ar_params.to_arrays())
         with (folder / "metrics.csv").open("w", newline="") as handle:
@@ -442,7 +441,7 @@ def train(
     try:
         for epoch in range(start_epoch, epochs):
             order = epoch_order(seed, epoch, n_train)
-            seed_noise(seed, NOISE_STREAM, epoch)  # per epoch, so that a resumed run repeats it
+            seed_noise(seed, epoch)  # per epoch, so that a resumed run repeats it
             network = DenseNetwork(model, protocol, ar_params, record=False)
             if protocol.dwell > 0:  # the stimulus stream shows the epoch's samples in order
                 stream = images[order], dataset.one_hot(labels[order])
@@ -532,7 +531,7 @@ def train(
                     "samples": samples_done,
                     "metrics_rows": metrics_rows,
                     "seed": seed,
-                    "next_epoch_shuffle": [seed, SHUFFLE_STREAM, epoch + 1],
+                    "next_epoch_shuffle": [seed, int(SeedStream.SHUFFLE), epoch + 1],
                     "ar_test_acc": point.get("ar_test_acc"),
                     "bp_test_acc": point.get("bp_test_acc"),
                 },

@@ -1,9 +1,9 @@
 {# USES_VARIABLES { N, _synaptic_pre, _synaptic_post } #}
-{# arsim's version of Brian2's cpp_standalone summed-variable template (issue 4). Brian2 sums
+{# arsim's version of Brian2's cpp_standalone summed-variable template. Brian2 sums
    synapse by synapse through the target index, a read-modify-write chain that the compiler
    cannot vectorise. arsim lays its all-to-all synapses out block by block over the target
    (synapse k feeds target k mod n_target and, within block b = k div n_target, one and the
-   same neuron on the other side, see arsim.network.all_to_all): this template checks that
+   same neuron on the other side, see arsim.synapses.all_to_all): this template checks that
    layout once per program run and then sums block by block in a contiguous inner loop, with
    OpenMP threads taking fixed ranges of targets (Brian2 runs this loop on one thread). In that
    loop the other side's index is read at the block's first synapse, so the other side's value

@@ -1,0 +1,247 @@
+"""The one place where the Brian2 neuron and synapse models are written, and their schedule.
+
+The builders return Brian2 equations and code strings for a layer by its role in the graph
+(:class:`LayerRole`) and for a connection's synapses; the order constants place the
+once-per-sample and per-step work in Brian2's schedule slots (see :mod:`arsim.network` for the
+timeline of a sample). Nothing here imports Brian2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX
+from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
+
+RELAX_ORDER = 1000
+"""Base order of the hidden layers' state updaters in the 'groups' slot: after every sweep."""
+
+LEARN_ORDER, BIAS_ORDER, PRESENT_ORDER = 0, 1, 2
+"""Order of the once-per-sample work in the 'start' slot of a sample tick: the plasticity, then
+the biases' plasticity, then the presentation of the next stimulus."""
+
+
+def layer_slot(layer_index: int) -> int:
+    """Base of the 'groups'-slot order numbers of layer ``layer_index``.
+
+    Layers are in topological order (``ModelSpec.layers``), so the sweep reaches a layer
+    after all its parents.
+    """
+    return 10 * (layer_index + 1)
+
+
+@dataclass(frozen=True)
+class LayerRole:
+    """Where a layer sits in the network: input, hidden (relaxes) or output (clamped).
+
+    Attributes
+    ----------
+    index : int
+        Position in ``ModelSpec.layers`` (topological order).
+    spec : LayerSpec
+        The layer.
+    incoming, outgoing : tuple of int
+        Indices of the connections into and out of the layer.
+    is_input, is_output : bool
+        No incoming connection (takes its slice of the stimulus), or no outgoing one (the
+        output, clamped to the loss gradient).
+    stimulus : slice or None
+        An input layer's columns in the stimulus vector (``ModelSpec.input_slices``).
+    """
+
+    index: int
+    spec: LayerSpec
+    incoming: tuple[int, ...]
+    outgoing: tuple[int, ...]
+    is_input: bool
+    is_output: bool
+    stimulus: slice | None = None
+
+    @property
+    def relaxes(self) -> bool:
+        """True for layers whose activity relaxes (neither input nor output)."""
+        return not (self.is_input or self.is_output)
+
+
+def layer_roles(model: ModelSpec) -> list[LayerRole]:
+    """The role of every layer in the model's graph, in ``ModelSpec.layers`` order."""
+    roles = []
+    slices = iter(model.input_slices())
+    for index, layer in enumerate(model.layers):
+        incoming, outgoing = model.incoming(layer.name), model.outgoing(layer.name)
+        stimulus = None if incoming else next(slices)
+        roles.append(
+            LayerRole(index, layer, incoming, outgoing, not incoming, not outgoing, stimulus)
+        )
+    return roles
+
+
+def stimulus_index(role: LayerRole, stimulus_size: int) -> str:
+    """Column of the stimulus table an input layer's neuron ``i`` reads (a Brian2 expression).
+
+    Replica ``r`` of the layer (neurons ``r·n … r·n + n − 1``) reads stimulus columns
+    ``r·stimulus_size + start …``: each replica's row holds the whole stimulus vector, the
+    input layers' activities concatenated.
+    """
+    size, start = role.spec.size, role.stimulus.start
+    if size == stimulus_size:  # the only input layer
+        return "i"
+    return f"(i // {size}) * {stimulus_size} + {start} + i % {size}"
+
+
+def _sum(terms: list[str]) -> str:
+    return " + ".join(terms) if terms else "0"
+
+
+_APPLY_NOW = "int(abs(t - apply_at) < 0.5 * dt)"
+"""1 at the sample tick where a minibatch's accumulated changes are applied, else 0."""
+
+
+def _first_bad(variable: str, when: str) -> str:
+    """Statement keeping in ``t_bad`` the first time ``variable`` was non-finite or huge."""
+    return (
+        f"t_bad = clip({when} + never * int(abs({variable}) < divergence_limit), 0 * second, t_bad)"
+    )
+
+
+def gate_name(role: LayerRole) -> str:
+    """Name of the TimedArray of a relaxing layer's gain over the sample period."""
+    return f"gate_{role.index}"
+
+
+def gate_expression(role: LayerRole, square: bool) -> str:
+    """The relaxation gain of a hidden layer at this step (``ProtocolSpec.gate``).
+
+    A square gate (0 or 1, one window) is two integer comparisons with the layer's window
+    ``relax_start_<k>``, ``relax_stop_<k>``; any other is looked up in the TimedArray
+    :func:`gate_name` over the sample period (which costs more per step in the numpy target).
+    """
+    step = "t_in_timesteps % steps_per_sample"
+    if square:
+        k = role.index
+        return f"int({step} >= relax_start_{k}) * int({step} < relax_stop_{k})"
+    return f"{gate_name(role)}(({step}) * second)"
+
+
+def layer_equations(
+    role: LayerRole,
+    noise: float = 0.0,
+    stoppable: bool = False,
+    memory: str = "ideal",
+    square_gate: bool = True,
+) -> str:
+    """Neuron model of one layer (Brian2 equations; activities are dimensionless).
+
+    Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
+    ``x`` relaxing activity, ``delta = x · fp``, ``fb`` summed top-down input, ``a`` the
+    pre-activation (``a_c<k>`` per incoming connection ``k`` plus the bias ``b``); shared
+    ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
+    the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
+    x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
+    leaks toward x (the apical compartment) with that time constant. ``square_gate``: see
+    :func:`gate_expression`.
+    """
+    lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
+    if role.is_input:
+        return "\n".join(lines)
+    lines += ["fp : 1", "delta : 1", "b : 1", "db : 1", "eta_bias : 1 (shared)", "t_bad : second"]
+    lines += [f"a_c{c} : 1" for c in role.incoming]
+    lines.append(f"a = b + {_sum([f'a_c{c}' for c in role.incoming])} : 1")
+    if role.is_output:
+        lines += ["x : 1", "target : 1"]
+        if role.spec.activation == SOFTMAX:
+            lines.append("softmax_norm : 1")
+    else:
+        lines += [f"fb_c{c} : 1" for c in role.outgoing]
+        lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
+        # the relaxation gain of this step of the sample period (ProtocolSpec.gate)
+        lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
+        lines.append("tau : second (shared, constant)")
+        if stoppable:  # relaxation until converged: active is 0 once the sample converged
+            lines.append("active : 1")
+            lines.append("relaxing_now = relaxing * active : 1")
+        else:
+            lines.append("relaxing_now = relaxing : 1")
+        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
+            lines.append(
+                "dx/dt = relaxing_now * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1"
+            )
+        else:
+            lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
+        if memory == "two-compartment":  # the soma's x̂ leaks toward the apical x
+            lines[lines.index("xhat : 1")] = "dxhat/dt = (x - xhat) / memory_tau : 1"
+        if memory == "trace":  # eligibility traces instead of ideal memory
+            lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
+            lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
+    return "\n".join(lines)
+
+
+def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:
+    """Code a layer runs in the sweep: store x̂ and f', start (or clamp) x."""
+    activation = role.spec.activation
+    if activation == SOFTMAX:
+        lines = ["xhat = exp(a) / softmax_norm", "fp = 1.0"]
+    else:
+        spec = ACTIVATIONS[activation]
+        lines = [f"xhat = {spec.f_expr}", f"fp = {spec.fprime_expr}"]
+    if role.is_output:
+        lines.append(f"x = {OUTPUT_GRADIENT_EXPR}")
+    else:
+        lines.append("x = xhat" if relaxation_start == "feedforward" else "x = 0")
+        if stoppable:
+            lines.append("active = 1")
+    lines.append("delta = x * fp")
+    lines.append(_first_bad("xhat", "t + step_dt"))
+    if role.is_output:
+        lines.append(_first_bad("x", "t + step_dt"))
+    return "\n".join(lines)
+
+
+def relaxation_step_code() -> str:
+    """Code a hidden layer runs after every Euler step: store δ, watch for divergence."""
+    return "delta = x * fp\n" + _first_bad("x", "t + dt")
+
+
+def bias_code() -> str:
+    """Once-per-sample bias plasticity: accumulate δ, apply at the minibatch's end."""
+    return f"db += delta\nb -= {_APPLY_NOW} * eta_bias * db\ndb = db * (1 - {_APPLY_NOW})"
+
+
+def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> dict[str, str]:
+    """Synapse models of connection ``index``: forward ``W`` and, unless transposed, ``ψ``.
+
+    Returns a dict with the forward model (``forward``; the sweep ``a_c<k>_post = Σ w x̂_pre``
+    is its summed variable, which the mode runs once per sample) and its plasticity code
+    (``forward_learn``) and, for ψ, ``feedback`` and, when learned,
+    ``feedback_learn``. The top-down signal is ``delta = x · f'`` of the upper layer, or ``x``
+    when the connection's relaxation drops the derivative. Without ``feeds_back`` (the source is
+    the input layer, which does not relax) there is no top-down path, but a learned ψ still
+    learns.
+    """
+    signal = "delta" if connection.derivative else "x"
+    forward = [
+        "w : 1",
+        "dw : 1",
+        "eta : 1 (shared)",
+        f"a_c{index}_post = w * xhat_pre : 1 (summed)",
+    ]
+    apply_pre = _APPLY_NOW.replace("apply_at", "apply_at_pre")
+    models = {
+        "forward_learn": f"dw += delta_post * xhat_pre\nw -= {apply_pre} * eta * dw\n"
+        f"dw = dw * (1 - {apply_pre})",
+    }
+    if connection.transposed:
+        if feeds_back:
+            forward.append(f"fb_c{index}_pre = w * {signal}_post : 1 (summed)")
+    else:
+        feedback = ["psi : 1", "dpsi : 1", "eta : 1 (shared)"]
+        if feeds_back:
+            feedback.append(f"fb_c{index}_post = psi * {signal}_pre : 1 (summed)")
+        models["feedback"] = "\n".join(feedback)
+        if connection.learns_feedback:
+            models["feedback_learn"] = (
+                f"dpsi += xhat_post * delta_pre\npsi -= {apply_pre} * eta * dpsi\n"
+                f"dpsi = dpsi * (1 - {apply_pre})"
+            )
+    models["forward"] = "\n".join(forward)
+    return models
