@@ -1,8 +1,13 @@
-"""Comparisons between an AR update and exact backprop."""
+"""Comparisons with exact backprop (updates, relaxed activity) and accuracy of a network."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from arsim import oracle
+from arsim.activations import loss_value
+from arsim.params import Params
+from arsim.spec import ModelSpec, ProtocolSpec
 
 
 def angle_degrees(a: np.ndarray | list, b: np.ndarray | list) -> float:
@@ -89,3 +94,120 @@ def _angle(inner: np.ndarray, square_a: np.ndarray, square_b: np.ndarray) -> np.
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = inner / np.sqrt(square_a * square_b)
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def batch_metrics(
+    model: ModelSpec,
+    before: Params,
+    after: Params,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    learning_rate: float,
+) -> dict[str, float]:
+    """Loss of a minibatch and its AR weight change compared with the backprop step.
+
+    Parameters
+    ----------
+    model : ModelSpec
+        The network.
+    before, after : Params
+        Weights before and after the minibatch's update.
+    inputs : ndarray, shape (n, n_in)
+        The samples the minibatch's sweep saw.
+    targets : ndarray, shape (n, n_out)
+        Their targets.
+    learning_rate : float
+        Weight learning rate η of the minibatch (per update, dimensionless).
+
+    Returns
+    -------
+    dict of float
+        ``loss`` (mean per-sample loss at ``before``); ``angle_deg`` (degrees) between
+        ``−ΔW`` (all matrices and biases flattened into one vector) and the backprop gradient;
+        ``update_rel_error``, ``|ΔW − (−η ∇L)| / |η ∇L|``; ``angle_deg_W<l>`` per weight
+        matrix (NaN for a connection without weights).
+    """
+    grads = oracle.backprop(model, before, inputs, targets)
+    loss = oracle.loss(model, before, inputs, targets)
+    descent = [b - a for a, b in zip(after.W, before.W, strict=True)]  # −ΔW, matrix by matrix
+    descent += [b - a for a, b in zip(after.b, before.b, strict=True) if a is not None]
+    gradient = list(grads.W) + [g for g in grads.b if g is not None]
+    row = {
+        "loss": float(loss.mean()),
+        "angle_deg": angle_degrees(descent, gradient),
+        # |ΔW − (−η∇L)| = |−ΔW − η∇L|
+        "update_rel_error": relative_error(descent, [learning_rate * g for g in gradient]),
+    }
+    for layer, gradient_w in enumerate(grads.W):
+        if not gradient_w.size:  # a maxpool has no weights: no angle
+            row[f"angle_deg_W{layer}"] = float("nan")
+            continue
+        row[f"angle_deg_W{layer}"] = angle_degrees(descent[layer], gradient_w)
+    return row
+
+
+def sample_metrics(
+    model: ModelSpec, before: Params, signals: list, inputs: np.ndarray, targets: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Each sample's AR weight update against the backprop gradient of that sample alone.
+
+    Parameters
+    ----------
+    model : ModelSpec
+        The network.
+    before : Params
+        Weights before the minibatch (where backprop is evaluated).
+    signals : list of (ndarray, ndarray, bool)
+        The factors of the updates the network made (its ``batch_signals`` entry).
+    inputs : ndarray, shape (n, n_in)
+        The samples the sweep saw.
+    targets : ndarray, shape (n, n_out)
+        Their targets.
+
+    Returns
+    -------
+    dict of ndarray
+        Per-sample arrays of :func:`per_sample_comparison` (angles in degrees).
+    """
+    grads = oracle.backprop(model, before, inputs, targets)
+    fwd = oracle.forward(model, before, inputs)
+    factors = oracle.update_factors(model, fwd, grads.activity)
+    expected = [
+        (delta, presynaptic, has_bias)
+        for (delta, presynaptic), (_, _, has_bias) in zip(factors, signals, strict=True)
+    ]
+    return per_sample_comparison(signals, expected)
+
+
+def evaluate(
+    model: ModelSpec,
+    params: Params,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    block: int = 10000,
+) -> tuple[float, float]:
+    """Accuracy and mean loss of the feedforward sweep on ``images`` (vectorised in blocks)."""
+    correct, total_loss = 0, 0.0
+    with np.errstate(all="ignore"):
+        for start in range(0, len(images), block):
+            x, y = images[start : start + block], labels[start : start + block]
+            output = oracle.forward(model, params, x).xhat[-1]
+            targets = np.eye(n_classes)[y]
+            total_loss += float(loss_value(model.loss, output, targets, model.loss_scale).sum())
+            correct += int((output.argmax(axis=1) == y).sum())
+    return correct / len(images), total_loss / len(images)
+
+
+def relaxation_errors(
+    model: ModelSpec, protocol: ProtocolSpec, params: Params, inputs, targets
+) -> dict[str, float]:
+    """Relative error of the relaxed activity of every hidden layer against backprop."""
+    with np.errstate(all="ignore"):
+        relaxed = oracle.relax_as(model, protocol, params, inputs, targets)
+        exact = oracle.backprop(model, params, inputs, targets)
+        return {
+            f"relax_relerr_{layer.name}": relative_error(relaxed.x[index], exact.activity[index])
+            for index, layer in enumerate(model.layers)
+            if model.relaxes(layer.name)
+        }

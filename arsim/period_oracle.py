@@ -37,7 +37,8 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import ACTIVATIONS, SOFTMAX, output_gradient, softmax
-from arsim.oracle import Params, forward, split_stimulus
+from arsim.oracle import forward, split_stimulus
+from arsim.params import Params
 from arsim.spec import ModelSpec
 
 Array = np.ndarray

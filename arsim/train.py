@@ -48,27 +48,36 @@ threads, e.g. ``OPENBLAS_NUM_THREADS``: it decides how the matrix products split
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
-import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from arsim import oracle
-from arsim.activations import loss_value
 from arsim.datasets import DATASET_NAMES, Dataset, DatasetError, load_dataset
-from arsim.metrics import relative_error
+from arsim.loop import ChunkLoop, Minibatch, presentation_slots
+from arsim.metrics import evaluate, relaxation_errors
+from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
+from arsim.network import seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
+from arsim.runfolder import (
+    partial_folders,
+    prepare_run_folder,
+    publish,
+    save_npz,
+    versions,
+    write_json,
+)
 from arsim.spec import CODEGEN_TARGETS, ModelSpec, ProtocolSpec, SpecError, check_compatible
+from arsim.trainlog import MetricsTable, Window
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
-
 
 class TrainError(ValueError):
     """A training run that cannot start or resume (one-line message)."""
@@ -95,46 +104,16 @@ def backprop_step(
     return new
 
 
-def evaluate(
-    model: ModelSpec,
-    params: Params,
-    images: np.ndarray,
-    labels: np.ndarray,
-    n_classes: int,
-    block: int = 10000,
-) -> tuple[float, float]:
-    """Accuracy and mean loss of the feedforward sweep on ``images`` (vectorised in blocks)."""
-    correct, total_loss = 0, 0.0
-    with np.errstate(all="ignore"):
-        for start in range(0, len(images), block):
-            x, y = images[start : start + block], labels[start : start + block]
-            output = oracle.forward(model, params, x).xhat[-1]
-            targets = np.eye(n_classes)[y]
-            total_loss += float(loss_value(model.loss, output, targets, model.loss_scale).sum())
-            correct += int((output.argmax(axis=1) == y).sum())
-    return correct / len(images), total_loss / len(images)
-
-
 def _params_from_arrays(model: ModelSpec, arrays, prefix: str = "") -> Params:
     weights, biases, feedbacks = [], [], []
     for layer, connection in enumerate(model.connections):
         weights.append(np.array(arrays[f"{prefix}W{layer}"]))
         key = f"{prefix}b{layer}"
         biases.append(np.array(arrays[key]) if connection.bias else None)
-        feedbacks.append(None if connection.transposed else np.array(arrays[f"{prefix}psi{layer}"]))
+        feedbacks.append(
+            None if connection.feedback == "transpose" else np.array(arrays[f"{prefix}psi{layer}"])
+        )
     return Params(weights, biases, feedbacks)
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, path)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
 
 
 def _comparable(spec_dict: dict) -> dict:
@@ -143,78 +122,14 @@ def _comparable(spec_dict: dict) -> dict:
     return data
 
 
-def metric_columns(model: ModelSpec) -> list[str]:
-    """Columns of ``metrics.csv`` in order."""
-    hidden = [layer.name for layer in model.layers if model.relaxes(layer.name)]
-    columns = ["kind", "epoch", "batch", "samples", "ar_loss", "bp_loss"]
-    columns += ["angle_deg", "angle_deg_max", "angle_deg_last"]
-    columns += [f"angle_deg_W{layer}" for layer in range(len(model.connections))]
-    columns += [f"relax_relerr_{name}" for name in hidden]
-    for who in ("ar", "bp"):
-        columns += [f"{who}_train_acc", f"{who}_test_acc", f"{who}_train_loss", f"{who}_test_loss"]
-    return columns
-
-
-class _Window:
-    """Per-batch numbers accumulated between two metric rows."""
-
-    def __init__(self):
-        self.ar_loss, self.bp_loss, self.angle, self.layer_angles = [], [], [], []
-
-    def add(self, row: dict, bp_loss: float, n_layers: int) -> None:
-        self.ar_loss.append(row["loss"])
-        self.bp_loss.append(bp_loss)
-        self.angle.append(row["angle_deg"])
-        self.layer_angles.append([row[f"angle_deg_W{layer}"] for layer in range(n_layers)])
-
-    def summary(self, n_layers: int) -> dict:
-        if not self.angle:
-            return {}
-        layer_angles = np.array(self.layer_angles)
-        row = {
-            "ar_loss": float(np.mean(self.ar_loss)),
-            "bp_loss": float(np.mean(self.bp_loss)),
-            "angle_deg": float(np.mean(self.angle)),
-            "angle_deg_max": float(np.max(self.angle)),
-            "angle_deg_last": float(self.angle[-1]),
-        }
-        for layer in range(n_layers):
-            row[f"angle_deg_W{layer}"] = float(np.mean(layer_angles[:, layer]))
-        return row
-
-
-def relaxation_errors(
-    model: ModelSpec, protocol: ProtocolSpec, params: Params, inputs, targets
-) -> dict[str, float]:
-    """Relative error of the relaxed activity of every hidden layer against backprop."""
-    with np.errstate(all="ignore"):
-        relaxed = oracle.relax_as(model, protocol, params, inputs, targets)
-        exact = oracle.backprop(model, params, inputs, targets)
-        return {
-            f"relax_relerr_{layer.name}": relative_error(relaxed.x[index], exact.activity[index])
-            for index, layer in enumerate(model.layers)
-            if model.relaxes(layer.name)
-        }
-
-
 def _find_resume_folder(out: Path) -> Path:
     """``out`` itself when it holds a run, else the newest ``.<name>.partial-*`` beside it."""
     if (out / "config.json").is_file():
         return out
-    partials = sorted(
-        out.resolve().parent.glob(f".{out.name}.partial-*"), key=lambda p: p.stat().st_mtime
-    )
-    partials = [p for p in partials if (p / "config.json").is_file()]
+    partials = [p for p in partial_folders(out) if (p / "config.json").is_file()]
     if not partials:
         raise TrainError(f"{out}: no run to resume here (no config.json, no partial run folder)")
     return partials[-1]
-
-
-def _final_name(folder: Path) -> Path:
-    name = folder.name
-    if name.startswith(".") and ".partial-" in name:
-        return folder.with_name(name[1 : name.rindex(".partial-")])
-    return folder
 
 
 def _latest_checkpoint(folder: Path) -> int:
@@ -229,6 +144,329 @@ def _latest_checkpoint(folder: Path) -> int:
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+@dataclass
+class TrainingOptions:
+    """Choices a training run keeps from start to end (stored in ``config.json``).
+
+    Attributes
+    ----------
+    seed : int
+        Seed of the weights, ψ, the noise and the shuffles.
+    metrics_every : int
+        A ``batch`` row of ``metrics.csv`` every this many minibatches of an epoch.
+    baseline : bool
+        Train the backprop baseline beside AR.
+    eval_samples : int
+        Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
+    """
+
+    seed: int
+    metrics_every: int = 50
+    baseline: bool = True
+    eval_samples: int = 10000
+
+
+class Training:
+    """A training run's state and its stages.
+
+    The stages: :meth:`start` or :meth:`resume`, then :meth:`run` (each :meth:`epoch` with
+    its :meth:`evaluate` rows, then a :meth:`checkpoint`), then :meth:`finish`.
+
+    Parameters
+    ----------
+    model, protocol : ModelSpec, ProtocolSpec
+        The network and the protocol.
+    dataset : Dataset
+        Test images and labels, and the number of classes.
+    images : ndarray, shape (n_train, n_in)
+        The training images used.
+    labels : ndarray of int, shape (n_train,)
+        Their labels.
+
+    Attributes
+    ----------
+    folder : Path
+        The (temporary) run folder written into.
+    options : TrainingOptions
+        The run's choices.
+    ar, bp : Params
+        AR's weights and the baseline's (None without a baseline).
+    epochs_done, batches, samples : int
+        Position: epochs, minibatches and samples done.
+    table : MetricsTable
+        ``metrics.csv``.
+    test_accuracy : dict
+        ``ar_test_acc`` and ``bp_test_acc`` of the last epoch row.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        protocol: ProtocolSpec,
+        dataset: Dataset,
+        images: np.ndarray,
+        labels: np.ndarray,
+    ):
+        self.model, self.protocol, self.dataset = model, protocol, dataset
+        self.images, self.labels = images, labels
+        self.targets = dataset.one_hot(labels)
+        self.folder = Path()
+        self.options = TrainingOptions(seed=model.seed)
+        self.ar: Params | None = None
+        self.bp: Params | None = None
+        self.epochs_done = self.batches = self.samples = 0
+        self.test_accuracy: dict = {}
+        self.table = MetricsTable(self.folder / "metrics.csv", model)
+
+    def _use_folder(self, folder: Path) -> None:
+        self.folder = folder
+        self.table = MetricsTable(folder / "metrics.csv", self.model)
+
+    # -- start or resume ----------------------------------------------------------------------
+    def start(self, out: Path, epochs: int, data: dict, options: TrainingOptions, target: str):
+        """Create the run folder: configuration, initial weights, the metrics header."""
+        model, protocol = self.model, self.protocol
+        self.options = options
+        self._use_folder(prepare_run_folder(out))
+        (self.folder / "checkpoints").mkdir()
+        config = {
+            "model": model.to_dict(),
+            "protocol": protocol.to_dict(),
+            "derived": {
+                "eta_x": protocol.eta_x,
+                "relaxation_steps": protocol.phase_steps["relaxation"],
+            },
+            "seed": options.seed,
+            "epochs": epochs,
+            "data": data,
+            "options": {
+                "metrics_every": options.metrics_every,
+                "baseline": options.baseline,
+                "eval_samples": options.eval_samples,
+                "codegen_target": target,
+                "mode": "dense",
+            },
+            "versions": versions(),
+            "command": sys.argv,
+        }
+        write_json(self.folder / "config.json", config)
+        self.ar = init_params(model, options.seed)
+        self.bp = self.ar.copy() if options.baseline else None
+        np.savez(self.folder / "weights" / "initial.npz", **self.ar.to_arrays())
+        self.table.keep(0)
+
+    def resume(self, out: Path, epochs: int, data: dict) -> None:
+        """Continue the run in ``out`` (or its partial folder) from its last checkpoint.
+
+        Raises
+        ------
+        TrainError
+            If there is no run there, or it was made with another model, protocol or data.
+        """
+        self._use_folder(_find_resume_folder(out))
+        config = json.loads((self.folder / "config.json").read_text())
+        self._check_same_run(config, data)
+        options = config["options"]
+        self.options = TrainingOptions(
+            config["seed"], options["metrics_every"], options["baseline"], options["eval_samples"]
+        )
+        config["epochs"] = epochs
+        config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
+        write_json(self.folder / "config.json", config)
+        done = _latest_checkpoint(self.folder)
+        kept_rows = 0
+        if done:
+            state = json.loads((self.folder / "checkpoints" / f"epoch-{done}.json").read_text())
+            arrays = np.load(self.folder / "checkpoints" / f"epoch-{done}.npz")
+            self.ar = _params_from_arrays(self.model, arrays, "ar_")
+            self.bp = (
+                _params_from_arrays(self.model, arrays, "bp_") if options["baseline"] else None
+            )
+            kept_rows = state["metrics_rows"]
+            self.batches, self.samples = state["batches"], state["samples"]
+            self.test_accuracy = {key: state.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        else:
+            arrays = np.load(self.folder / "weights" / "initial.npz")
+            self.ar = _params_from_arrays(self.model, arrays)
+            self.bp = self.ar.copy() if options["baseline"] else None
+        self.table.keep(kept_rows)
+        self.epochs_done = done
+
+    def _check_same_run(self, config: dict, data: dict) -> None:
+        folder, model, protocol = self.folder, self.model, self.protocol
+        if _comparable(config["model"]) != _comparable(model.to_dict()):
+            raise TrainError(f"{folder}: the run was made with another model than {model.source}")
+        if _comparable(config["protocol"]) != _comparable(protocol.to_dict()):
+            raise TrainError(
+                f"{folder}: the run was made with another protocol than {protocol.source}"
+            )
+        used = {key: config["data"][key] for key in ("name", "train_samples")}
+        if used != {key: data[key] for key in ("name", "train_samples")}:
+            raise TrainError(
+                f"{folder}: the run used {used['train_samples']} samples of {used['name']}, "
+                f"not {data['train_samples']} of {data['name']}"
+            )
+
+    # -- epochs --------------------------------------------------------------------------------
+    def run(self, epochs: int, progress: bool = True) -> str | None:
+        """Train up to ``epochs`` epochs, a checkpoint after each; the divergence message."""
+        write_json(
+            self.folder / "status.json", {"status": "running", "epochs_done": self.epochs_done}
+        )
+        per_epoch = presentation_slots(self.protocol, len(self.images))
+        bar = tqdm(
+            total=epochs * per_epoch,
+            initial=self.epochs_done * per_epoch,
+            unit="sample",
+            disable=not progress,
+            desc=f"{self.model.name}/{self.protocol.name}",
+        )
+        try:
+            with self.table:
+                for epoch in range(self.epochs_done, epochs):
+                    message = self.epoch(epoch, bar)
+                    if message is not None:
+                        return message
+                    self.checkpoint()
+        finally:
+            bar.close()
+        return None
+
+    def epoch(self, epoch: int, bar=None) -> str | None:
+        """Train epoch ``epoch`` (0-based) and write its row; the divergence message, if any.
+
+        A fresh network starts from the current weights and a noise stream of its own, so a
+        resumed run repeats the epoch exactly.
+        """
+        model, protocol, seed = self.model, self.protocol, self.options.seed
+        order = epoch_order(seed, epoch, len(self.images))
+        seed_noise(seed, epoch)
+        network = build_network(model, protocol, self.ar, "dense", record=False)
+        loop = ChunkLoop(
+            network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar
+        )
+        n_layers = len(model.connections)
+        window, epoch_window = Window(n_layers), Window(n_layers)
+        for batch in loop:
+            bp_loss = self._baseline_step(batch)
+            window.add(batch.metrics, bp_loss)
+            epoch_window.add(batch.metrics, bp_loss)
+            self.ar = batch.after
+            self.batches += 1
+            self.samples += batch.last - batch.first
+            if (batch.index + 1) % self.options.metrics_every == 0:
+                row = self.evaluate("batch", epoch, window, full=False)
+                row |= relaxation_errors(model, protocol, batch.before, batch.inputs, batch.targets)
+                self.table.write(row)
+                window = Window(n_layers)
+        if loop.divergence is not None:
+            return loop.divergence.message(epoch + 1)
+        row = self.evaluate("epoch", epoch, epoch_window, full=True)
+        self.table.write(row)
+        self.test_accuracy = {key: row.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        self.epochs_done = epoch + 1
+        return None
+
+    def _baseline_step(self, batch: Minibatch) -> float:
+        """The baseline's loss on the minibatch, then its SGD step (NaN without a baseline)."""
+        if self.bp is None:
+            return math.nan
+        x, y = batch.inputs, batch.targets
+        with np.errstate(all="ignore"):
+            loss = float(oracle.loss(self.model, self.bp, x, y).mean())
+            self.bp = backprop_step(self.model, self.bp, x, y, batch.rate)
+        return loss
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def evaluate(self, kind: str, epoch: int, window: Window, full: bool) -> dict:
+        """A metrics row: position, the window's summary, accuracies and losses.
+
+        ``full``: the train accuracy on the whole training set, else on its first
+        ``eval_samples``; the test accuracy is always on the whole test set.
+        """
+        row = {"kind": kind, "epoch": epoch + 1, "batch": self.batches, "samples": self.samples}
+        row |= window.summary()
+        images, labels = self.images, self.labels
+        if not full:
+            images, labels = (
+                images[: self.options.eval_samples],
+                labels[: self.options.eval_samples],
+            )
+        test_images, test_labels = self.dataset.test_images, self.dataset.test_labels
+        n_classes = self.dataset.n_classes
+        for who, params in (("ar", self.ar), ("bp", self.bp)):
+            if params is None:
+                continue
+            row[f"{who}_train_acc"], row[f"{who}_train_loss"] = evaluate(
+                self.model, params, images, labels, n_classes
+            )
+            row[f"{who}_test_acc"], row[f"{who}_test_loss"] = evaluate(
+                self.model, params, test_images, test_labels, n_classes
+            )
+        return row
+
+    # -- checkpoint ----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Save the weights and the position after the epochs done."""
+        done, seed = self.epochs_done, self.options.seed
+        arrays = {f"ar_{k}": v for k, v in self.ar.to_arrays().items()}
+        if self.bp is not None:
+            arrays |= {f"bp_{k}": v for k, v in self.bp.to_arrays().items()}
+        save_npz(self.folder / "checkpoints" / f"epoch-{done}.npz", **arrays)
+        position = {
+            "epochs_done": done,
+            "batches": self.batches,
+            "samples": self.samples,
+            "metrics_rows": self.table.rows,
+            "seed": seed,
+            "next_epoch_shuffle": [seed, int(SeedStream.SHUFFLE), done],
+        }
+        write_json(
+            self.folder / "checkpoints" / f"epoch-{done}.json", position | self.test_accuracy
+        )
+        write_json(self.folder / "status.json", {"status": "running", "epochs_done": done})
+
+    # -- finish --------------------------------------------------------------------------------
+    def finish(self, message: str | None) -> tuple[Path, dict]:
+        """Write the final weights and status and give the folder its final name.
+
+        Raises
+        ------
+        RunFolderError
+            If a folder with the final name holds something (the run stays where it is).
+        """
+        np.savez(self.folder / "weights" / "final.npz", **self.ar.to_arrays())
+        if self.bp is not None:
+            np.savez(self.folder / "weights" / "backprop-final.npz", **self.bp.to_arrays())
+        status = {
+            "status": "diverged" if message else "completed",
+            "message": message,
+            "epochs_done": _latest_checkpoint(self.folder),
+            "batches": self.batches,
+            "samples": self.samples,
+        }
+        if message is None:
+            status |= {key: self.test_accuracy.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        write_json(self.folder / "status.json", status)
+        return publish(self.folder), status
+
+
+def _training_set(dataset: Dataset, model: ModelSpec, train_samples: int | None):
+    """The training images and labels used (the first ``train_samples``), checked."""
+    if model.input_size != dataset.train_images.shape[1] or model.output.size != dataset.n_classes:
+        raise TrainError(
+            f"{model.source}: the model maps {model.input_size} inputs to {model.output.size} "
+            f"outputs but {dataset.name} has {dataset.train_images.shape[1]} pixels and "
+            f"{dataset.n_classes} classes"
+        )
+    images, labels = dataset.train_images, dataset.train_labels
+    if train_samples is not None:
+        images, labels = images[:train_samples], labels[:train_samples]
+    if len(images) < 1:
+        raise TrainError("no training samples")
+    return images, labels
+
+
 def train(
     model: ModelSpec,
     protocol: ProtocolSpec,
@@ -266,7 +504,7 @@ def train(
         Train the backprop baseline beside AR.
     resume : bool
         Continue the run in ``out`` (or its partial folder) from its last checkpoint; the
-        model, protocol and data must be those of the run.
+        model, protocol and data must be those of the run. Its seed and options then hold.
     progress : bool
         Show a progress bar over samples.
     eval_samples : int
@@ -280,298 +518,31 @@ def train(
     (Path, dict)
         The run folder and the final status (``status``, ``message``, final accuracies).
     """
-    from arsim.dense import DenseNetwork
-    from arsim.network import seed_noise
-    from arsim.run import (
-        batch_metrics,
-        prepare_run_folder,
-        resolve_codegen_target,
-        set_codegen_target,
-        versions,
-    )
-
     check_compatible(model, protocol)
     if epochs < 1:
         raise TrainError(f"--epochs: expected a positive number of epochs, got {epochs}")
     if metrics_every < 1:
         raise TrainError(f"--metrics-every: expected a positive integer, got {metrics_every}")
-    if model.input_size != dataset.train_images.shape[1] or model.output.size != dataset.n_classes:
-        raise TrainError(
-            f"{model.source}: the model maps {model.input_size} inputs to {model.output.size} "
-            f"outputs but {dataset.name} has {dataset.train_images.shape[1]} pixels and "
-            f"{dataset.n_classes} classes"
-        )
-    images, labels = dataset.train_images, dataset.train_labels
-    if train_samples is not None:
-        images, labels = images[:train_samples], labels[:train_samples]
-    n_train = len(images)
-    if n_train < 1:
-        raise TrainError("no training samples")
+    images, labels = _training_set(dataset, model, train_samples)
     data = {
         "name": dataset.name,
         "source": dataset.source,
-        "train_samples": n_train,
+        "train_samples": len(images),
         "test_samples": len(dataset.test_images),
         "shuffle": f"epoch e presents default_rng([seed, {SeedStream.SHUFFLE:d}, e])"
         ".permutation(n)",
     }
-    target = resolve_codegen_target(target, n_train * epochs)
+    target = resolve_codegen_target(target, len(images) * epochs)
     set_codegen_target(target)
-    n_layers = len(model.connections)
-    columns = metric_columns(model)
-    out = Path(out)
-
+    training = Training(model, protocol, dataset, images, labels)
     if resume:
-        folder = _find_resume_folder(out)
-        config = json.loads((folder / "config.json").read_text())
-        if _comparable(config["model"]) != _comparable(model.to_dict()):
-            raise TrainError(f"{folder}: the run was made with another model than {model.source}")
-        if _comparable(config["protocol"]) != _comparable(protocol.to_dict()):
-            raise TrainError(
-                f"{folder}: the run was made with another protocol than {protocol.source}"
-            )
-        if {k: config["data"][k] for k in ("name", "train_samples")} != {
-            "name": data["name"],
-            "train_samples": n_train,
-        }:
-            raise TrainError(
-                f"{folder}: the run used {config['data']['train_samples']} samples of "
-                f"{config['data']['name']}, not {n_train} of {data['name']}"
-            )
-        seed = config["seed"]
-        baseline = config["options"]["baseline"]
-        metrics_every = config["options"]["metrics_every"]
-        eval_samples = config["options"]["eval_samples"]
-        config["epochs"] = epochs
-        config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
-        _write_json(folder / "config.json", config)
-        done = _latest_checkpoint(folder)
-        if done:
-            state = json.loads((folder / "checkpoints" / f"epoch-{done}.json").read_text())
-            arrays = np.load(folder / "checkpoints" / f"epoch-{done}.npz")
-            ar_params = _params_from_arrays(model, arrays, "ar_")
-            bp_params = _params_from_arrays(model, arrays, "bp_") if baseline else None
-            kept_rows = state["metrics_rows"]
-            batches_done, samples_done = state["batches"], state["samples"]
-        else:
-            arrays = np.load(folder / "weights" / "initial.npz")
-            ar_params = _params_from_arrays(model, arrays)
-            bp_params = ar_params.copy() if baseline else None
-            kept_rows, batches_done, samples_done = 0, 0, 0
-        with (folder / "metrics.csv").open(newline="") as handle:
-            rows = list(csv.reader(handle))[1 : kept_rows + 1]
-        with (folder / "metrics.csv").open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            writer.writerows(rows)
-        start_epoch = done
+        training.resume(Path(out), epochs, data)
     else:
         seed = model.seed if seed is None else seed
-        folder = prepare_run_folder(out)
-        (folder / "checkpoints").mkdir()
-        config = {
-            "model": model.to_dict(),
-            "protocol": protocol.to_dict(),
-            "derived": {
-                "eta_x": protocol.eta_x,
-                "relaxation_steps": protocol.phase_steps["relaxation"],
-            },
-            "seed": seed,
-            "epochs": epochs,
-            "data": data,
-            "options": {
-                "metrics_every": metrics_every,
-                "baseline": baseline,
-                "eval_samples": eval_samples,
-                "codegen_target": target,
-                "mode": "dense",
-            },
-            "versions": versions(),
-            "command": sys.argv,
-        }
-        _write_json(folder / "config.json", config)
-        ar_params = init_params(model, seed)
-        bp_params = ar_params.copy() if baseline else None
-        np.savez(folder / "weights" / "initial.npz", **ar_params.to_arrays())
-        with (folder / "metrics.csv").open("w", newline="") as handle:
-            csv.writer(handle).writerow(columns)
-        start_epoch, batches_done, samples_done, kept_rows = 0, 0, 0, 0
-
-    _write_json(folder / "status.json", {"status": "running", "epochs_done": start_epoch})
-    metrics_rows = kept_rows
-    point: dict = {}
-    if resume and start_epoch:
-        point = {key: state.get(key) for key in ("ar_test_acc", "bp_test_acc")}
-    eval_images, eval_labels = images[:eval_samples], labels[:eval_samples]
-    n_classes = dataset.n_classes
-    # samples presented per epoch; with a stimulus stream, sample periods × batch (the stream
-    # shows every sample once per epoch and the sweeps see those present at their phase)
-    per_epoch = n_train
-    if protocol.dwell > 0:
-        per_epoch = protocol.stream_periods(n_train) * protocol.batch_size
-    bar = tqdm(
-        total=epochs * per_epoch,
-        initial=start_epoch * per_epoch,
-        unit="sample",
-        disable=not progress,
-        desc=f"{model.name}/{protocol.name}",
-    )
-    message = None
-    csv_handle = (folder / "metrics.csv").open("a", newline="")
-    writer = csv.writer(csv_handle)
-
-    def write_row(row: dict) -> None:
-        nonlocal metrics_rows
-        writer.writerow([_format(row.get(column)) for column in columns])
-        csv_handle.flush()
-        metrics_rows += 1
-
-    def accuracies(row: dict, full: bool) -> None:
-        train_x, train_y = (images, labels) if full else (eval_images, eval_labels)
-        for who, params in (("ar", ar_params), ("bp", bp_params)):
-            if params is None:
-                continue
-            row[f"{who}_train_acc"], row[f"{who}_train_loss"] = evaluate(
-                model, params, train_x, train_y, n_classes
-            )
-            row[f"{who}_test_acc"], row[f"{who}_test_loss"] = evaluate(
-                model, params, dataset.test_images, dataset.test_labels, n_classes
-            )
-
-    try:
-        for epoch in range(start_epoch, epochs):
-            order = epoch_order(seed, epoch, n_train)
-            seed_noise(seed, epoch)  # per epoch, so that a resumed run repeats it
-            network = DenseNetwork(model, protocol, ar_params, record=False)
-            if protocol.dwell > 0:  # the stimulus stream shows the epoch's samples in order
-                stream = images[order], dataset.one_hot(labels[order])
-                network.set_stream(*stream)
-            chunk, batch = network.chunk_samples, protocol.batch_size
-            window, epoch_window = _Window(), _Window()
-            batch_in_epoch = 0
-            for start in range(0, per_epoch, chunk):
-                stop = min(start + chunk, per_epoch)
-                if protocol.dwell > 0:  # the stream shows the images; these are placeholders
-                    inputs = np.zeros((stop - start, images.shape[1]))
-                    targets = np.zeros((stop - start, n_classes))
-                else:
-                    index = order[start:stop]
-                    inputs, targets = images[index], dataset.one_hot(labels[index])
-                upcoming = (None, None)
-                if stop < n_train and protocol.dwell == 0:
-                    following = order[stop : stop + chunk]
-                    upcoming = (images[following], dataset.one_hot(labels[following]))
-                with np.errstate(all="ignore"):
-                    network.run_chunk(inputs, targets, *upcoming)
-                found = network.first_divergence()
-                if found is not None:
-                    layer, neuron, sample, t = found
-                    message = (
-                        f"simulation diverged: non-finite activity in layer {layer!r} (neuron "
-                        f"{neuron}) in epoch {epoch + 1}, sample {start + sample} of the epoch"
-                    )
-                    break
-                for first, after in zip(
-                    range(0, stop - start, batch), network.batch_params, strict=True
-                ):
-                    last = min(first + batch, stop - start)
-                    x, y = inputs[first:last], targets[first:last]
-                    if protocol.dwell > 0:  # what the sweep saw; the baseline learns it too
-                        swept = protocol.stream_samples(
-                            batch_in_epoch * protocol.sample_steps, n_train
-                        )
-                        x, y = stream[0][swept], stream[1][swept]
-                    rate, _ = protocol.learning_rates(len(x))
-                    with np.errstate(all="ignore"):
-                        row = batch_metrics(model, ar_params, after, x, y, rate)
-                        bp_loss = math.nan
-                        if bp_params is not None:
-                            bp_loss = float(oracle.loss(model, bp_params, x, y).mean())
-                            bp_params = backprop_step(model, bp_params, x, y, rate)
-                    window.add(row, bp_loss, n_layers)
-                    epoch_window.add(row, bp_loss, n_layers)
-                    before = ar_params
-                    ar_params = after
-                    batch_in_epoch += 1
-                    batches_done += 1
-                    samples_done += last - first
-                    if batch_in_epoch % metrics_every == 0:
-                        point = {
-                            "kind": "batch",
-                            "epoch": epoch + 1,
-                            "batch": batches_done,
-                            "samples": samples_done,
-                        }
-                        point |= window.summary(n_layers)
-                        point |= relaxation_errors(model, protocol, before, x, y)
-                        accuracies(point, full=False)
-                        write_row(point)
-                        window = _Window()
-                bar.update(stop - start)
-            if message is not None:
-                break
-            point = {
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "batch": batches_done,
-                "samples": samples_done,
-            }
-            point |= epoch_window.summary(n_layers)
-            accuracies(point, full=True)
-            write_row(point)
-            arrays = {f"ar_{k}": v for k, v in ar_params.to_arrays().items()}
-            if bp_params is not None:
-                arrays |= {f"bp_{k}": v for k, v in bp_params.to_arrays().items()}
-            _save_npz(folder / "checkpoints" / f"epoch-{epoch + 1}.npz", **arrays)
-            _write_json(
-                folder / "checkpoints" / f"epoch-{epoch + 1}.json",
-                {
-                    "epochs_done": epoch + 1,
-                    "batches": batches_done,
-                    "samples": samples_done,
-                    "metrics_rows": metrics_rows,
-                    "seed": seed,
-                    "next_epoch_shuffle": [seed, int(SeedStream.SHUFFLE), epoch + 1],
-                    "ar_test_acc": point.get("ar_test_acc"),
-                    "bp_test_acc": point.get("bp_test_acc"),
-                },
-            )
-            _write_json(folder / "status.json", {"status": "running", "epochs_done": epoch + 1})
-    finally:
-        csv_handle.close()
-        bar.close()
-
-    np.savez(folder / "weights" / "final.npz", **ar_params.to_arrays())
-    if bp_params is not None:
-        np.savez(folder / "weights" / "backprop-final.npz", **bp_params.to_arrays())
-    status = {
-        "status": "diverged" if message else "completed",
-        "message": message,
-        "epochs_done": _latest_checkpoint(folder),
-        "batches": batches_done,
-        "samples": samples_done,
-    }
-    if message is None:
-        status["ar_test_acc"] = point.get("ar_test_acc")
-        status["bp_test_acc"] = point.get("bp_test_acc")
-    _write_json(folder / "status.json", status)
-    final = _final_name(folder)
-    if final != folder:
-        if final.exists():
-            if final.is_dir() and not any(final.iterdir()):
-                final.rmdir()
-            else:
-                raise TrainError(f"{final}: exists; the run stays in {folder}")
-        folder.rename(final)
-    return final, status
-
-
-def _format(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+        options = TrainingOptions(seed, metrics_every, baseline, eval_samples)
+        training.start(Path(out), epochs, data, options, target)
+    message = training.run(epochs, progress)
+    return training.finish(message)
 
 
 # --------------------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ def test_batch_metrics_equal_the_flattened_vector_formulas():
     on the explicitly concatenated vectors (weights and biases) of −ΔW and ∇L."""
     from conftest import make_model, random_batch
 
-    from arsim.run import batch_metrics
+    from arsim.metrics import batch_metrics
 
     model = make_model([6, 5, 4, 3], ["tanh", "relu", "linear"], bias=True)
     before = oracle.init_params(model, seed=1)

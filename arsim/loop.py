@@ -1,0 +1,281 @@
+"""The run loop: samples through a Brian2 network in chunks of minibatches.
+
+:class:`ChunkLoop` is what random-data runs (:func:`arsim.run.simulate`) and training
+(:func:`arsim.train.train`, one loop per epoch) share: it writes each chunk's stimulus rows
+with the look-ahead of the next chunk's first samples, shows a stimulus stream when the
+protocol has one, switches the state monitors on for the samples to record, stops at the first
+non-finite activity (:class:`Divergence`) and yields one :class:`Minibatch` per weight update,
+with the samples its sweep saw and its comparison with backprop
+(:func:`arsim.metrics.batch_metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from arsim.metrics import batch_metrics
+from arsim.params import Params
+from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
+from arsim.spec import PHASES, ModelSpec, ProtocolSpec
+
+
+def swept_samples(
+    protocol: ProtocolSpec, batch: int, first: int, last: int, n_samples: int
+) -> np.ndarray:
+    """Samples the sweep of minibatch ``batch`` (presentation slots ``first:last``) saw.
+
+    Parameters
+    ----------
+    protocol : ProtocolSpec
+        Timing (the stimulus stream, if any).
+    batch : int
+        Minibatch index since the network started (0-based).
+    first, last : int
+        The minibatch's presentation slots.
+    n_samples : int
+        Samples the stream shows (without a stream: unused).
+
+    Returns
+    -------
+    ndarray of int
+        ``first … last − 1``, or with a stimulus stream the samples it showed at that sweep.
+    """
+    if protocol.dwell > 0:
+        return protocol.stream_samples(batch * protocol.sample_steps, n_samples)
+    return np.arange(first, last)
+
+
+def presentation_slots(protocol: ProtocolSpec, n_samples: int) -> int:
+    """Presentation slots of ``n_samples`` samples.
+
+    The samples themselves, or with a stimulus stream its sample periods times the batch size
+    (the stream shows every sample once; the sweeps see those present at their phase).
+    """
+    if protocol.dwell > 0:
+        return protocol.stream_periods(n_samples) * protocol.batch_size
+    return n_samples
+
+
+def phase_name(step: int, protocol: ProtocolSpec) -> str:
+    """Name of the phase (:data:`~arsim.spec.PHASES`) step ``step`` of the timeline lies in."""
+    return PHASES[int(phase_of_step(np.array([step % protocol.sample_steps]), protocol)[0])]
+
+
+@dataclass
+class Divergence:
+    """The first non-finite activity of a run.
+
+    Attributes
+    ----------
+    layer : str
+        Layer name.
+    neuron : int
+        Neuron index in the layer.
+    sample : int
+        Sample slot since the network started.
+    t : float
+        End of the offending step, in seconds since the network started.
+    phase : str
+        Phase of that step.
+    kept : int or None
+        Last sample slot whose recording is kept (None when nothing is recorded).
+    """
+
+    layer: str
+    neuron: int
+    sample: int
+    t: float
+    phase: str
+    kept: int | None = None
+
+    def message(self, epoch: int | None = None) -> str:
+        """One line naming layer, neuron, time, sample and phase (``epoch``: 1-based)."""
+        where = f"at t = {self.t:.6g} s, sample {self.sample}"
+        if epoch is not None:
+            where = f"in epoch {epoch} at t = {self.t:.6g} s, sample {self.sample} of the epoch"
+        text = (
+            f"simulation diverged: non-finite activity in layer {self.layer!r} "
+            f"(neuron {self.neuron}) {where} ({self.phase} phase)"
+        )
+        if self.kept is not None:
+            text += f"; recording kept up to sample {self.kept}"
+        return text
+
+
+@dataclass
+class Minibatch:
+    """One weight update of the run and what it is compared with.
+
+    Attributes
+    ----------
+    index : int
+        Minibatch index since the network started (0-based).
+    first, last : int
+        Its presentation slots ``first:last``.
+    swept : ndarray of int
+        Positions (in the presentation order) of the samples its sweep saw.
+    inputs, targets : ndarray, shape (n, n_in) and (n, n_out)
+        Those samples.
+    rate : float
+        Its weight learning rate.
+    before, after : Params
+        Weights before and after its update.
+    signals : list or None
+        Per connection ``(δ_post, x̂_pre, has_bias)`` of each sample (dense mode, dense
+        connections only), else None.
+    metrics : dict of float
+        :func:`arsim.metrics.batch_metrics` of the update.
+    """
+
+    index: int
+    first: int
+    last: int
+    swept: np.ndarray
+    inputs: np.ndarray
+    targets: np.ndarray
+    rate: float
+    before: Params
+    after: Params
+    signals: list | None
+    metrics: dict
+
+
+class ChunkLoop:
+    """Iterate over the minibatches of samples presented to a network, chunk by chunk.
+
+    Parameters
+    ----------
+    network : arsim.network.ARNetwork
+        A freshly built network holding ``params``.
+    model, protocol : ModelSpec, ProtocolSpec
+        What it simulates.
+    inputs : ndarray, shape (n_samples, n_in)
+        Stimuli.
+    targets : ndarray, shape (n_samples, n_out)
+        Targets.
+    params : Params
+        The network's initial weights.
+    order : ndarray of int, optional
+        Presentation order (indices into ``inputs``); in the given order by default.
+    bar : tqdm.tqdm, optional
+        Progress bar counting presentation slots from its current count.
+
+    Attributes
+    ----------
+    slots : int
+        Presentation slots (:func:`presentation_slots`).
+    divergence : Divergence or None
+        Set when the loop stopped at non-finite activity (after the chunk it happened in).
+    """
+
+    def __init__(
+        self,
+        network,
+        model: ModelSpec,
+        protocol: ProtocolSpec,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        params: Params,
+        order: np.ndarray | None = None,
+        bar=None,
+    ):
+        self.network, self.model, self.protocol = network, model, protocol
+        self.inputs, self.targets, self.params = inputs, targets, params
+        self.order = np.arange(len(inputs)) if order is None else order
+        self.bar, self._bar_start = bar, 0 if bar is None else bar.n
+        self.slots = presentation_slots(protocol, len(self.order))
+        if protocol.dwell > 0:  # the stream shows the samples; the chunks count sample periods
+            network.set_stream(*self._rows(np.arange(len(self.order))))
+        self.divergence: Divergence | None = None
+        self._frames: list[pd.DataFrame] = []
+        wanted = protocol.record.samples
+        self._wanted = None if wanted is None else set(wanted)
+
+    def _rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        index = self.order[positions]
+        return self.inputs[index], self.targets[index]
+
+    def _chunk_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stimulus rows of slots ``start:stop`` (zeros under a stream, which shows them)."""
+        if self.protocol.dwell > 0:
+            return (
+                np.zeros((stop - start, self.inputs.shape[1])),
+                np.zeros((stop - start, self.targets.shape[1])),
+            )
+        return self._rows(np.arange(start, stop))
+
+    def __iter__(self) -> Iterator[Minibatch]:
+        network, protocol = self.network, self.protocol
+        chunk, batch = network.chunk_samples, protocol.batch_size
+        current = self.params
+        for start in range(0, self.slots, chunk):
+            stop = min(start + chunk, self.slots)
+            self._watch(start, stop)
+            inputs, targets = self._chunk_rows(start, stop)
+            upcoming = (None, None)  # zeros; a stream shows the next samples itself
+            if stop < self.slots and protocol.dwell == 0:
+                upcoming = self._chunk_rows(stop, min(stop + chunk, self.slots))
+            with np.errstate(all="ignore"):  # divergence: checked below
+                network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
+            self._advance(stop)
+            if getattr(network, "traces_per_chunk", False):  # each program run starts afresh
+                self._frames.append(monitors_to_frame(network, self.slots))
+            self.divergence = self._divergence(stop)
+            if self.divergence is not None:
+                return
+            signals = network.batch_signals or [None] * len(network.batch_params)
+            for first, after, signal in zip(
+                range(start, stop, batch), network.batch_params, signals, strict=True
+            ):
+                yield self._minibatch(first, min(first + batch, self.slots), current, after, signal)
+                current = after
+
+    def _minibatch(self, first, last, before, after, signals) -> Minibatch:
+        index = first // self.protocol.batch_size
+        # compared with backprop on the samples the sweep saw (the stream's, if any)
+        swept = swept_samples(self.protocol, index, first, last, len(self.order))
+        x, y = self._rows(swept)
+        rate, _ = self.protocol.learning_rates(len(swept))
+        with np.errstate(all="ignore"):
+            row = batch_metrics(self.model, before, after, x, y, rate)
+        return Minibatch(index, first, last, swept, x, y, rate, before, after, signals, row)
+
+    def _watch(self, start: int, stop: int) -> None:
+        """Switch the monitors on if the chunk holds a sample to record."""
+        if getattr(self.network, "traces_per_chunk", False):  # fixed once a program is built
+            return
+        wanted = self._wanted is None or bool(self._wanted.intersection(range(start, stop + 1)))
+        for monitor in self.network.monitors.values():
+            monitor.active = wanted
+
+    def _reporter(self, start: int, stop: int):
+        bar = self.bar
+        if bar is None:
+            return None
+        first = self._bar_start + start
+        return lambda done: bar.update(first + int(done * (stop - start)) - bar.n)
+
+    def _advance(self, stop: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self._bar_start + stop - self.bar.n)
+
+    def _divergence(self, stop: int) -> Divergence | None:
+        found = self.network.first_divergence()
+        if found is None:
+            return None
+        layer, neuron, sample, t = found
+        step = int(round(t / self.protocol.dt)) - 1  # t is the end of the offending step
+        kept = stop - 1 if self.network.monitors else None
+        return Divergence(layer, neuron, sample, t, phase_name(step, self.protocol), kept)
+
+    def traces(self) -> pd.DataFrame:
+        """The recorded traces of the slots presented (long format, :mod:`arsim.recording`)."""
+        if getattr(self.network, "traces_per_chunk", False):
+            if self._frames:
+                return concat_traces(self._frames)
+            return monitors_to_frame(self.network, 0)
+        return monitors_to_frame(self.network, self.slots)

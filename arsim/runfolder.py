@@ -1,0 +1,132 @@
+"""Run folders: default names, the temporary folder a run writes into, files, renaming.
+
+A run (random data or training) writes into ``.<name>.partial-<pid>`` beside its final
+folder and renames it to ``<name>`` when it ends, so a folder with the final name is never
+half-written. JSON and ``.npz`` files are written under a temporary name and moved into
+place, so a file is either absent or whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+import pandas as pd
+
+import arsim
+from arsim.spec import ModelSpec, ProtocolSpec
+
+PARTIAL = ".partial-"
+"""What separates the final name from the process id in a temporary folder's name."""
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used."""
+
+
+def versions() -> dict[str, str]:
+    """Versions of arsim, Brian2, NumPy, pandas and Python, and the platform, for the record."""
+    return {
+        "arsim": arsim.__version__,
+        "brian2": b2.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def default_run_folder(
+    model: ModelSpec, protocol: ProtocolSpec, seed: int, data: str | None = None
+) -> Path:
+    """``runs/<model>__<protocol>[__<data>]__seed<seed>[-N]``, the first that does not exist."""
+    parts = [model.name, protocol.name] + ([data] if data else []) + [f"seed{seed}"]
+    base = Path("runs") / "__".join(parts)
+    candidate, number = base, 1
+    while candidate.exists():
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def prepare_run_folder(out: Path) -> Path:
+    """Check that ``out`` can be written and return the temporary folder to write into.
+
+    Parameters
+    ----------
+    out : Path
+        The final run folder: absent or an empty folder.
+
+    Returns
+    -------
+    Path
+        ``.<name>.partial-<pid>`` beside ``out``, created empty but for ``weights/``.
+
+    Raises
+    ------
+    RunFolderError
+        If ``out`` holds something or its parent folder cannot be written.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunFolderError(f"{out}: output folder exists and is not empty; choose another --out")
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise RunFolderError(f"{parent}: cannot write the run folder here")
+    partial = parent / f".{out.name}{PARTIAL}{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "weights").mkdir(parents=True)
+    return partial
+
+
+def partial_folders(out: Path) -> list[Path]:
+    """The temporary folders of runs meant for ``out``, oldest first (by modification time)."""
+    found = out.resolve().parent.glob(f".{out.name}{PARTIAL}*")
+    return sorted(found, key=lambda path: path.stat().st_mtime)
+
+
+def final_name(folder: Path) -> Path:
+    """The folder a temporary run folder becomes (``folder`` itself if not temporary)."""
+    name = folder.name
+    if name.startswith(".") and PARTIAL in name:
+        return folder.with_name(name[1 : name.rindex(PARTIAL)])
+    return folder
+
+
+def publish(folder: Path) -> Path:
+    """Rename a finished temporary run folder to its final name; returns that name.
+
+    Raises
+    ------
+    RunFolderError
+        If the final folder exists and is not empty (the run then stays in ``folder``).
+    """
+    final = final_name(folder)
+    if final == folder:
+        return folder
+    if final.exists():
+        if not final.is_dir() or any(final.iterdir()):
+            raise RunFolderError(f"{final}: exists; the run stays in {folder}")
+        final.rmdir()
+    folder.rename(final)
+    return final
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically (a temporary file moved into place)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Save ``arrays`` to an uncompressed ``.npz``, atomically."""
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)
