@@ -28,12 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from arsim.datasets import load_dataset  # noqa: E402
 from arsim.spec import load_model, load_protocol, protocol_from_dict  # noqa: E402
 from arsim.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WINDOW = ("30 deg", "330 deg")
 """The relaxation window: five sixths of the cycle."""
