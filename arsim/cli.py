@@ -151,9 +151,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``arsim sweep`` arguments to a parser."""
     parser.add_argument(
-        "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
-    )
-    parser.add_argument(
         "--out",
         type=Path,
         help="sweep folder (default: runs/sweep-<name>); reruns skip finished points",
@@ -169,6 +166,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="local worker processes (default: the number of cores)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
+    )
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +216,8 @@ def job_from_args(
     parser lacks take their defaults.
     """
     common = {
+        "model": model,
+        "protocol": protocol,
         "out": getattr(args, "out", None),
         "seed": getattr(args, "seed", None),
         "target": getattr(args, "target", None) or "auto",
@@ -223,11 +225,9 @@ def job_from_args(
         "device": getattr(args, "device", "runtime"),
     }
     if getattr(args, "data", None) is None and getattr(args, "resume", None) is None:
-        return RandomRun(model, protocol, samples=args.samples, **common)
+        return RandomRun(samples=args.samples, **common)
     return Training(
-        model,
-        protocol,
-        args.data,
+        data=args.data,
         data_dir=args.data_dir,
         epochs=args.epochs,
         train_samples=args.train_samples,

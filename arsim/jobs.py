@@ -41,18 +41,16 @@ BAD_INPUT_ERRORS = (SpecError, DatasetError, RunFolderError, ExecutionError, Tra
 """Errors that mean bad input; their message is one line naming the file, key or folder."""
 
 
-@dataclass(frozen=True)
-class RandomRun:
-    """A run on random data (``arsim run MODEL PROTOCOL``).
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """What every job names (all fields are keyword-only).
 
     Attributes
     ----------
     model, protocol : ModelSpec, ProtocolSpec
         The network and the protocol.
     out : Path or None
-        Run folder (None: ``runs/<model>__<protocol>__seed<S>``).
-    samples : int
-        Samples to present.
+        Run folder (None: ``runs/<model>__<protocol>[__<data>]__seed<S>``).
     seed : int or None
         Seed of weights and data (None: the model's).
     target, mode, device : str
@@ -62,59 +60,57 @@ class RandomRun:
     model: ModelSpec
     protocol: ProtocolSpec
     out: Path | None = None
-    samples: int = 64
     seed: int | None = None
     target: str = "auto"
     mode: str = "dense"
     device: str = "runtime"
 
 
-@dataclass(frozen=True)
-class Training:
-    """A training on a dataset beside a baseline (``arsim run ... --data NAME``), or its resumption.
+@dataclass(frozen=True, kw_only=True)
+class RandomRun(Job):
+    """A run on random data (``arsim run MODEL PROTOCOL``).
 
     Attributes
     ----------
-    model, protocol : ModelSpec, ProtocolSpec
-        The network and the protocol.
+    samples : int
+        Samples to present (besides the fields of :class:`Job`).
+    """
+
+    samples: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training(Job):
+    """A training on a dataset beside a baseline (``arsim run ... --data NAME``), or its resumption.
+
+    Besides the fields of :class:`Job` (``out`` is ignored and ``seed`` is the run's own when
+    resuming; a training runs the dense mode on the runtime device only):
+
+    Attributes
+    ----------
     data : str or None
         Dataset name; None only when resuming (then the run's own).
-    out : Path or None
-        Run folder (None: ``runs/<model>__<protocol>__<data>__seed<S>``); ignored when resuming.
     data_dir : Path or str or None
         Folder of the dataset files (None: the run's own when resuming, else the search path).
     epochs : int or None
         Total epochs (None: the run's own when resuming, else 1).
     train_samples : int or None
         Use only the first N training samples (None: the run's own when resuming, else all).
-    seed : int or None
-        Seed of weights, ψ and shuffles (None: the model's); a resumed run keeps its own.
     metrics_every : int
         A metrics row every this many minibatches.
     baseline : str
         One of :data:`BASELINES`.
     resume : Path or None
         Continue the run in this folder (or its partial folder) from its last checkpoint.
-    target : str
-        Brian2 code generation target.
-    mode, device : str
-        Execution mode and device; a training runs the dense mode on the runtime device only.
     """
 
-    model: ModelSpec
-    protocol: ProtocolSpec
-    data: str | None
-    out: Path | None = None
+    data: str | None = None
     data_dir: Path | str | None = None
     epochs: int | None = None
     train_samples: int | None = None
-    seed: int | None = None
     metrics_every: int = 50
     baseline: str = "backprop"
     resume: Path | None = None
-    target: str = "auto"
-    mode: str = "dense"
-    device: str = "runtime"
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,7 @@ def _diverged(message: str, folder: Path) -> Outcome:
     return Outcome(EXIT_DIVERGED, f"arsim: error: {message}; run folder {folder}", folder)
 
 
-def execute(job: RandomRun | Training, progress: bool = True) -> Outcome:
+def execute(job: Job, progress: bool = True) -> Outcome:
     """Run ``job`` and map every error of bad input to its exit status and one-line message.
 
     Parameters

@@ -270,32 +270,24 @@ def point_job(payload: dict) -> RandomRun | Training:
     arsim.spec.SpecError
         The point's model or protocol table is invalid.
     """
-    run, out, seed = payload["run"], Path(payload["folder"]), payload["seed"]
-    model = model_from_dict(payload["model"], payload["model_source"])
-    protocol = protocol_from_dict(payload["protocol"], payload["protocol_source"])
+    run = payload["run"]
+    common = {
+        "model": model_from_dict(payload["model"], payload["model_source"]),
+        "protocol": protocol_from_dict(payload["protocol"], payload["protocol_source"]),
+        "out": Path(payload["folder"]),
+        "seed": payload["seed"],
+        "target": run["target"],
+    }
     if run["data"] is None:
-        return RandomRun(
-            model,
-            protocol,
-            out,
-            run["samples"],
-            seed,
-            run["target"],
-            run["mode"],
-            run["device"],
-        )
+        return RandomRun(samples=run["samples"], mode=run["mode"], device=run["device"], **common)
     return Training(
-        model,
-        protocol,
-        run["data"],
-        out,
-        run["data-dir"],
-        run["epochs"],
-        run["train-samples"],
-        seed,
-        run["metrics-every"],
-        run["baseline"],
-        target=run["target"],
+        data=run["data"],
+        data_dir=run["data-dir"],
+        epochs=run["epochs"],
+        train_samples=run["train-samples"],
+        metrics_every=run["metrics-every"],
+        baseline=run["baseline"],
+        **common,
     )
 
 
