@@ -1,4 +1,4 @@
-"""Accuracy against oscillation frequency: how long must the relaxation window be? (issue 5)
+"""Accuracy against oscillation frequency: how long must the relaxation window be?
 
 Trains the paper network with AR on a Fashion-MNIST subset under an oscillation whose relaxation
 window is a fixed part of the cycle (30°–330°, five sixths), at frequencies whose windows last

@@ -1,4 +1,4 @@
-"""Gradient error against relaxation duration, from Brian2 traces (issue 5's first question).
+"""Gradient error against relaxation duration, from Brian2 traces.
 
 How long must the relaxation last? Two panels, both simulated by arsim (dense mode) and read
 from the recorded traces:
