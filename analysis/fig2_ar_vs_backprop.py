@@ -9,7 +9,7 @@ markers are the per-epoch rows (whole training and test sets). Usage::
 
     python analysis/fig2_ar_vs_backprop.py RUN_DIR [--out analysis/figures/fig2-ar-vs-backprop.png]
 
-RUN_DIR is a folder written by ``python -m arsim.train`` (or ``arsim run --data ...``), e.g.
+RUN_DIR is a folder written by ``arsim run --data ...``, e.g.
 ``runs/fmnist-exact``.
 """
 

@@ -1,4 +1,4 @@
-"""Accuracy against oscillation frequency: how long must the relaxation window be? (issue 5)
+"""Accuracy against oscillation frequency: how long must the relaxation window be?
 
 Trains the paper network with AR on a Fashion-MNIST subset under an oscillation whose relaxation
 window is a fixed part of the cycle (30°–330°, five sixths), at frequencies whose windows last
@@ -28,12 +28,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from arsim.datasets import load_dataset  # noqa: E402
 from arsim.spec import load_model, load_protocol, protocol_from_dict  # noqa: E402
 from arsim.train import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WINDOW = ("30 deg", "330 deg")
 """The relaxation window: five sixths of the cycle."""

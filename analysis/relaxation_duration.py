@@ -1,4 +1,4 @@
-"""Gradient error against relaxation duration, from Brian2 traces (issue 5's first question).
+"""Gradient error against relaxation duration, from Brian2 traces.
 
 How long must the relaxation last? Two panels, both simulated by arsim (dense mode) and read
 from the recorded traces:
@@ -23,7 +23,6 @@ Also writes the numbers next to the figure as CSV (``.csv`` instead of ``.png``)
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from math import comb, exp, factorial
 from pathlib import Path
@@ -35,13 +34,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from arsim import oracle  # noqa: E402
 from arsim.metrics import angle_degrees  # noqa: E402
 from arsim.run import random_data, set_codegen_target, simulate  # noqa: E402
 from arsim.spec import RecordSpec, load_model, load_protocol  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def relaxed_history(model, protocol, params, inputs, targets):

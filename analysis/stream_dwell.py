@@ -30,13 +30,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from arsim import oracle  # noqa: E402
 from arsim.datasets import load_dataset  # noqa: E402
 from arsim.run import simulate  # noqa: E402
 from arsim.spec import load_model, load_protocol  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

@@ -19,10 +19,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from arsim import __version__, oracle
+from arsim.activations import ACTIVATIONS, output_gradient
+from arsim.modes import build_network, set_codegen_target
+from arsim.spec import RecordSpec, load_model, load_protocol
 
 PAPER_MODEL = Path(__file__).resolve().parents[1] / "models" / "paper-mlp.toml"
 PAPER_PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "paper.toml"
 
+REFERENCE = "numpy-reference"
+"""The NumPy AR reference (:func:`numpy_reference`), measured beside every mode."""
 MODES = {
     # name: (execution mode, device, codegen target, samples timed)
     "dense": ("dense", "runtime", "cython", 2048),  # what a long run uses (target 'auto')
@@ -31,7 +39,7 @@ MODES = {
     "synapses-cython": ("synapses", "runtime", "cython", 128),
     "synapses-numpy": ("synapses", "runtime", "numpy", 64),
 }
-"""Benchmarked configurations; the reference is ``numpy-reference``."""
+"""Benchmarked configurations of the Brian2 network."""
 
 
 def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray]:
@@ -41,8 +49,6 @@ def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray
     then ``W -= η Σ δ x̂ᵀ`` (exact AR: feedback Wᵀ, f' in the relaxation). Returns the
     final weights.
     """
-    from arsim.activations import ACTIVATIONS, output_gradient
-
     weights = [w.copy() for w in params.W]
     steps, eta_x, rate = protocol.phase_steps["relaxation"], protocol.eta_x, protocol.learning_rate
     batch = protocol.batch_size
@@ -76,12 +82,6 @@ def _time_reference(model, protocol, params, inputs, targets) -> float:
 
 def measure(name: str, threads: int) -> dict:
     """Time one configuration and the NumPy reference in this process (see module docstring)."""
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    from arsim import oracle
-    from arsim.run import build_network, set_codegen_target
-    from arsim.spec import RecordSpec, load_model, load_protocol
-
     model = load_model(PAPER_MODEL)
     protocol = replace(load_protocol(PAPER_PROTOCOL), record=RecordSpec(samples=()))
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def measure(name: str, threads: int) -> dict:
     with threadpool_limits(threads):
         reference = _time_reference(model, protocol, params, reference_inputs, reference_targets)
         row = {"mode": name, "reference_samples_per_s": reference}
-        if name == "numpy-reference":
+        if name == REFERENCE:
             row.update(samples_per_s=reference, build_s=0.0, compile_s=0.0, samples=1024)
         else:
             mode, device, target, samples = MODES[name]
@@ -126,7 +126,7 @@ def measure(name: str, threads: int) -> dict:
         # re-measure the reference after the mode: the machine may have changed its pace
         again = _time_reference(model, protocol, params, reference_inputs, reference_targets)
         row["reference_samples_per_s"] = (row["reference_samples_per_s"] + again) / 2
-        if name == "numpy-reference":
+        if name == REFERENCE:
             row["samples_per_s"] = row["reference_samples_per_s"]
         blas = [
             {k: info.get(k) for k in ("internal_api", "num_threads", "version", "architecture")}
@@ -157,8 +157,6 @@ def run_benchmark(
     modes: list[str], threads: int = 2, out: Path | None = None, echo=print
 ) -> list[dict]:
     """Measure ``modes`` (each in a subprocess) and print the table; optionally write JSON."""
-    from arsim import __version__
-
     environment = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     facts = machine(threads)
     rows = []

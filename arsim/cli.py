@@ -1,13 +1,16 @@
-"""Command line: ``arsim run MODEL PROTOCOL [--out DIR] [--samples N] [--seed S]``.
+"""Command line: every ``arsim`` argument is parsed here.
+
+``arsim run MODEL PROTOCOL [--out DIR] [--samples N] [--seed S]`` runs on random data and
+writes a run folder; with ``--data fashion-mnist`` (or ``--resume DIR``) it trains on the
+dataset in epochs beside a backprop baseline instead (see :mod:`arsim.train`).
 
 ``arsim sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS] [--workers N]`` runs a grid of
 points (see :mod:`arsim.sweep`; exit status 1 when some point did not complete).
 
-With ``--data fashion-mnist`` (or ``--resume DIR``) the run trains on the dataset in epochs
-beside a backprop baseline instead (see :mod:`arsim.train`).
+``arsim bench`` measures samples per second of every execution mode (see :mod:`arsim.bench`).
 
-Exit status: 0 done, 2 bad input (one line on stderr naming the file and key), 3 the
-simulation diverged (the run folder keeps what was recorded).
+Exit status (see :mod:`arsim.jobs`): 0 done, 2 bad input (one line on stderr naming the file
+and key), 3 the simulation diverged (the run folder keeps what was recorded).
 """
 
 from __future__ import annotations
@@ -16,10 +19,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from arsim.spec import CODEGEN_TARGETS, SpecError
-
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
+from arsim import bench
+from arsim.datasets import DATASET_NAMES
+from arsim.jobs import (
+    BASELINES,
+    EXIT_BAD_INPUT,
+    EXIT_COMPLETED,
+    EXIT_SOME_FAILED,
+    RandomRun,
+    Training,
+    execute,
+)
+from arsim.modes import DEVICES, MODES
+from arsim.spec import (
+    CODEGEN_TARGETS,
+    ModelSpec,
+    ProtocolSpec,
+    SpecError,
+    load_model,
+    load_protocol,
+)
+from arsim.sweep import STATUSES, SweepError, load_sweep, run_sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,25 +62,31 @@ def _integer_at_least(minimum: int, description: str):
     return parse
 
 
-_positive_int = _integer_at_least(1, "positive")
-_seed = _integer_at_least(0, "non-negative")
+positive_int = _integer_at_least(1, "positive")
+"""argparse type: an integer >= 1."""
+non_negative_int = _integer_at_least(0, "non-negative")
+"""argparse type: an integer >= 0."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``arsim`` argument parser."""
-    parser = _Parser(prog="arsim", description="Activation Relaxation in Brian2 rate neurons.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("run", help="run a model under a protocol and write a run folder")
-    run.add_argument("model", type=Path, help="model file (TOML), e.g. models/paper-mlp.toml")
-    run.add_argument("protocol", type=Path, help="protocol file (TOML), e.g. protocols/paper.toml")
-    run.add_argument(
+# --------------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------------
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``arsim run`` arguments on random data (model, protocol, ``--samples``, …)."""
+    parser.add_argument("model", type=Path, help="model file (TOML), e.g. models/paper-mlp.toml")
+    parser.add_argument(
+        "protocol", type=Path, help="protocol file (TOML), e.g. protocols/paper.toml"
+    )
+    parser.add_argument(
         "--out", type=Path, help="run folder (default: runs/<model>__<protocol>__seed<S>)"
     )
-    run.add_argument(
-        "--samples", type=_positive_int, default=64, help="samples to present (default 64)"
+    parser.add_argument(
+        "--samples", type=positive_int, default=64, help="samples to present (default 64)"
     )
-    run.add_argument("--seed", type=_seed, help="seed of weights and data (default: the model's)")
-    run.add_argument(
+    parser.add_argument(
+        "--seed", type=non_negative_int, help="seed of weights and data (default: the model's)"
+    )
+    parser.add_argument(
         "--target",
         choices=CODEGEN_TARGETS,
         default="auto",
@@ -68,51 +94,108 @@ def build_parser() -> argparse.ArgumentParser:
         "(about 30 s the first time, then cached) and makes a dense step about a quarter "
         "faster; auto (default) compiles for jobs of 10,000 sample presentations or more",
     )
-    run.add_argument(
+    parser.add_argument(
         "--mode",
-        choices=("dense", "synapses"),
+        choices=tuple(MODES),
         default="dense",
         help="execution mode: dense (default; a minibatch relaxes in parallel, connections by "
         "BLAS) or synapses (Brian2 Synapses with per-synapse plasticity); same numbers",
     )
-    run.add_argument(
+    parser.add_argument(
         "--device",
-        choices=("runtime", "cpp_standalone"),
+        choices=DEVICES,
         default="runtime",
         help="Brian2 device of the synapses mode: runtime, or cpp_standalone (one C++ build, "
         "then one program run per minibatch)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    from arsim.train import add_train_arguments
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    add_train_arguments(run)
-    bench = commands.add_parser(
-        "bench", help="samples per second of every execution mode on the paper network"
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the training options (``--data``, ``--epochs``, ``--resume``, …) to a parser."""
+    group = parser.add_argument_group("training on a dataset")
+    group.add_argument(
+        "--data",
+        choices=DATASET_NAMES,
+        help="train on this dataset (epochs of shuffled minibatches) instead of random samples",
     )
-    bench.add_argument("--out", type=Path, help="write the results as JSON to this file")
-    bench.add_argument(
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder with the IDX files (default: $ARSIM_DATA_DIR, the Debian package, …)",
+    )
+    group.add_argument("--epochs", type=positive_int, help="epochs to train (default 1)")
+    group.add_argument(
+        "--train-samples", type=positive_int, help="use the first N training samples only"
+    )
+    group.add_argument(
+        "--metrics-every",
+        type=positive_int,
+        default=50,
+        help="a metrics row every N minibatches (default 50) besides one per epoch",
+    )
+    group.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default="backprop",
+        help="train a backprop baseline from the same weights on the same batches (default)",
+    )
+    group.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run in DIR (or its partial folder) from its last epoch checkpoint",
+    )
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``arsim sweep`` arguments to a parser."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="sweep folder (default: runs/sweep-<name>); reruns skip finished points",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler, e.g. tcp://host:8786 (default: local)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help="local worker processes (default: the number of cores)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
+    )
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``arsim bench`` arguments to a parser."""
+    parser.add_argument("--out", type=Path, help="write the results as JSON to this file")
+    parser.add_argument(
         "--modes",
         nargs="+",
-        default=[
-            "numpy-reference",
-            "dense",
-            "dense-numpy",
-            "synapses-standalone",
-            "synapses-cython",
-        ],
-        choices=[
-            "numpy-reference",
-            "dense",
-            "dense-numpy",
-            "synapses-standalone",
-            "synapses-cython",
-            "synapses-numpy",
-        ],
+        default=[bench.REFERENCE, *(name for name in bench.MODES if name != "synapses-numpy")],
+        choices=[bench.REFERENCE, *bench.MODES],
         help="what to measure (default: all but synapses-numpy)",
     )
-    bench.add_argument("--threads", type=_positive_int, default=2, help="BLAS threads (default 2)")
-    from arsim.sweep import add_sweep_arguments
+    parser.add_argument("--threads", type=positive_int, default=2, help="BLAS threads (default 2)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``arsim`` argument parser."""
+    parser = _Parser(prog="arsim", description="Activation Relaxation in Brian2 rate neurons.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run a model under a protocol and write a run folder")
+    add_run_arguments(run)
+    add_train_arguments(run)
+    add_bench_arguments(
+        commands.add_parser(
+            "bench", help="samples per second of every execution mode on the paper network"
+        )
+    )
     add_sweep_arguments(
         commands.add_parser(
             "sweep", help="run a model and protocol over a grid of parameters and seeds (Dask)"
@@ -121,53 +204,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def job_from_args(
+    args: argparse.Namespace, model: ModelSpec, protocol: ProtocolSpec
+) -> RandomRun | Training:
+    """The job the parsed ``arsim run`` arguments ask for.
+
+    A training with ``--data`` or ``--resume``, else a run on random data; options that the
+    parser lacks take their defaults.
+    """
+    common = {
+        "model": model,
+        "protocol": protocol,
+        "out": getattr(args, "out", None),
+        "seed": getattr(args, "seed", None),
+        "target": getattr(args, "target", None) or "auto",
+        "mode": getattr(args, "mode", "dense"),
+        "device": getattr(args, "device", "runtime"),
+    }
+    if getattr(args, "data", None) is None and getattr(args, "resume", None) is None:
+        return RandomRun(samples=args.samples, **common)
+    return Training(
+        data=args.data,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        train_samples=args.train_samples,
+        metrics_every=args.metrics_every,
+        baseline=args.baseline,
+        resume=args.resume,
+        **common,
+    )
+
+
+def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: ProtocolSpec) -> int:
+    """Run or train as the parsed arguments say; report it and return the exit status."""
+    job = job_from_args(args, model, protocol)
+    return execute(job, progress=not getattr(args, "quiet", False)).report()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        model, protocol = load_model(args.model), load_protocol(args.protocol)
+    except SpecError as error:
+        print(f"arsim: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_from_args(args, model, protocol)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    try:
+        sweep = load_sweep(args.sweep)
+        table = run_sweep(
+            sweep,
+            args.out,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+    except (SpecError, SweepError) as error:
+        print(f"arsim: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    counts = table.attrs["counts"]
+    print(
+        f"arsim: wrote {Path(table.attrs['out']) / 'results.csv'} ({len(table)} points: "
+        + ", ".join(f"{counts[status]} {status}" for status in STATUSES)
+        + f"; {table.attrs['points_run']} run, {table.attrs['points_reused']} finished before)"
+    )
+    bad = table[table["status"] != "completed"]
+    for _, row in bad.head(20).iterrows():
+        print(f"arsim: point {row['point']}: {row['status']}: {row['error']}", file=sys.stderr)
+    return EXIT_COMPLETED if bad.empty else EXIT_SOME_FAILED
+
+
+def _bench(args: argparse.Namespace) -> int:
+    rows = bench.run_benchmark(args.modes, args.threads, args.out)
+    return EXIT_SOME_FAILED if any("error" in row for row in rows) else EXIT_COMPLETED
+
+
+COMMANDS = {"run": _run, "sweep": _sweep, "bench": _bench}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "sweep":
-        from arsim.sweep import main_from_args
-
-        return main_from_args(args)
-    if args.command == "bench":
-        from arsim.bench import run_benchmark
-
-        rows = run_benchmark(args.modes, args.threads, args.out)
-        return 1 if any("error" in row for row in rows) else 0
-    from arsim.run import ExecutionError, RunFolderError, default_run_folder, run_to_folder
-    from arsim.spec import load_model, load_protocol
-
-    try:
-        model = load_model(args.model)
-        protocol = load_protocol(args.protocol)
-        if args.data is not None or args.resume is not None:
-            from arsim.train import run_from_args
-
-            return run_from_args(args, model, protocol)
-        seed = model.seed if args.seed is None else args.seed
-        out = args.out or default_run_folder(model, protocol, seed)
-        folder, result = run_to_folder(
-            model,
-            protocol,
-            out,
-            args.samples,
-            seed,
-            args.target,
-            progress=not args.quiet,
-            mode=args.mode,
-            device=args.device,
-        )
-    except (SpecError, RunFolderError, ExecutionError) as error:
-        print(f"arsim: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if result.diverged:
-        print(f"arsim: error: {result.diverged}; run folder {folder}", file=sys.stderr)
-        return EXIT_DIVERGED
-    last = result.metrics.iloc[-1]
-    print(
-        f"arsim: wrote {folder} ({len(result.traces)} trace rows; last batch loss "
-        f"{last['loss']:.4g}, angle to backprop {last['angle_deg']:.3g} deg)"
-    )
-    return 0
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

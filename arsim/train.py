@@ -47,7 +47,6 @@ threads, e.g. ``OPENBLAS_NUM_THREADS``: it decides how the matrix products split
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -59,7 +58,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from arsim import oracle
-from arsim.datasets import DATASET_NAMES, Dataset, DatasetError, load_dataset
+from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
 from arsim.metrics import evaluate, relaxation_errors
 from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
@@ -73,11 +72,9 @@ from arsim.runfolder import (
     versions,
     write_json,
 )
-from arsim.spec import CODEGEN_TARGETS, ModelSpec, ProtocolSpec, SpecError, check_compatible
+from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 from arsim.trainlog import MetricsTable, Window
 
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
 
 class TrainError(ValueError):
     """A training run that cannot start or resume (one-line message)."""
@@ -543,144 +540,3 @@ def train(
         training.start(Path(out), epochs, data, options, target)
     message = training.run(epochs, progress)
     return training.finish(message)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the training options (``--data``, ``--epochs``, ``--resume``, …) to a parser."""
-    group = parser.add_argument_group("training on a dataset")
-    group.add_argument(
-        "--data",
-        choices=DATASET_NAMES,
-        help="train on this dataset (epochs of shuffled minibatches) instead of random samples",
-    )
-    group.add_argument(
-        "--data-dir",
-        type=Path,
-        help="folder with the IDX files (default: $ARSIM_DATA_DIR, the Debian package, …)",
-    )
-    group.add_argument("--epochs", type=_positive_int, help="epochs to train (default 1)")
-    group.add_argument(
-        "--train-samples", type=_positive_int, help="use the first N training samples only"
-    )
-    group.add_argument(
-        "--metrics-every",
-        type=_positive_int,
-        default=50,
-        help="a metrics row every N minibatches (default 50) besides one per epoch",
-    )
-    group.add_argument(
-        "--baseline",
-        choices=("backprop", "none"),
-        default="backprop",
-        help="train a backprop baseline from the same weights on the same batches (default)",
-    )
-    group.add_argument(
-        "--resume",
-        type=Path,
-        metavar="DIR",
-        help="continue the run in DIR (or its partial folder) from its last epoch checkpoint",
-    )
-
-
-def run_from_args(args: argparse.Namespace, model: ModelSpec, protocol: ProtocolSpec) -> int:
-    """Train as the parsed arguments say; returns the exit status (0, 2 bad input, 3 diverged)."""
-    from arsim.run import RunFolderError, default_run_folder
-
-    quiet = getattr(args, "quiet", False)
-    mode, device = getattr(args, "mode", "dense"), getattr(args, "device", "runtime")
-    if (mode, device) != ("dense", "runtime"):
-        print(
-            f"arsim: error: --mode {mode} --device {device}: training on a dataset runs in the "
-            "dense mode (drop --mode/--device)",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    try:
-        resume = args.resume is not None
-        if resume:
-            folder = _find_resume_folder(args.resume)
-            config = json.loads((folder / "config.json").read_text())
-            name = args.data or config["data"]["name"]
-            data_dir = args.data_dir or config["data"]["source"]
-            train_samples = args.train_samples or config["data"]["train_samples"]
-            epochs = args.epochs or config["epochs"]
-            out, seed = args.resume, config["seed"]
-        else:
-            name, data_dir, train_samples = args.data, args.data_dir, args.train_samples
-            epochs = args.epochs or 1
-            seed = model.seed if getattr(args, "seed", None) is None else args.seed
-            out = getattr(args, "out", None) or default_run_folder(model, protocol, seed, data=name)
-        dataset = load_dataset(name, data_dir, train_limit=train_samples)
-        folder, status = train(
-            model,
-            protocol,
-            dataset,
-            out,
-            epochs,
-            seed,
-            train_samples=train_samples,
-            metrics_every=args.metrics_every,
-            baseline=args.baseline == "backprop",
-            resume=resume,
-            progress=not quiet,
-            target=getattr(args, "target", None) or "auto",
-        )
-    except (DatasetError, SpecError, RunFolderError, TrainError) as error:
-        print(f"arsim: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (OSError, json.JSONDecodeError, KeyError) as error:
-        print(f"arsim: error: cannot resume: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if status["status"] == "diverged":
-        print(f"arsim: error: {status['message']}; run folder {folder}", file=sys.stderr)
-        return EXIT_DIVERGED
-    accuracy = {key: status.get(key) for key in ("ar_test_acc", "bp_test_acc")}
-    text = ", ".join(
-        f"{who} {value:.4f}"
-        for who, value in zip(("AR", "backprop"), accuracy.values(), strict=True)
-        if value is not None
-    )
-    print(f"arsim: wrote {folder} ({status['epochs_done']} epochs; test accuracy {text})")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m arsim.train MODEL PROTOCOL [--out DIR] [--seed S] [training options]``."""
-    from arsim.spec import load_model, load_protocol
-
-    parser = argparse.ArgumentParser(
-        prog="python -m arsim.train", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("model", type=Path)
-    parser.add_argument("protocol", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--target", choices=CODEGEN_TARGETS, default="auto")
-    parser.add_argument("--quiet", action="store_true")
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.data is None and args.resume is None:
-        args.data = "fashion-mnist"
-    try:
-        model, protocol = load_model(args.model), load_protocol(args.protocol)
-    except SpecError as error:
-        print(f"arsim: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return run_from_args(args, model, protocol)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 
 from arsim import oracle
+from arsim.cli import add_train_arguments, run_from_args
 from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
 from arsim.metrics import angle_degrees
 from arsim.spec import load_model, load_protocol
-from arsim.train import add_train_arguments, epoch_order, run_from_args, train
+from arsim.train import epoch_order, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
