@@ -36,7 +36,8 @@ import pandas as pd  # noqa: E402
 
 from arsim import oracle  # noqa: E402
 from arsim.metrics import angle_degrees  # noqa: E402
-from arsim.run import random_data, set_codegen_target, simulate  # noqa: E402
+from arsim.modes import set_codegen_target
+from arsim.run import random_data, simulate
 from arsim.spec import RecordSpec, load_model, load_protocol  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

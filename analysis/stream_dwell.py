@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 from arsim import oracle  # noqa: E402
 from arsim.datasets import load_dataset  # noqa: E402
-from arsim.run import simulate  # noqa: E402
+from arsim.run import simulate
 from arsim.spec import load_model, load_protocol  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,12 +27,8 @@ from tqdm.auto import tqdm
 
 from arsim.loop import ChunkLoop, presentation_slots
 from arsim.metrics import sample_metrics
-from arsim.modes import (  # noqa: F401  (the names run.py has always offered)
-    COMPILE_PAYS_OFF,
+from arsim.modes import (
     DEFAULT_MODE,
-    DEVICES,
-    MODES,
-    ExecutionError,
     build_network,
     check_execution,
     resolve_codegen_target,
@@ -40,8 +36,6 @@ from arsim.modes import (  # noqa: F401  (the names run.py has always offered)
 )
 from arsim.network import seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
-from arsim.runfolder import RunFolderError as RunFolderError  # re-exported for the CLI
-from arsim.runfolder import default_run_folder as default_run_folder  # re-exported for the CLI
 from arsim.runfolder import prepare_run_folder, publish, save_npz, versions, write_json
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 

@@ -508,7 +508,7 @@ def train(
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
     target : {'auto', 'numpy', 'cython'}
         Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
-        (``arsim.run.resolve_codegen_target`` over the epochs' sample presentations).
+        (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations).
 
     Returns
     -------

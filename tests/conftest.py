@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from arsim import oracle
-from arsim.run import set_codegen_target, simulate
+from arsim.modes import set_codegen_target
+from arsim.run import simulate
 from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -232,7 +232,7 @@ def test_auto_target_compiles_only_for_long_jobs(monkeypatch):
     (NumPy where Cython cannot compile); explicit targets stand for themselves."""
     from brian2.codegen.runtime.cython_rt import CythonCodeObject
 
-    from arsim.run import COMPILE_PAYS_OFF, resolve_codegen_target
+    from arsim.modes import COMPILE_PAYS_OFF, resolve_codegen_target
 
     assert resolve_codegen_target("auto", COMPILE_PAYS_OFF - 1) == "numpy"
     assert resolve_codegen_target("auto", COMPILE_PAYS_OFF) == "cython"

@@ -19,8 +19,8 @@ from conftest import (
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
+from arsim.modes import ExecutionError, check_execution, set_codegen_target
 from arsim.operators import operator
-from arsim.run import ExecutionError, check_execution, set_codegen_target
 from arsim.spec import SpecError, model_from_dict
 
 torch = pytest.importorskip("torch")

@@ -24,7 +24,7 @@ from conftest import (
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
-from arsim.run import set_codegen_target
+from arsim.modes import set_codegen_target
 from arsim.spec import SpecError, model_from_dict
 
 torch = pytest.importorskip("torch")

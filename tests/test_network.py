@@ -11,7 +11,8 @@ from conftest import make_model, make_protocol, random_batch, relaxation_history
 
 from arsim import oracle
 from arsim.metrics import relative_error
-from arsim.run import set_codegen_target, simulate
+from arsim.modes import set_codegen_target
+from arsim.run import simulate
 from arsim.spec import RecordSpec, model_from_dict
 
 NO_RECORDING = RecordSpec(variables=("x",), samples=())

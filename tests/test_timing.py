@@ -12,7 +12,7 @@ from test_network import _assert_matches_oracle
 
 from arsim import oracle
 from arsim.metrics import angle_degrees, relative_error
-from arsim.run import ExecutionError, check_execution
+from arsim.modes import ExecutionError, check_execution
 from arsim.spec import RecordSpec, SpecError, check_compatible, protocol_from_dict
 
 RECORD_ALL = RecordSpec(variables=("x",), neurons=None, samples=None)
