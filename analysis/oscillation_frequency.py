@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 
 from arsim.datasets import load_dataset  # noqa: E402
 from arsim.spec import load_model, load_protocol, protocol_from_dict  # noqa: E402
+from arsim.spec.schedule import Schedule
 from arsim.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,12 +105,13 @@ def main(argv=None) -> int:
             protocol = oscillation_protocol(base, window_tau, waveform)
             row = run_point(model, protocol, dataset, args.runs / protocol.name, args)
             frequency = protocol.oscillation.frequency
+            schedule = Schedule(None, protocol)
             rows.append(
                 {
                     "waveform": waveform,
                     "frequency_hz": frequency,
                     "window_tau": window_tau,
-                    "relaxation_steps": protocol.phase_steps["relaxation"],
+                    "relaxation_steps": schedule.phase_steps["relaxation"],
                     "ar_test_acc": row["ar_test_acc"],
                     "bp_test_acc": row["bp_test_acc"],
                     "angle_deg": row["angle_deg"],

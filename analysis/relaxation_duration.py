@@ -39,6 +39,7 @@ from arsim.metrics import angle_degrees  # noqa: E402
 from arsim.modes import set_codegen_target
 from arsim.run import random_data, simulate
 from arsim.spec import RecordSpec, load_model, load_protocol  # noqa: E402
+from arsim.spec.schedule import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +54,16 @@ def relaxed_history(model, protocol, params, inputs, targets):
     if result.diverged:
         raise SystemExit(f"relaxation_duration: {result.diverged}")
     traces = result.traces
-    n_relax, n_ff = protocol.phase_steps["relaxation"], protocol.phase_steps["feedforward"]
+    schedule = Schedule(None, protocol)
+    n_relax, n_ff = (
+        schedule.phase_steps["relaxation"],
+        schedule.phase_steps["feedforward"],
+    )
     history = {}
     for index, layer in enumerate(model.layers[1:-1], start=1):
         rows = traces[(traces.layer == layer.name) & (traces.variable == "x")]
         step = np.rint(rows.t.to_numpy() / protocol.dt).astype(int) - 1
-        m = step - rows["sample"].to_numpy() * protocol.sample_steps - n_ff + 1
+        m = step - rows["sample"].to_numpy() * schedule.sample_steps - n_ff + 1
         keep = (m >= 0) & (m <= n_relax)
         values = np.zeros((n_relax + 1, len(inputs), layer.size))
         values[m[keep], rows["sample"].to_numpy()[keep], rows.neuron.to_numpy()[keep]] = rows.value[
@@ -97,9 +102,10 @@ def main(argv=None) -> int:
         hops = n_hidden + 1 - layer
         error = np.linalg.norm(values - exact[layer], axis=2) / np.linalg.norm(exact[layer], axis=1)
         for n in range(args.steps + 1):
-            t = n * protocol.dt / protocol.tau_of(model.layers[layer].name)
+            schedule = Schedule(None, protocol)
+            t = n * protocol.dt / schedule.tau_of(model.layers[layer].name)
             analytic = exp(-t) * sum(t**j / factorial(j) for j in range(hops))
-            eta = protocol.dt / protocol.tau_of(model.layers[layer].name)
+            eta = protocol.dt / schedule.tau_of(model.layers[layer].name)
             euler = sum(comb(n, j) * eta**j * (1 - eta) ** (n - j) for j in range(hops))
             rows.append(
                 {
@@ -123,7 +129,7 @@ def main(argv=None) -> int:
         activities = [fwd.xhat[0]] + [history[k][n] for k in range(1, n_hidden + 1)] + [top]
         update, _ = oracle.weight_gradients(model, fwd, activities, params)
         angle = angle_degrees(update, grads.W)
-        t = n * protocol.eta_x
+        t = n * schedule.eta_x
         for layer in range(1, n_hidden + 1):
             error = np.linalg.norm(history[layer][n] - grads.activity[layer], axis=1)
             error /= np.linalg.norm(grads.activity[layer], axis=1)
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
         left.semilogy(group.t_over_tau, group.analytic, "--", color=line.get_color(), lw=1)
         left.semilogy(group.t_over_tau, group.euler, ":", color="k", lw=0.8)
     left.set(
-        title=f"linear chain from rest, dt/τ = {protocol.eta_x:g}\n"
+        title=f"linear chain from rest, dt/τ = {schedule.eta_x:g}\n"
         "(dashed: analytic dt→0; dotted: exact Euler)",
         xlabel="t / τ",
         ylabel="relative residual",

@@ -34,6 +34,7 @@ from arsim import oracle  # noqa: E402
 from arsim.datasets import load_dataset  # noqa: E402
 from arsim.run import simulate
 from arsim.spec import load_model, load_protocol  # noqa: E402
+from arsim.spec.schedule import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +57,13 @@ def main(argv=None) -> int:
     model, protocol = load_model(args.model), load_protocol(args.protocol)
     dataset = load_dataset("fashion-mnist", None)
     params = oracle.init_params(model, args.seed)
-    cycle_ms = protocol.sample_duration * 1e3
+    schedule = Schedule(None, protocol)
+    cycle_ms = schedule.sample_duration * 1e3
     rows = []
     for dwell_ms in args.dwells:
         point = replace(protocol, dwell=dwell_ms * 1e-3)
-        minibatches = -(-args.periods * point.sample_steps // point.dwell_steps)
+        point_schedule = Schedule(None, point)
+        minibatches = -(-args.periods * point_schedule.sample_steps // point_schedule.dwell_steps)
         count = min(minibatches * point.batch_size, len(dataset.train_images))
         inputs = dataset.train_images[:count]
         targets = dataset.one_hot(dataset.train_labels[:count])
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     axis.plot(table.dwell_ms, table.angle_deg_mean, "o-", label="all weights (mean, range)")
     for column in [c for c in table if c.startswith("angle_deg_W")]:
         axis.plot(table.dwell_ms, table[column], lw=0.8, ls=":", label=column[10:])
-    relax_ms = protocol.phase_steps["relaxation"] * protocol.dt * 1e3
+    relax_ms = schedule.phase_steps["relaxation"] * protocol.dt * 1e3
     axis.axvline(relax_ms, color="grey", ls="--", lw=1, label=f"relaxation ({relax_ms:g} ms)")
     axis.axvline(cycle_ms, color="k", ls="--", lw=1, label=f"theta cycle ({cycle_ms:g} ms)")
     axis.set_xscale("log")

@@ -25,6 +25,7 @@ from arsim import __version__, oracle
 from arsim.activations import ACTIVATIONS, output_gradient
 from arsim.modes import build_network, set_codegen_target
 from arsim.spec import RecordSpec, load_model, load_protocol
+from arsim.spec.schedule import Schedule
 
 PAPER_MODEL = Path(__file__).resolve().parents[1] / "models" / "paper-mlp.toml"
 PAPER_PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "paper.toml"
@@ -50,7 +51,9 @@ def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray
     final weights.
     """
     weights = [w.copy() for w in params.W]
-    steps, eta_x, rate = protocol.phase_steps["relaxation"], protocol.eta_x, protocol.learning_rate
+    schedule = Schedule(None, protocol)
+    steps, eta_x = schedule.phase_steps["relaxation"], schedule.eta_x
+    rate = protocol.learning_rate
     batch = protocol.batch_size
     for start in range(0, len(inputs), batch):
         x0, target = inputs[start : start + batch], targets[start : start + batch]

@@ -46,14 +46,14 @@ class DenseNetwork(ARNetwork):
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
         self.relaxation_steps: dict[int, int] = {}
         """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
-        self._delays = protocol.delay_steps(model)
+        self._delays = self.schedule.delay_steps
         self._delay_buffers = {
             c: np.zeros((delay + 1, self.replicas, model.layer(model.connections[c].target).size))
             for c, delay in enumerate(self._delays)
             if delay
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
-        self._plasticity_step = protocol.plasticity_step  # derived properties: once, not per step
+        self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._feedback_paths = None
 
     # -- construction ----------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class DenseNetwork(ARNetwork):
                     self._after_step, clock=self.step_clock, when="after_groups", name="after_step"
                 )
             )
-        at_tick = self.protocol.plasticity_step == self.steps_per_sample
+        at_tick = self.schedule.plasticity_step == self.steps_per_sample
         operations.append(
             b2.NetworkOperation(
                 self._plasticity,
@@ -235,7 +235,7 @@ class DenseNetwork(ARNetwork):
         """At a minibatch's plasticity step: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise.
 
         That step is the next tick, or the oscillation's plasticity phase
-        (``protocol.plasticity_step``); the operation then runs every step and acts at that one.
+        (``Schedule.plasticity_step``); the operation then runs every step and acts at that one.
         """
         step = int(self._step_counter[0])
         if step % self.steps_per_sample != self._plasticity_step % self.steps_per_sample:
@@ -264,7 +264,7 @@ class DenseNetwork(ARNetwork):
             self.batch_signals.append(signals)
 
     def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
-        """The samples the stimulus stream shows (``protocol.stream_samples``), in order."""
+        """The samples the stimulus stream shows (``Schedule.stream_samples``), in order."""
         self._stream = (inputs, targets)
         self._shown = None
 
@@ -276,7 +276,7 @@ class DenseNetwork(ARNetwork):
         """
         step = int(self._step_counter[0])
         inputs, targets = self._stream
-        shown = self.protocol.stream_samples(step, len(inputs))
+        shown = self.schedule.stream_samples(step, len(inputs))
         at_tick = step % self.steps_per_sample == 0
         if not at_tick and self._shown is not None and np.array_equal(shown, self._shown):
             return
@@ -327,7 +327,7 @@ class DenseNetwork(ARNetwork):
             target_values[row, :count] = targets[start : start + count]
             if self.protocol.dwell > 0:  # the stream shows a full minibatch at every tick
                 count = batch
-            self._batches.append((np.arange(batch) < count, self.protocol.learning_rates(count)))
+            self._batches.append((np.arange(batch) < count, self.schedule.learning_rates(count)))
         if next_input is not None:
             count = min(batch, len(next_input))
             stimulus[len(self._batches), :count] = next_input[:count]

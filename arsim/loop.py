@@ -21,6 +21,7 @@ from arsim.metrics import batch_metrics
 from arsim.params import Params
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec
+from arsim.spec.schedule import Schedule
 
 
 def swept_samples(
@@ -45,7 +46,8 @@ def swept_samples(
         ``first … last − 1``, or with a stimulus stream the samples it showed at that sweep.
     """
     if protocol.dwell > 0:
-        return protocol.stream_samples(batch * protocol.sample_steps, n_samples)
+        schedule = Schedule(None, protocol)
+        return schedule.stream_samples(batch * schedule.sample_steps, n_samples)
     return np.arange(first, last)
 
 
@@ -56,13 +58,14 @@ def presentation_slots(protocol: ProtocolSpec, n_samples: int) -> int:
     (the stream shows every sample once; the sweeps see those present at their phase).
     """
     if protocol.dwell > 0:
-        return protocol.stream_periods(n_samples) * protocol.batch_size
+        return Schedule(None, protocol).stream_periods(n_samples) * protocol.batch_size
     return n_samples
 
 
 def phase_name(step: int, protocol: ProtocolSpec) -> str:
     """Name of the phase (:data:`~arsim.spec.PHASES`) step ``step`` of the timeline lies in."""
-    return PHASES[int(phase_of_step(np.array([step % protocol.sample_steps]), protocol)[0])]
+    in_sample = step % Schedule(None, protocol).sample_steps
+    return PHASES[int(phase_of_step(np.array([in_sample]), protocol)[0])]
 
 
 @dataclass
@@ -239,7 +242,7 @@ class ChunkLoop:
         # compared with backprop on the samples the sweep saw (the stream's, if any)
         swept = swept_samples(self.protocol, index, first, last, len(self.order))
         x, y = self._rows(swept)
-        rate, _ = self.protocol.learning_rates(len(swept))
+        rate, _ = Schedule(None, self.protocol).learning_rates(len(swept))
         with np.errstate(all="ignore"):
             row = batch_metrics(self.model, before, after, x, y, rate)
         return Minibatch(index, first, last, swept, x, y, rate, before, after, signals, row)

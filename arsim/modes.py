@@ -15,6 +15,7 @@ from brian2.codegen.runtime.cython_rt import CythonCodeObject
 from arsim.dense import DenseNetwork
 from arsim.network import ARNetwork, Feature
 from arsim.spec import CODEGEN_TARGETS, ProtocolSpec
+from arsim.spec.schedule import Schedule
 from arsim.standalone import StandaloneSynapsesNetwork
 from arsim.synapses import SynapsesNetwork
 
@@ -70,7 +71,8 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature.TOLERANCE, f"{source}: phases.tolerance"))
     if protocol.dwell > 0:
         needs.append((Feature.STIMULUS_STREAM, f"{source}: stimulus.dwell"))
-    if protocol.plasticity_step != protocol.sample_steps:
+    schedule = Schedule(model, protocol)
+    if schedule.plasticity_step != schedule.sample_steps:
         needs.append((Feature.EARLY_PLASTICITY, f"{source}: oscillation.plasticity"))
     if model is not None and not model.all_dense:
         c = next(c for c in model.connections if c.operation != "dense")

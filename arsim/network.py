@@ -50,6 +50,7 @@ from arsim.equations import (
 )
 from arsim.params import Params, SeedStream, seed_sequence
 from arsim.spec import ModelSpec, ProtocolSpec
+from arsim.spec.schedule import Schedule
 
 DIVERGENCE_LIMIT = 1e300
 """An activity that is NaN, infinite or beyond this magnitude counts as diverged."""
@@ -128,9 +129,10 @@ class ARNetwork:
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
     ):
         self.model, self.protocol = model, protocol
+        self.schedule = Schedule(model, protocol)
         self.roles = layer_roles(model)
-        steps = protocol.phase_steps
-        self.steps_per_sample = protocol.sample_steps
+        steps = self.schedule.phase_steps
+        self.steps_per_sample = self.schedule.sample_steps
         self.dt = protocol.dt * b2.second
         self.ticks_done = 0
         self.batch_params: list[Params] = []
@@ -164,11 +166,11 @@ class ARNetwork:
             if not role.relaxes:
                 continue
             if self._square_gates:
-                start, stop = protocol.window_steps(role.spec.name)
+                start, stop = self.schedule.window_steps(role.spec.name)
                 self.namespace[f"relax_start_{role.index}"] = start
                 self.namespace[f"relax_stop_{role.index}"] = stop
             else:  # one entry per step of the period, looked up at t = step · 1 s
-                gain = protocol.gate(role.spec.name)
+                gain = self.schedule.gate(role.spec.name)
                 self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
@@ -239,7 +241,7 @@ class ARNetwork:
             return group
         group.t_bad = NEVER * b2.second
         if role.relaxes:
-            group.tau = self.protocol.tau_of(role.spec.name) * b2.second
+            group.tau = self.schedule.tau_of(role.spec.name) * b2.second
         present = [f"a_c{c} = 0" for c in role.incoming]
         if role.is_output:
             present.append("target = target_stream(t - chunk_start, i)")

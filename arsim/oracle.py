@@ -19,6 +19,7 @@ from arsim import operators
 from arsim.activations import ACTIVATIONS, SOFTMAX, loss_value, output_gradient, softmax
 from arsim.params import Params, init_params  # noqa: F401  (init_params: oracle.init_params)
 from arsim.spec import ModelSpec
+from arsim.spec.schedule import Schedule
 
 Array = np.ndarray
 
@@ -448,18 +449,19 @@ def relax_as(
     feedback delays, the convergence tolerance and trace memory; ``options`` (such as
     ``keep_history``) go to :func:`relax`.
     """
-    first, steps = protocol.phase_steps["feedforward"], protocol.steps_before_plasticity
-    gains = np.stack([protocol.gate(layer.name) for layer in model.layers], axis=1)
+    schedule = Schedule(model, protocol)
+    first, steps = schedule.phase_steps["feedforward"], schedule.steps_before_plasticity
+    gains = schedule.gains
     return relax(
         model,
         params,
         inputs,
         targets,
         steps,
-        protocol.eta_x_of(model),
+        schedule.eta_x_per_layer,
         gains=gains[first : first + steps],
         start=protocol.relaxation_start,
-        delays=protocol.delay_steps(model),
+        delays=schedule.delay_steps,
         tolerance=protocol.tolerance,
         trace=trace_schedule(model, protocol),
         soma=memory_schedule(model, protocol, "two-compartment"),
@@ -479,15 +481,16 @@ def relax_stream(
     """:func:`relax_as` for sample period ``cycle`` of a run whose stimulus is a stream.
 
     ``inputs`` and ``targets`` are the run's samples in order; the stream
-    (``protocol.stream_samples``) decides which ones the sweep sees, which target the output
+    (``Schedule.stream_samples``) decides which ones the sweep sees, which target the output
     is clamped to at each relaxation step, and which input and clamp the plasticity sees.
     """
-    period, first = protocol.sample_steps, protocol.phase_steps["feedforward"]
+    schedule = Schedule(model, protocol)
+    period, first = schedule.sample_steps, schedule.phase_steps["feedforward"]
     start = cycle * period
-    shown = lambda step: protocol.stream_samples(step, len(inputs))  # noqa: E731
-    steps = protocol.steps_before_plasticity
+    shown = lambda step: schedule.stream_samples(step, len(inputs))  # noqa: E731
+    steps = schedule.steps_before_plasticity
     step_targets = np.stack([targets[shown(start + first + n)] for n in range(max(steps, 1))])
-    last = shown(start + protocol.plasticity_step - 1)
+    last = shown(start + schedule.plasticity_step - 1)
     swept = shown(start)
     stream = (step_targets, inputs[last], targets[last])
     swept_inputs, swept_targets = inputs[swept], targets[swept]
@@ -510,10 +513,11 @@ def memory_schedule(model: ModelSpec, protocol, kind: str) -> tuple[float, int, 
     """``(dt/τ_m, n_ff, plasticity_step)`` when the model's memory is ``kind``, else None."""
     if model.memory.kind != kind:
         return None
+    schedule = Schedule(model, protocol)
     return (
         protocol.dt / model.memory.tau,
-        protocol.phase_steps["feedforward"],
-        protocol.plasticity_step,
+        schedule.phase_steps["feedforward"],
+        schedule.plasticity_step,
     )
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from arsim.spec import PHASES, ProtocolSpec
+from arsim.spec.schedule import Schedule
 
 TRACE_COLUMNS = ("sample", "phase", "t", "layer", "neuron", "variable", "value")
 """Columns of a trace table; ``t`` in seconds, the time at which ``value`` holds."""
@@ -14,7 +15,7 @@ TRACE_COLUMNS = ("sample", "phase", "t", "layer", "neuron", "variable", "value")
 
 def phase_of_step(step_in_sample: np.ndarray, protocol: ProtocolSpec) -> np.ndarray:
     """Phase index (into :data:`~arsim.spec.PHASES`) of each step within a sample."""
-    bounds = np.cumsum(list(protocol.phase_steps.values()))
+    bounds = np.cumsum(list(Schedule(None, protocol).phase_steps.values()))
     return np.searchsorted(bounds, step_in_sample, side="right")
 
 
@@ -39,7 +40,7 @@ def monitors_to_frame(network, n_samples: int) -> pd.DataFrame:
         Columns :data:`TRACE_COLUMNS`; ``phase``, ``layer`` and ``variable`` are categorical.
     """
     protocol: ProtocolSpec = network.protocol
-    steps_per_sample = protocol.sample_steps
+    steps_per_sample = network.schedule.sample_steps
     wanted_phases = [PHASES.index(p) for p in protocol.record.phases]
     sizes = {layer.name: layer.size for layer in network.model.layers}
     frames = []

@@ -38,6 +38,7 @@ from arsim.network import seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.runfolder import prepare_run_folder, publish, save_npz, versions, write_json
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
+from arsim.spec.schedule import Schedule
 
 
 def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +142,7 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
     loop = ChunkLoop(network, model, protocol, inputs, targets, params, bar=bar)
     rows, per_sample = [], []
     for batch in loop:
-        t = batch.last * protocol.sample_duration
+        t = batch.last * network.schedule.sample_duration
         rows.append({"batch": batch.index, "samples": batch.last, "t": t} | batch.metrics)
         if batch.signals is not None:
             table = {"sample": batch.swept, "batch": np.full(len(batch.swept), batch.index)}
@@ -150,7 +151,7 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
     bar.close()
     steps = None
     if protocol.tolerance > 0:
-        steps = np.full(loop.slots, protocol.phase_steps["relaxation"])
+        steps = np.full(loop.slots, network.schedule.phase_steps["relaxation"])
         for sample, taken in getattr(network, "relaxation_steps", {}).items():
             if sample < loop.slots:
                 steps[sample] = taken
@@ -186,18 +187,19 @@ def run_to_folder(
     partial = prepare_run_folder(out)
     params = init_params(model, seed)
     inputs, targets = random_data(model, n_samples, seed)
+    schedule = Schedule(model, protocol)
     config = {
         "model": model.to_dict(),
         "protocol": protocol.to_dict(),
         "derived": {
-            "eta_x": protocol.eta_x,
-            "steps_per_sample": protocol.sample_steps,
-            "phase_steps": protocol.phase_steps,
-            "plasticity_step": protocol.plasticity_step,
+            "eta_x": schedule.eta_x,
+            "steps_per_sample": schedule.sample_steps,
+            "phase_steps": schedule.phase_steps,
+            "plasticity_step": schedule.plasticity_step,
             "relaxation_windows": {  # steps of the sample period, per hidden layer
-                layer.name: list(protocol.window_steps(layer.name)) for layer in model.layers[1:-1]
+                layer.name: list(schedule.window_steps(layer.name)) for layer in model.layers[1:-1]
             },
-            "stimulus_dwell_steps": protocol.dwell_steps,
+            "stimulus_dwell_steps": schedule.dwell_steps,
         },
         "seed": seed,
         "samples": n_samples,

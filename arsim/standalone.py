@@ -144,7 +144,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         self.targets.values[:] = 0
         self.stimulus.values[:count] = inputs
         self.targets.values[:count] = targets
-        rate, feedback_rate = self.protocol.learning_rates(count)
+        rate, feedback_rate = self.schedule.learning_rates(count)
         run_args = {self.stimulus: self.stimulus.values, self.targets: self.targets.values}
         apply_at = count * self.steps_per_sample * self.dt
         for group, role in zip(self.groups, self.roles, strict=True):

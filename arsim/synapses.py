@@ -174,7 +174,7 @@ class SynapsesNetwork(ARNetwork):
 
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         count = len(inputs)
-        rate, feedback_rate = self.protocol.learning_rates(count)
+        rate, feedback_rate = self.schedule.learning_rates(count)
         for synapses in self.forward_synapses:
             synapses.eta = rate
         for synapses in self.feedback_synapses:

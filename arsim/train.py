@@ -73,6 +73,7 @@ from arsim.runfolder import (
     write_json,
 )
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
+from arsim.spec.schedule import Schedule
 from arsim.trainlog import MetricsTable, Window
 
 
@@ -230,8 +231,8 @@ class Training:
             "model": model.to_dict(),
             "protocol": protocol.to_dict(),
             "derived": {
-                "eta_x": protocol.eta_x,
-                "relaxation_steps": protocol.phase_steps["relaxation"],
+                "eta_x": Schedule(model, protocol).eta_x,
+                "relaxation_steps": Schedule(model, protocol).phase_steps["relaxation"],
             },
             "seed": options.seed,
             "epochs": epochs,

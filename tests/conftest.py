@@ -12,6 +12,7 @@ from arsim import oracle
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
 from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
+from arsim.spec.schedule import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_MODEL = ROOT / "models" / "paper-mlp.toml"
@@ -78,9 +79,10 @@ def relaxation_history(traces, protocol, layer, n_samples):
     """x of ``layer`` after m relaxation steps, m = 0 … n_relax: array (n_relax+1, samples, n)."""
     rows = traces[(traces.layer == layer) & (traces.variable == "x")]
     step = np.rint(rows.t.to_numpy() / protocol.dt).astype(int) - 1
-    k = step - rows["sample"].to_numpy() * protocol.sample_steps
-    m = k - protocol.phase_steps["feedforward"] + 1
-    n_relax = protocol.phase_steps["relaxation"]
+    schedule = Schedule(None, protocol)
+    k = step - rows["sample"].to_numpy() * schedule.sample_steps
+    m = k - schedule.phase_steps["feedforward"] + 1
+    n_relax = schedule.phase_steps["relaxation"]
     n_neurons = rows.neuron.max() + 1
     keep = (m >= 0) & (m <= n_relax)
     history = np.full((n_relax + 1, n_samples, n_neurons), np.nan)

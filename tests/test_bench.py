@@ -9,6 +9,7 @@ from conftest import make_model, make_protocol, random_batch
 
 from arsim import oracle
 from arsim.bench import numpy_reference, run_benchmark
+from arsim.spec.schedule import Schedule
 
 
 def test_numpy_reference_is_exact_ar():
@@ -21,7 +22,8 @@ def test_numpy_reference_is_exact_ar():
     expected = params
     for start in (0, 4):
         batch = slice(start, start + 4)
-        relaxed = oracle.relax(model, expected, inputs[batch], targets[batch], 30, protocol.eta_x)
+        schedule = Schedule(None, protocol)
+        relaxed = oracle.relax(model, expected, inputs[batch], targets[batch], 30, schedule.eta_x)
         expected = oracle.apply_update(model, expected, relaxed, 0.01, 0.01)
     for layer in range(4):
         np.testing.assert_allclose(got[layer], expected.W[layer], rtol=1e-12, atol=1e-14)

@@ -14,6 +14,7 @@ from arsim.metrics import relative_error
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
 from arsim.spec import RecordSpec, model_from_dict
+from arsim.spec.schedule import Schedule
 
 NO_RECORDING = RecordSpec(variables=("x",), samples=())
 
@@ -25,9 +26,10 @@ def _oracle_batches(model, protocol, params, inputs, targets):
     stimulus stream the minibatch of sample period ``k`` is what the stream showed.
     """
     histories, current = [], params.copy()
+    schedule = Schedule(None, protocol)
     slots = len(inputs)
     if protocol.dwell > 0:  # one minibatch per sample period while the stream lasts
-        slots = protocol.stream_periods(len(inputs)) * protocol.batch_size
+        slots = schedule.stream_periods(len(inputs)) * protocol.batch_size
     for batch, start in enumerate(range(0, slots, protocol.batch_size)):
         if protocol.dwell > 0:
             relaxed = oracle.relax_stream(
@@ -41,7 +43,7 @@ def _oracle_batches(model, protocol, params, inputs, targets):
             )
             count = len(inputs[start:stop])
         histories.append(relaxed.history)
-        current = oracle.apply_update(model, current, relaxed, *protocol.learning_rates(count))
+        current = oracle.apply_update(model, current, relaxed, *schedule.learning_rates(count))
     return histories, current
 
 
@@ -166,7 +168,7 @@ def test_layer_time_constants_match_oracle(mode):
     model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "relu", "linear"], bias=True)
     protocol = make_protocol(relax_steps=20, batch_size=4, rate=0.02)
     protocol = replace(protocol, layer_tau=(("h1", 0.004), ("h3", 0.025)))  # τ 10 ms elsewhere
-    assert protocol.eta_x_of(model) == pytest.approx([0.1, 0.25, 0.1, 0.04, 0.1])
+    assert Schedule(model, protocol).eta_x_per_layer == pytest.approx([0.1, 0.25, 0.1, 0.04, 0.1])
     _assert_matches_oracle(model, protocol, 6, mode)
 
 
@@ -176,7 +178,7 @@ def test_feedback_delays_match_oracle():
     model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "relu", "linear"], bias=True)
     protocol = make_protocol(relax_steps=25, batch_size=4, rate=0.02)
     protocol = replace(protocol, feedback_delay=(("h1-h2", 0.003), ("h3-output", 0.001)))
-    assert protocol.delay_steps(model) == [0, 3, 0, 1]
+    assert Schedule(model, protocol).delay_steps == [0, 3, 0, 1]
     params, result, _ = _assert_matches_oracle(model, protocol, 6, "dense")
     undelayed, _ = run_brian(
         model, replace(protocol, feedback_delay=()), *random_batch(model, 6, 7), params
@@ -341,7 +343,8 @@ def test_paper_minibatch_update_equals_backprop_step(paper_model, steps, limits,
     )
     eta = protocol.learning_rate
     grads = oracle.backprop(paper_model, params, inputs, targets)
-    ar = oracle.relax(paper_model, params, inputs, targets, steps, protocol.eta_x)
+    schedule = Schedule(None, protocol)
+    ar = oracle.relax(paper_model, params, inputs, targets, steps, schedule.eta_x)
     for layer in range(4):
         change = result.params.W[layer] - params.W[layer]
         error = relative_error(change, -eta * grads.W[layer])
@@ -419,9 +422,10 @@ def test_noise_has_the_euler_maruyama_variance_and_follows_the_seed():
     traces = result.traces[result.traces.phase == "relaxation"]
     x = traces[traces.variable == "x"].value.to_numpy()
     fb = traces[traces.variable == "fb"].value.to_numpy()
-    late = (traces[traces.variable == "x"].t.to_numpy() % protocol.sample_duration) > 0.1  # > 10 τ
+    schedule = Schedule(None, protocol)
+    late = (traces[traces.variable == "x"].t.to_numpy() % schedule.sample_duration) > 0.1  # > 10 τ
     deviation = (x - fb)[late]
-    expected = 0.5**2 / (2 - protocol.eta_x)
+    expected = 0.5**2 / (2 - schedule.eta_x)
     print(f"variance {deviation.var():.5f}, expected {expected:.5f}")
     # 16 samples × 30 neurons × ~300 steps with a correlation time of 10 steps: ~1.5 % error
     assert deviation.var() == pytest.approx(expected, rel=0.06)

@@ -11,22 +11,24 @@ from conftest import make_model, make_protocol, random_batch, relative_norm_erro
 
 from arsim import oracle
 from arsim.period_oracle import PeriodTiming, run_period
+from arsim.spec.schedule import Schedule
 
 RATES = (0.01, 0.01)
 
 
 def instant_timing(model, protocol, **changes) -> PeriodTiming:
     """The timing of an instant-sweep protocol, as the simulator runs it."""
-    gains = np.stack([protocol.gate(layer.name) for layer in model.layers], axis=1)
+    schedule = Schedule(None, protocol)
+    gains = np.stack([schedule.gate(layer.name) for layer in model.layers], axis=1)
     timing = PeriodTiming(
-        steps=protocol.sample_steps,
-        eta_x=np.array(protocol.eta_x_of(model)),
+        steps=schedule.sample_steps,
+        eta_x=np.array(Schedule(model, protocol).eta_x_per_layer),
         relax_gain=gains,
         onset=np.zeros(len(model.layers), dtype=int),
         start=protocol.relaxation_start,
         memory=model.memory.kind,
         eta_memory=protocol.dt / model.memory.tau if model.memory.tau else 0.0,
-        plasticity_step=protocol.plasticity_step,
+        plasticity_step=schedule.plasticity_step,
     )
     return replace(timing, **changes)
 
@@ -167,7 +169,8 @@ def test_continuous_plasticity_in_the_last_step_equals_the_end_of_phase_update()
     inputs, targets = random_batch(model, 4, seed=3)
     timing = instant_timing(model, protocol)
     end = run_period(model, params, inputs, targets, timing, RATES)
-    last = protocol.phase_steps["feedforward"] + protocol.phase_steps["relaxation"] - 1
+    schedule = Schedule(None, protocol)
+    last = schedule.phase_steps["feedforward"] + schedule.phase_steps["relaxation"] - 1
     continuous = replace(timing, plasticity_step=None, continuous=(last, last + 1))
     stepwise = run_period(model, params, inputs, targets, continuous, RATES)
     for c in range(len(model.connections)):
@@ -181,7 +184,8 @@ def test_continuous_plasticity_sums_eta_over_k_of_every_step():
     protocol = make_protocol(relax_steps=6, batch_size=2)
     params = oracle.init_params(model, seed=1)
     inputs, targets = random_batch(model, 2, seed=4)
-    first = protocol.phase_steps["feedforward"]
+    schedule = Schedule(None, protocol)
+    first = schedule.phase_steps["feedforward"]
     timing = replace(
         instant_timing(model, protocol), plasticity_step=None, continuous=(first, first + 6)
     )

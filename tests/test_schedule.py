@@ -118,12 +118,11 @@ def test_model_quantities_need_a_model():
             getattr(schedule, name)
 
 
-def test_protocol_delegates_to_schedule():
+def test_derived_timing_lives_in_the_schedule_only():
     protocol = oscillating({"plasticity": "180 deg"}, stimulus={"dwell": "7 ms"})
-    schedule = Schedule(None, protocol)
-    assert protocol.plasticity_step == schedule.plasticity_step == 10
-    assert protocol.stream_periods(24) == schedule.stream_periods(24)
-    assert protocol.sample_duration == schedule.sample_duration
+    assert Schedule(None, protocol).plasticity_step == 10
+    for name in ("plasticity_step", "stream_periods", "sample_duration", "phase_steps", "gate"):
+        assert not hasattr(protocol, name)
 
 
 def test_unset_keys_take_the_dataclass_defaults():

@@ -6,6 +6,7 @@ import pytest
 from conftest import PAPER_MODEL, PAPER_PROTOCOL
 
 from arsim.spec import SpecError, check_compatible, load_model, load_protocol, parse_duration
+from arsim.spec.schedule import Schedule
 
 GOOD_PROTOCOL = """
 tau = "10 ms"
@@ -27,8 +28,13 @@ def test_paper_model_declares_the_paper_network():
 
 def test_paper_protocol_timing():
     protocol = load_protocol(PAPER_PROTOCOL)
-    assert protocol.eta_x == pytest.approx(0.1)
-    assert protocol.phase_steps == {"feedforward": 1, "relaxation": 100, "update": 1}
+    schedule = Schedule(None, protocol)
+    assert schedule.eta_x == pytest.approx(0.1)
+    assert schedule.phase_steps == {
+        "feedforward": 1,
+        "relaxation": 100,
+        "update": 1,
+    }
     assert protocol.batch_size == 64 and protocol.learning_rate == 0.0005
     assert protocol.relaxation == pytest.approx(10 * protocol.tau)
 
@@ -192,7 +198,8 @@ def test_layer_tau_names_a_layer_of_the_model(tmp_path):
         _write(tmp_path, "q.toml", GOOD_PROTOCOL + '[layer_tau]\nh2 = "5 ms"\n')
     )
     check_compatible(load_model(PAPER_MODEL), protocol)
-    assert protocol.tau_of("h2") == pytest.approx(0.005) and protocol.tau_of("h1") == 0.01
+    schedule = Schedule(None, protocol)
+    assert schedule.tau_of("h2") == pytest.approx(0.005) and schedule.tau_of("h1") == 0.01
 
 
 def test_feedback_delay_names_a_connection_of_the_model(tmp_path):
@@ -202,7 +209,7 @@ def test_feedback_delay_names_a_connection_of_the_model(tmp_path):
         check_compatible(load_model(PAPER_MODEL), protocol)
     text = GOOD_PROTOCOL + '[feedback_delay]\n"h2-h3" = "2 ms"\n'
     protocol = load_protocol(_write(tmp_path, "q.toml", text))
-    assert protocol.delay_steps(load_model(PAPER_MODEL)) == [0, 0, 2, 0]
+    assert Schedule(load_model(PAPER_MODEL), protocol).delay_steps == [0, 0, 2, 0]
 
 
 @pytest.mark.parametrize(
@@ -211,7 +218,8 @@ def test_feedback_delay_names_a_connection_of_the_model(tmp_path):
 def test_every_shipped_protocol_loads_and_fits_the_paper_model(path):
     protocol = load_protocol(path)
     check_compatible(load_model(PAPER_MODEL), protocol)
-    assert protocol.name == path.stem and protocol.eta_x == pytest.approx(0.1)
+    schedule = Schedule(None, protocol)
+    assert protocol.name == path.stem and schedule.eta_x == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("path", sorted((PAPER_MODEL.parent).glob("*.toml")), ids=lambda p: p.name)

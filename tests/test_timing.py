@@ -14,6 +14,7 @@ from arsim import oracle
 from arsim.metrics import angle_degrees, relative_error
 from arsim.modes import ExecutionError, check_execution
 from arsim.spec import RecordSpec, SpecError, check_compatible, protocol_from_dict
+from arsim.spec.schedule import Schedule
 
 RECORD_ALL = RecordSpec(variables=("x",), neurons=None, samples=None)
 
@@ -37,16 +38,17 @@ def test_oscillation_derives_the_phases_and_gates():
     −18° moves a layer's window one step earlier; the sine gate is sin(π k / 16) across the
     16-step window; the phases are the union of the windows."""
     protocol = oscillating({"waveform": "sine", "phase_offset": {"h2": "-18 deg"}})
-    assert protocol.sample_steps == 20
-    assert protocol.window_steps("h1") == (2, 18)
-    assert protocol.window_steps("h2") == (1, 17)
-    assert protocol.phase_steps == {"feedforward": 1, "relaxation": 17, "update": 2}
-    gate = protocol.gate("h1")
+    schedule = Schedule(None, protocol)
+    assert schedule.sample_steps == 20
+    assert schedule.window_steps("h1") == (2, 18)
+    assert schedule.window_steps("h2") == (1, 17)
+    assert schedule.phase_steps == {"feedforward": 1, "relaxation": 17, "update": 2}
+    gate = schedule.gate("h1")
     np.testing.assert_allclose(gate[2:18], np.sin(np.pi * np.arange(16) / 16), rtol=0, atol=1e-15)
     assert gate[:2].sum() == 0 and gate[18:].sum() == 0
-    assert oscillating().gate("h1")[2:18].tolist() == [1.0] * 16
-    assert oscillating().plasticity_step == 20
-    assert oscillating({"plasticity": "180 deg"}).plasticity_step == 10
+    assert Schedule(None, oscillating()).gate("h1")[2:18].tolist() == [1.0] * 16
+    assert Schedule(None, oscillating()).plasticity_step == 20
+    assert Schedule(None, oscillating({"plasticity": "180 deg"})).plasticity_step == 10
 
 
 @pytest.mark.parametrize("mode", ["dense", "synapses"])
@@ -55,7 +57,8 @@ def test_gated_relaxation_matches_oracle(mode):
     with the same per-step gains to 1e-10, in both modes."""
     model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True)
     protocol = oscillating({"waveform": "sine", "phase_offset": {"h1": "-18 deg", "h3": "36 deg"}})
-    assert protocol.window_steps("h1") == (1, 17) and protocol.window_steps("h3") == (4, 20)
+    schedule = Schedule(None, protocol)
+    assert schedule.window_steps("h1") == (1, 17) and schedule.window_steps("h3") == (4, 20)
     params, result, _ = _assert_matches_oracle(model, protocol, 8, mode)
     # the gate matters: the square window gives other weights
     _, _, square = _assert_matches_oracle(
@@ -75,14 +78,15 @@ def test_gated_chain_follows_the_product_of_its_gains():
     result, _ = run_brian(model, protocol, inputs, targets, params)
     h1 = result.traces[(result.traces.layer == "h1") & (result.traces.variable == "x")]
     step = np.rint(h1.t.to_numpy() / protocol.dt).astype(int) - 1
-    last = h1[step % protocol.sample_steps == protocol.window_steps("h1")[1] - 1].sort_values(
+    schedule = Schedule(None, protocol)
+    last = h1[step % schedule.sample_steps == schedule.window_steps("h1")[1] - 1].sort_values(
         ["sample", "neuron"]
     )
     relaxed = last.value.to_numpy().reshape(2, 4)
     exact = oracle.backprop(model, params, inputs, targets).activity[1]
     start = oracle.forward(model, params, inputs).xhat[1]
-    gains = protocol.gate("h1")
-    product = np.prod(1 - gains[gains > 0] * protocol.eta_x)
+    gains = schedule.gate("h1")
+    product = np.prod(1 - gains[gains > 0] * schedule.eta_x)
     np.testing.assert_allclose(exact - relaxed, (exact - start) * product, rtol=1e-10)
     assert 0.05 < product < 0.5  # the sine window relaxes for about 2/π of its 16 steps
 
@@ -111,15 +115,16 @@ def test_stimulus_stream_matches_oracle():
     of one cycle the stream is the ordinary protocol."""
     model = make_model([6, 5, 4, 4, 3], ["relu", "tanh", "sigmoid", "linear"], bias=True)
     protocol = oscillating(stimulus={"dwell": "7 ms"})
-    assert protocol.dwell_steps == 7
-    np.testing.assert_array_equal(protocol.stream_samples(13, 12), [4, 5, 6, 7])  # item 1
-    np.testing.assert_array_equal(protocol.stream_samples(14, 12), [8, 9, 10, 11])  # item 2
-    np.testing.assert_array_equal(protocol.stream_samples(42, 12), [8, 9, 10, 11])  # holds
-    np.testing.assert_array_equal(protocol.stream_samples(7, 6), [4, 5, 0, 1])  # partial last
+    schedule = Schedule(None, protocol)
+    assert schedule.dwell_steps == 7
+    np.testing.assert_array_equal(schedule.stream_samples(13, 12), [4, 5, 6, 7])  # item 1
+    np.testing.assert_array_equal(schedule.stream_samples(14, 12), [8, 9, 10, 11])  # item 2
+    np.testing.assert_array_equal(schedule.stream_samples(42, 12), [8, 9, 10, 11])  # holds
+    np.testing.assert_array_equal(schedule.stream_samples(7, 6), [4, 5, 0, 1])  # partial last
     # the run lasts while the stream shows every sample once: 6 minibatches × 7 ms = 42 ms,
     # sweeps at 0, 20 and 40 ms; a 45 ms dwell sweeps each minibatch 2 or 3 times
-    assert protocol.stream_periods(24) == 3
-    assert oscillating(stimulus={"dwell": "45 ms"}).stream_periods(24) == 14
+    assert schedule.stream_periods(24) == 3
+    assert Schedule(None, oscillating(stimulus={"dwell": "45 ms"})).stream_periods(24) == 14
     _, streamed, _ = _assert_matches_oracle(model, protocol, 24, "dense")
     assert len(streamed.metrics) == 3
     ordinary = oscillating()
@@ -203,12 +208,13 @@ def test_per_sample_metrics_equal_full_matrix_comparison(stream):
     inputs, targets = random_batch(model, 6, seed=6)  # targets of classes 1 2 0 0 2 2
     result, _ = run_brian(model, protocol, inputs, targets, params)
     samples = result.samples
-    cycles = protocol.stream_periods(6) if stream else 6  # 6 stimuli × 7 ms: 3 sweeps
+    schedule = Schedule(None, protocol)
+    cycles = schedule.stream_periods(6) if stream else 6  # 6 stimuli × 7 ms: 3 sweeps
     assert list(samples.batch) == list(range(cycles))
     current = params
     for cycle in range(cycles):
         row = samples.iloc[cycle]
-        swept = protocol.stream_samples(cycle * protocol.sample_steps, 6) if stream else [cycle]
+        swept = schedule.stream_samples(cycle * schedule.sample_steps, 6) if stream else [cycle]
         assert int(row["sample"]) == swept[0]
         if stream:
             relaxed = oracle.relax_stream(model, protocol, current, inputs, targets, cycle)
@@ -225,7 +231,7 @@ def test_per_sample_metrics_equal_full_matrix_comparison(stream):
                 expected = angle_degrees(relaxed.W[c], exact.W[c])
             got = row[f"angle_deg_W{c}"]
             np.testing.assert_allclose(cosine(got), cosine(expected), rtol=0, atol=1e-12)
-        current = oracle.apply_update(model, current, relaxed, *protocol.learning_rates(1))
+        current = oracle.apply_update(model, current, relaxed, *schedule.learning_rates(1))
     # the short window (16 steps = 1.6 τ) leaves 5–16° here; the stream, whose target changed
     # before the plasticity, makes it more than 45°, except in the last period, when the
     # stream has ended on the sample that period swept
@@ -275,7 +281,8 @@ def test_two_compartment_soma_follows_closed_form():
     rows = result.traces[(result.traces.layer == "h1") & (result.traces["sample"] == 0)]
     xhat = rows[(rows.variable == "xhat") & (rows.neuron == 3)].sort_values("t").value.to_numpy()
     swept = oracle.forward(model, params, inputs[:1]).xhat[1][0, 3]
-    first = protocol.window_steps("h1")[0]
+    schedule = Schedule(None, protocol)
+    first = schedule.window_steps("h1")[0]
     assert first == 5
     np.testing.assert_allclose(xhat[:first], swept * 0.95 ** np.arange(1, first + 1), rtol=1e-12)
     x = rows[(rows.variable == "x") & (rows.neuron == 3)].sort_values("t").value.to_numpy()

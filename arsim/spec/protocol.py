@@ -10,10 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from arsim.spec.model import ModelSpec
-from arsim.spec.schedule import Schedule
 from arsim.spec.schema import (
     BATCH_REDUCTIONS,
     PHASES,
@@ -157,83 +154,6 @@ class ProtocolSpec:
     oscillation: OscillationSpec | None = None
     dwell: float = 0.0
     source: str = "<spec>"
-
-    # Derived timing: the implementations are in Schedule; these delegations keep the callers
-    # working until they ask a Schedule directly.
-    @property
-    def eta_x(self) -> float:
-        """:attr:`Schedule.eta_x`."""
-        return Schedule(None, self).eta_x  # moves to Schedule
-
-    def learning_rates(self, count: int) -> tuple[float, float]:
-        """:meth:`Schedule.learning_rates`."""
-        return Schedule(None, self).learning_rates(count)  # moves to Schedule
-
-    def tau_of(self, layer: str) -> float:
-        """:meth:`Schedule.tau_of`."""
-        return Schedule(None, self).tau_of(layer)  # moves to Schedule
-
-    def delay_steps(self, model: ModelSpec) -> list[int]:
-        """:attr:`Schedule.delay_steps` of ``model``."""
-        return Schedule(model, self).delay_steps  # moves to Schedule
-
-    def eta_x_of(self, model: ModelSpec) -> list[float]:
-        """:attr:`Schedule.eta_x_per_layer` of ``model``."""
-        return Schedule(model, self).eta_x_per_layer  # moves to Schedule
-
-    def steps(self, duration: float) -> int:
-        """:meth:`Schedule.steps`."""
-        return Schedule(None, self).steps(duration)  # moves to Schedule
-
-    @property
-    def phase_steps(self) -> dict[str, int]:
-        """:attr:`Schedule.phase_steps`."""
-        return Schedule(None, self).phase_steps  # moves to Schedule
-
-    @property
-    def sample_steps(self) -> int:
-        """:attr:`Schedule.sample_steps`."""
-        return Schedule(None, self).sample_steps  # moves to Schedule
-
-    @property
-    def sample_duration(self) -> float:
-        """:attr:`Schedule.sample_duration`."""
-        return Schedule(None, self).sample_duration  # moves to Schedule
-
-    def phase_to_step(self, degrees: float) -> int:
-        """:meth:`Schedule.phase_to_step`."""
-        return Schedule(None, self).phase_to_step(degrees)  # moves to Schedule
-
-    def window_steps(self, layer: str) -> tuple[int, int]:
-        """:meth:`Schedule.window_steps`."""
-        return Schedule(None, self).window_steps(layer)  # moves to Schedule
-
-    def gate(self, layer: str) -> np.ndarray:
-        """:meth:`Schedule.gate`."""
-        return Schedule(None, self).gate(layer)  # moves to Schedule
-
-    @property
-    def plasticity_step(self) -> int:
-        """:attr:`Schedule.plasticity_step`."""
-        return Schedule(None, self).plasticity_step  # moves to Schedule
-
-    @property
-    def steps_before_plasticity(self) -> int:
-        """:attr:`Schedule.steps_before_plasticity`."""
-        return Schedule(None, self).steps_before_plasticity  # moves to Schedule
-
-    @property
-    def dwell_steps(self) -> int:
-        """:attr:`Schedule.dwell_steps`."""
-        return Schedule(None, self).dwell_steps  # moves to Schedule
-
-    def stream_samples(self, step: int, n_samples: int) -> np.ndarray:
-        """:meth:`Schedule.stream_samples`."""
-        return Schedule(None, self).stream_samples(step, n_samples)  # moves to Schedule
-
-    def stream_periods(self, n_samples: int) -> int:
-        """:meth:`Schedule.stream_periods`."""
-        return Schedule(None, self).stream_periods(n_samples)  # moves to Schedule
 
     def to_dict(self) -> dict:
         """Plain nested dict (for the run folder's resolved configuration)."""
