@@ -123,7 +123,7 @@ class ARNetwork:
     """Minibatches simulated by one Brian2 ``run()`` (each call costs about 0.1 s)."""
     per_step_code_in_brian = True
     """Whether ``delta = x·fp`` and the divergence watch run as Brian2 code after every step
-    (:func:`relaxation_step_code`) or are done by the mode itself."""
+    (:func:`arsim.equations.relaxation_step_code`) or are done by the mode itself."""
 
     def __init__(
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
