@@ -62,12 +62,35 @@ def split_stimulus(model: ModelSpec, stimuli: Array) -> list[Array]:
     return [stimuli] if len(slices) == 1 else [stimuli[:, part] for part in slices]
 
 
+def pre_activation(
+    model: ModelSpec, ops: list, params: Params, layer: int, activities: list[Array]
+) -> Array:
+    """``a = Σ_{incoming c} W_c activities[source(c)] + b`` of ``layer`` (connection order)."""
+    incoming = model.incoming(model.layers[layer].name)
+    a = None
+    for c in incoming:
+        term = ops[c].forward(activities[model.index(model.connections[c].source)], params.W[c])
+        a = term if a is None else a + term
+    biased = next((c for c in incoming if params.b[c] is not None), None)
+    if biased is not None:
+        a = a + ops[biased].bias_vector(params.b[biased])
+    return a
+
+
+def activate(model: ModelSpec, layer: int, a: Array) -> tuple[Array, Array]:
+    """``(f(a), f'(a))`` of ``layer``'s activation (a softmax output: its value and 1)."""
+    activation = model.layers[layer].activation
+    if activation == SOFTMAX:
+        return softmax(a), np.ones_like(a)
+    return ACTIVATIONS[activation].f(a), ACTIVATIONS[activation].fprime(a)
+
+
 def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
     """Feedforward sweep of a batch of stimuli ``(batch, n_in)`` in topological order.
 
     The stimulus is the input layers' activities concatenated (``ModelSpec.input_slices``);
     every other layer sums its parents' contributions ``W_c x̂_source`` (in connection order)
-    and its bias.
+    and its bias (:func:`pre_activation`).
     """
     xhat: list[Array | None] = [None] * len(model.layers)
     for index, part in enumerate(split_stimulus(model, inputs)):
@@ -79,18 +102,8 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
         incoming = model.incoming(layer.name)
         if not incoming:
             continue
-        a = None
-        for c in incoming:
-            term = ops[c].forward(xhat[model.index(model.connections[c].source)], params.W[c])
-            a = term if a is None else a + term
-        biased = next((c for c in incoming if params.b[c] is not None), None)
-        if biased is not None:
-            a = a + ops[biased].bias_vector(params.b[biased])
-        if layer.activation == SOFTMAX:
-            xhat[index], derivative = softmax(a), np.ones_like(a)
-        else:
-            xhat[index] = ACTIVATIONS[layer.activation].f(a)
-            derivative = ACTIVATIONS[layer.activation].fprime(a)
+        a = pre_activation(model, ops, params, index, xhat)
+        xhat[index], derivative = activate(model, index, a)
         for c in incoming:
             pre[c], fp[c] = a, derivative
     return Forward(xhat, pre, fp, ops)

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arsim import operators
-from arsim.activations import ACTIVATIONS, SOFTMAX, output_gradient, softmax
-from arsim.oracle import forward, split_stimulus
+from arsim.activations import output_gradient
+from arsim.oracle import activate, forward, pre_activation, split_stimulus
 from arsim.params import Params
 from arsim.spec import ModelSpec
 
@@ -153,30 +153,6 @@ def rest_state(model: ModelSpec, batch: int) -> PeriodState:
     """Every layer at rest: x̂, f' and x are 0 (a network that has seen nothing)."""
     zeros = [np.zeros((batch, layer.size)) for layer in model.layers]
     return PeriodState(zeros, [z.copy() for z in zeros], [z.copy() for z in zeros])
-
-
-def pre_activation(
-    model: ModelSpec, ops: list, params: Params, layer: int, activities: list[Array]
-) -> Array:
-    """``a = Σ_{incoming c} W_c ⊙ activities[source(c)] + b`` of ``layer`` (connection order)."""
-    incoming = model.incoming(model.layers[layer].name)
-    a = None
-    for c in incoming:
-        term = ops[c].forward(activities[model.index(model.connections[c].source)], params.W[c])
-        a = term if a is None else a + term
-    biased = next((c for c in incoming if params.b[c] is not None), None)
-    if biased is not None:
-        a = a + ops[biased].bias_vector(params.b[biased])
-    return a
-
-
-def activate(model: ModelSpec, layer: int, a: Array) -> tuple[Array, Array]:
-    """``(f(a), f'(a))`` of ``layer``'s activation (a softmax output: its value and 1)."""
-    activation = model.layers[layer].activation
-    if activation == SOFTMAX:
-        return softmax(a), np.ones_like(a)
-    spec = ACTIVATIONS[activation]
-    return spec.f(a), spec.fprime(a)
 
 
 class _Period:
