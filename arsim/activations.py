@@ -119,3 +119,11 @@ def output_gradient(loss: str, output: Array, target: Array, scale: float = 1.0)
 
 OUTPUT_GRADIENT_EXPR = "loss_scale * (xhat - target)"
 """Brian2 form of :func:`output_gradient` (same for both losses)."""
+
+
+def activate(model, layer: int, a: Array) -> tuple[Array, Array]:
+    """``(f(a), f'(a))`` of the activation of ``model.layers[layer]`` (softmax: its value, 1)."""
+    activation = model.layers[layer].activation
+    if activation == SOFTMAX:
+        return softmax(a), np.ones_like(a)
+    return ACTIVATIONS[activation].f(a), ACTIVATIONS[activation].fprime(a)

@@ -14,10 +14,11 @@ import brian2 as b2
 import numpy as np
 
 from arsim import operators
-from arsim.activations import SOFTMAX, output_gradient
+from arsim.activations import SOFTMAX, activate, output_gradient
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_slot
 from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
 from arsim.params import Params
+from arsim.spec.schedule import Schedule
 
 
 class DenseNetwork(ARNetwork):
@@ -42,6 +43,7 @@ class DenseNetwork(ARNetwork):
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
         self._views = {}
+        self._continuous = Schedule(model, protocol).continuous_steps
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
         self.relaxation_steps: dict[int, int] = {}
@@ -77,7 +79,16 @@ class DenseNetwork(ARNetwork):
             target = self._group_index(connection.target)
             self._connections.append((source, target, connection))
         operations = []
-        for role in self.roles:
+        if self.schedule.leaky_forward:  # every step of the forward phase, from the last x̂
+            operations.append(
+                b2.NetworkOperation(
+                    self._forward_step,
+                    clock=self.step_clock,
+                    when="before_groups",
+                    name="forward_step",
+                )
+            )
+        for role in self.roles if not self.schedule.leaky_forward else ():
             if role.is_input:
                 continue
             operations.append(
@@ -110,6 +121,16 @@ class DenseNetwork(ARNetwork):
                 name="plasticity",
             )
         )
+        if self._continuous is not None:
+            operations.append(
+                b2.NetworkOperation(
+                    self._continuous_step,
+                    clock=self.step_clock,
+                    when="after_groups",
+                    order=1,
+                    name="continuous_plasticity",
+                )
+            )
         if self.protocol.dwell > 0:
             operations.append(
                 b2.NetworkOperation(
@@ -141,6 +162,34 @@ class DenseNetwork(ARNetwork):
             logits = total + self._view(role.index, "b")
             self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
 
+    def _forward_step(self, t) -> None:
+        """Pre-activations of every layer from the x̂ its parents had at the step's start."""
+        if int(self._step_counter[0]) % self.steps_per_sample >= self.schedule.forward_steps:
+            return
+        for role in self.roles:
+            if not role.is_input:
+                self._sweep_into(role)
+
+    def _activities(self) -> list[np.ndarray]:
+        """Every layer's current activity: x, or x̂ for the input layers (their stimulus)."""
+        return [self._view(r.index, "xhat" if r.is_input else "x") for r in self.roles]
+
+    def _signal(self, c: int, stored: np.ndarray) -> np.ndarray:
+        """Connection ``c``'s top-down signal ``x ⊙ f'`` with f' where the connection says.
+
+        ``stored`` is the target's ``delta`` (f' as stored); ``current`` takes f' at the
+        pre-activation from the parents' current activities, ``upper`` at the target's own x.
+        """
+        connection, target = self.model.connections[c], self._connections[c][1]
+        if not connection.derivative or connection.derivative_at == "stored":
+            return stored
+        x = self._view(target, "x")
+        if connection.derivative_at == "upper":
+            return x * activate(self.model, target, x)[1]
+        params = Params(self.W, self.b, self.psi)
+        a = operators.pre_activation(self.model, self._ops, params, target, self._activities())
+        return x * activate(self.model, target, a)[1]
+
     def _feedback(self, t) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
@@ -166,6 +215,7 @@ class DenseNetwork(ARNetwork):
                 if self.roles[source].relaxes
             ]
         for c, signal, fb in self._feedback_paths:
+            signal = self._signal(c, signal)
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
             feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
@@ -244,13 +294,29 @@ class DenseNetwork(ARNetwork):
         ended = (since_chunk - self._plasticity_step) // self.steps_per_sample
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
-        mask, (rate, feedback_rate) = self._batches[ended]
+        mask, rates = self._batches[ended]
         for role in self._relaxing_roles:  # δ after the last relaxation step
             self._store_delta(role, float(t / b2.second))
+        if self._continuous is None:
+            signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
+            if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
+                self.batch_signals.append(signals)
+        self.batch_params.append(self.get_params())
+
+    def _learn(self, mask, rates, delta_of, fraction: float = 1.0) -> list:
+        """``W -= fraction · η Σ δ pᵀ`` (ψ, biases likewise) over the replicas in ``mask``.
+
+        ``delta_of(target)`` gives a layer's δ; ``p`` is the source's x̂, or its current
+        activity where the connection's ``update_uses`` says so. Returns each connection's
+        factors ``(δ, p, has_bias)``.
+        """
+        rate, feedback_rate = rates
+        rate, feedback_rate = fraction * rate, fraction * feedback_rate
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
-            delta = self._view(target, "delta")[mask]
-            presynaptic = self._view(source, "xhat")[mask]
+            delta = delta_of(target)[mask]
+            current = connection.update_uses == "current" and not self.roles[source].is_input
+            presynaptic = self._view(source, "x" if current else "xhat")[mask]
             signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
             change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
@@ -259,9 +325,27 @@ class DenseNetwork(ARNetwork):
             if self.b[c] is not None:
                 self.b[c] -= rate * self._ops[c].bias_gradient(delta)
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
-        self.batch_params.append(self.get_params())
-        if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
-            self.batch_signals.append(signals)
+        return signals
+
+    def _continuous_step(self, t) -> None:
+        """``η/K`` of the rule at the end of every step of the continuous-plasticity window.
+
+        The rule reads the activities after the step.
+        """
+        step = int(self._step_counter[0])
+        first, stop = self._continuous
+        if not first <= step % self.steps_per_sample < stop:
+            return
+        since_chunk = step - round(self._chunk_start / self.protocol.dt)
+        batch = since_chunk // self.steps_per_sample
+        if not 0 <= batch < len(self._batches):
+            return
+        mask, rates = self._batches[batch]
+
+        def delta_now(target: int) -> np.ndarray:
+            return self._view(target, "x") * self._view(target, "fp")
+
+        self._learn(mask, rates, delta_now, 1.0 / (stop - first))
 
     def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         """The samples the stimulus stream shows (``Schedule.stream_samples``), in order."""

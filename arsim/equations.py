@@ -16,6 +16,10 @@ from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
 RELAX_ORDER = 1000
 """Base order of the hidden layers' state updaters in the 'groups' slot: after every sweep."""
 
+FORWARD_STEP_ORDER = 2000
+"""Base order, in the 'groups' slot, of the per-step code of leaky forward dynamics: after
+every state updater."""
+
 LEARN_ORDER, BIAS_ORDER, PRESENT_ORDER = 0, 1, 2
 """Order of the once-per-sample work in the 'start' slot of a sample tick: the plasticity, then
 the biases' plasticity, then the presentation of the next stimulus."""
@@ -129,6 +133,8 @@ def layer_equations(
     stoppable: bool = False,
     memory: str = "ideal",
     square_gate: bool = True,
+    leaky_forward: bool = False,
+    error_unit: bool = False,
 ) -> str:
     """Neuron model of one layer (Brian2 equations; activities are dimensionless).
 
@@ -139,7 +145,9 @@ def layer_equations(
     the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
     x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
     leaks toward x (the apical compartment) with that time constant. ``square_gate``: see
-    :func:`gate_expression`.
+    :func:`gate_expression`. With ``leaky_forward`` every non-input layer integrates
+    ``τ_f dx̂/dt = −x̂ + f(a)`` while ``forward_on`` (the feedforward phase), and its memory acts
+    only outside it; with ``error_unit`` the output integrates ``τ_e dx/dt = −x + ∂L/∂x̂``.
     """
     lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
     if role.is_input:
@@ -173,7 +181,71 @@ def layer_equations(
         if memory == "trace":  # eligibility traces instead of ideal memory
             lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
             lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
+    if leaky_forward:
+        _leaky_forward_equations(role, lines, memory, error_unit)
     return "\n".join(lines)
+
+
+FORWARD_ON = "int(t_in_timesteps % steps_per_sample < forward_stop)"
+"""1 during the feedforward phase of the sample period (leaky forward dynamics), else 0."""
+
+
+def _leaky_forward_equations(role: LayerRole, lines: list[str], memory: str, error_unit: bool):
+    """Turn a non-input layer's x̂ (and the output's x) into the leaky forward dynamics."""
+    hidden = role.relaxes
+    held = {"trace": " - (1 - forward_on) * xhat / memory_tau", "two-compartment": ""}
+    held["two-compartment"] = " + (1 - forward_on) * (x - xhat) / memory_tau"
+    memory_term = held.get(memory, "") if hidden else ""
+    xhat_line = next(k for k, line in enumerate(lines) if line.startswith(("xhat", "dxhat")))
+    lines[xhat_line] = f"dxhat/dt = forward_on * (-xhat + f_a) / tau_f{memory_term} : 1"
+    if hidden and memory == "trace":
+        lines[lines.index("dfp/dt = -fp / memory_tau : 1")] = (
+            "dfp/dt = -(1 - forward_on) * fp / memory_tau : 1"
+        )
+    activation = role.spec.activation
+    f_a = "exp(a) / softmax_norm" if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
+    lines += [f"f_a = {f_a} : 1", f"forward_on = {FORWARD_ON} : 1", "tau_f : second (shared)"]
+    if role.is_output and error_unit:
+        lines[lines.index("x : 1")] = f"dx/dt = (-x + {OUTPUT_GRADIENT_EXPR}) / tau_e : 1"
+        lines.append("tau_e : second (shared, constant)")
+
+
+def forward_step_code(role: LayerRole, error_unit: bool) -> str:
+    """Code a non-input layer runs after every step of leaky forward dynamics.
+
+    ``f' = f'(a)`` while the forward phase lasts (held, or decaying by the memory's state
+    updater, outside it); the output's clamp follows its current x̂ (unless it is an error unit)
+    and its ``delta = x · f'`` is stored; non-finite activities are watched.
+    """
+    activation = role.spec.activation
+    fprime = "1.0" if activation == SOFTMAX else ACTIVATIONS[activation].fprime_expr
+    lines = [f"fp = forward_on * ({fprime}) + (1 - forward_on) * fp"]
+    if role.is_output:
+        if not error_unit:
+            lines.append(f"x = {OUTPUT_GRADIENT_EXPR}")
+        lines.append("delta = x * fp")
+        lines.append(_first_bad("x", "t + dt"))
+    lines.append(_first_bad("xhat", "t + dt"))
+    return "\n".join(lines)
+
+
+def presentation_reset_code(role: LayerRole, reset: bool, error_unit: bool) -> str:
+    """Code a non-input layer runs at a presentation under leaky forward dynamics.
+
+    With ``reset`` the layer starts from rest (x̂, f', x and δ are 0); the output's clamp is
+    then computed for the new target (an error unit keeps integrating).
+    """
+    lines = ["xhat = 0", "fp = 0", "x = 0", "delta = 0"] if reset else []
+    if role.is_output and not error_unit:
+        lines += [f"x = {OUTPUT_GRADIENT_EXPR}", "delta = x * fp"]
+    return "\n".join(lines)
+
+
+def onset_code(role: LayerRole, relaxation_start: str) -> str:
+    """Code a hidden layer runs at the start of every step: x starts at its onset step."""
+    onset = f"int(t_in_timesteps % steps_per_sample == relax_onset_{role.index})"
+    start = "xhat" if relaxation_start == "feedforward" else "0"
+    return f"x = {onset} * {start} + (1 - {onset}) * x"
 
 
 def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:

@@ -45,6 +45,14 @@ _REFUSALS = {
     Feature.CONV: "only the {modes} mode runs conv connections so far; use --mode {modes}",
     Feature.MAXPOOL: "only the {modes} mode runs maxpool connections so far; use --mode {modes}",
     Feature.NOISE: "{device} would draw the same noise in every minibatch; use --device {devices}",
+    Feature.LEAKY_FORWARD: "only the {modes} mode integrates the forward pass in time so far; "
+    "use --mode {modes}",
+    Feature.DERIVATIVE_AT: "only the {modes} mode evaluates f' away from the stored "
+    "pre-activation so far; use --mode {modes}",
+    Feature.UPDATE_USES: "only the {modes} mode updates weights from the current activity so "
+    "far; use --mode {modes}",
+    Feature.CONTINUOUS_PLASTICITY: "only the {modes} mode changes the weights at every "
+    "relaxation step so far; use --mode {modes}",
 }
 """Why a network class lacking a feature refuses a job (after ``<file>: <field>: ``)."""
 
@@ -79,6 +87,16 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature(c.operation), f"{model.source}: connection {c.source} -> {c.target}"))
     if protocol.noise > 0:
         needs.append((Feature.NOISE, f"{source}: noise"))
+    if protocol.forward.leaky:
+        needs.append((Feature.LEAKY_FORWARD, f"{source}: feedforward.kind"))
+    if protocol.plasticity.continuous:
+        needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
+    for c in model.connections if model is not None else ():
+        where = f"{model.source}: connection {c.source} -> {c.target}"
+        if c.derivative_at != "stored":
+            needs.append((Feature.DERIVATIVE_AT, f"{where}: derivative_at"))
+        if c.update_uses != "stored":
+            needs.append((Feature.UPDATE_USES, f"{where}: update_uses"))
     return needs
 
 

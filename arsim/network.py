@@ -36,15 +36,19 @@ import numpy as np
 
 from arsim.equations import (
     BIAS_ORDER,
+    FORWARD_STEP_ORDER,
     PRESENT_ORDER,
     RELAX_ORDER,
     LayerRole,
     bias_code,
     feedforward_code,
+    forward_step_code,
     gate_name,
     layer_equations,
     layer_roles,
     layer_slot,
+    onset_code,
+    presentation_reset_code,
     relaxation_step_code,
     stimulus_index,
 )
@@ -73,6 +77,10 @@ class Feature(StrEnum):
     CONV = "conv"
     MAXPOOL = "maxpool"
     NOISE = "noise"
+    LEAKY_FORWARD = "leaky forward dynamics"
+    DERIVATIVE_AT = "f' away from the stored pre-activation"
+    UPDATE_USES = "weight updates from the current activity"
+    CONTINUOUS_PLASTICITY = "continuous plasticity"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -131,7 +139,6 @@ class ARNetwork:
         self.model, self.protocol = model, protocol
         self.schedule = Schedule(model, protocol)
         self.roles = layer_roles(model)
-        steps = self.schedule.phase_steps
         self.steps_per_sample = self.schedule.sample_steps
         self.dt = protocol.dt * b2.second
         self.ticks_done = 0
@@ -148,8 +155,9 @@ class ARNetwork:
         self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="target_stream")
         self.namespace = {
             "steps_per_sample": self.steps_per_sample,
-            "relax_start": steps["feedforward"],
-            "relax_stop": steps["feedforward"] + steps["relaxation"],
+            "relax_start": self._relaxation_span()[0],
+            "relax_stop": self._relaxation_span()[1],
+            "forward_stop": self.schedule.forward_steps,
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
@@ -172,6 +180,7 @@ class ARNetwork:
             else:  # one entry per step of the period, looked up at t = step · 1 s
                 gain = self.schedule.gate(role.spec.name)
                 self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
+            self.namespace[f"relax_onset_{role.index}"] = self.schedule.onset_step(role.spec.name)
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]
@@ -180,6 +189,14 @@ class ARNetwork:
         objects += list(self.monitors.values())
         self.network = b2.Network(*objects)
         self.set_params(params)
+
+    def _relaxation_span(self) -> tuple[int, int]:
+        """First step of the earliest relaxation window and the step after the latest."""
+        windows = [self.schedule.window_steps(r.spec.name) for r in self.roles if r.relaxes]
+        if not windows:
+            steps = self.schedule.phase_steps
+            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
+        return min(w[0] for w in windows), max(w[1] for w in windows)
 
     # -- to be provided by a mode -----------------------------------------------------------
     def _stimulus_rows(self) -> int:
@@ -214,6 +231,9 @@ class ARNetwork:
         return has_bias and self.replicas == 1
 
     def _make_group(self, role: LayerRole) -> b2.NeuronGroup:
+        leaky = self.schedule.leaky_forward
+        error_unit = leaky and self.schedule.eta_error is not None
+        stepped = role.relaxes or (leaky and not role.is_input)
         group = b2.NeuronGroup(
             role.spec.size * self.replicas,
             layer_equations(
@@ -222,14 +242,16 @@ class ARNetwork:
                 self.protocol.tolerance > 0,
                 self.model.memory.kind,
                 self._square_gates,
+                leaky_forward=leaky,
+                error_unit=error_unit,
             ),
             method="euler",
             namespace=self.namespace,
-            clock=self.step_clock if role.relaxes else self.sample_clock,
+            clock=self.step_clock if stepped else self.sample_clock,
             name=f"layer_{role.spec.name}",
             # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with
             # trace memory the state updater decays x̂), the output right after its sweep
-            order=RELAX_ORDER + role.index if role.relaxes else layer_slot(role.index) + 3,
+            order=RELAX_ORDER + role.index if stepped else layer_slot(role.index) + 3,
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:
@@ -245,6 +267,8 @@ class ARNetwork:
         present = [f"a_c{c} = 0" for c in role.incoming]
         if role.is_output:
             present.append("target = target_stream(t - chunk_start, i)")
+        if leaky:
+            present.append(presentation_reset_code(role, self.protocol.forward.reset, error_unit))
         group.run_regularly(
             "\n".join(present),
             when="start",
@@ -252,15 +276,20 @@ class ARNetwork:
             name=f"{group.name}_present",
             **sample,
         )
-        code = feedforward_code(role, self.protocol.relaxation_start, self.protocol.tolerance > 0)
-        # after the sweep into this layer (layer_slot) and the softmax normaliser (layer_slot + 2)
-        group.run_regularly(
-            code,
-            when="groups",
-            order=layer_slot(role.index) + 3,
-            name=f"{group.name}_sweep",
-            **sample,
-        )
+        if leaky:
+            self._add_leaky_forward_code(group, role, error_unit)
+        else:
+            code = feedforward_code(
+                role, self.protocol.relaxation_start, self.protocol.tolerance > 0
+            )
+            # after the sweep into this layer (layer_slot) and the softmax normaliser (+ 2)
+            group.run_regularly(
+                code,
+                when="groups",
+                order=layer_slot(role.index) + 3,
+                name=f"{group.name}_sweep",
+                **sample,
+            )
         if self._bias_in_group(role):
             group.run_regularly(
                 bias_code(), when="start", order=BIAS_ORDER, name=f"{group.name}_bias", **sample
@@ -270,6 +299,25 @@ class ARNetwork:
                 relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
             )
         return group
+
+    def _add_leaky_forward_code(self, group: b2.NeuronGroup, role: LayerRole, error_unit: bool):
+        """Per-step code of leaky forward dynamics: f' after the state update, the onset."""
+        group.tau_f = self.schedule.tau_f_of(role.spec.name) * b2.second
+        if error_unit and role.is_output:
+            group.tau_e = self.protocol.forward.error_tau * b2.second
+        group.run_regularly(
+            forward_step_code(role, error_unit),
+            when="groups",
+            order=FORWARD_STEP_ORDER + role.index,
+            name=f"{group.name}_forward_step",
+        )
+        if role.relaxes:  # x starts at the start of the onset step, after a presentation
+            group.run_regularly(
+                onset_code(role, self.protocol.relaxation_start),
+                when="start",
+                order=PRESENT_ORDER + 5,
+                name=f"{group.name}_onset",
+            )
 
     def _make_monitors(self) -> dict[str, b2.StateMonitor]:
         record = self.protocol.record

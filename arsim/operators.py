@@ -281,3 +281,16 @@ def operator(model, connection) -> Operator:
 def build(model) -> list:
     """Fresh operators of every connection of ``model`` (``model.connections`` order)."""
     return [operator(model, connection) for connection in model.connections]
+
+
+def pre_activation(model, ops: list, params, layer: int, activities: list) -> Array:
+    """``a = Σ_{incoming c} W_c activities[source(c)] + b`` of ``layer`` (connection order)."""
+    incoming = model.incoming(model.layers[layer].name)
+    a = None
+    for c in incoming:
+        term = ops[c].forward(activities[model.index(model.connections[c].source)], params.W[c])
+        a = term if a is None else a + term
+    biased = next((c for c in incoming if params.b[c] is not None), None)
+    if biased is not None:
+        a = a + ops[biased].bias_vector(params.b[biased])
+    return a

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from arsim import operators
-from arsim.activations import ACTIVATIONS, SOFTMAX, loss_value, output_gradient, softmax
+from arsim.activations import activate, loss_value, output_gradient
 from arsim.params import Params, init_params  # noqa: F401  (init_params: oracle.init_params)
 from arsim.spec import ModelSpec
 from arsim.spec.schedule import Schedule
@@ -62,35 +62,12 @@ def split_stimulus(model: ModelSpec, stimuli: Array) -> list[Array]:
     return [stimuli] if len(slices) == 1 else [stimuli[:, part] for part in slices]
 
 
-def pre_activation(
-    model: ModelSpec, ops: list, params: Params, layer: int, activities: list[Array]
-) -> Array:
-    """``a = Σ_{incoming c} W_c activities[source(c)] + b`` of ``layer`` (connection order)."""
-    incoming = model.incoming(model.layers[layer].name)
-    a = None
-    for c in incoming:
-        term = ops[c].forward(activities[model.index(model.connections[c].source)], params.W[c])
-        a = term if a is None else a + term
-    biased = next((c for c in incoming if params.b[c] is not None), None)
-    if biased is not None:
-        a = a + ops[biased].bias_vector(params.b[biased])
-    return a
-
-
-def activate(model: ModelSpec, layer: int, a: Array) -> tuple[Array, Array]:
-    """``(f(a), f'(a))`` of ``layer``'s activation (a softmax output: its value and 1)."""
-    activation = model.layers[layer].activation
-    if activation == SOFTMAX:
-        return softmax(a), np.ones_like(a)
-    return ACTIVATIONS[activation].f(a), ACTIVATIONS[activation].fprime(a)
-
-
 def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
     """Feedforward sweep of a batch of stimuli ``(batch, n_in)`` in topological order.
 
     The stimulus is the input layers' activities concatenated (``ModelSpec.input_slices``);
     every other layer sums its parents' contributions ``W_c x̂_source`` (in connection order)
-    and its bias (:func:`pre_activation`).
+    and its bias (:func:`arsim.operators.pre_activation`).
     """
     xhat: list[Array | None] = [None] * len(model.layers)
     for index, part in enumerate(split_stimulus(model, inputs)):
@@ -102,7 +79,7 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
         incoming = model.incoming(layer.name)
         if not incoming:
             continue
-        a = pre_activation(model, ops, params, index, xhat)
+        a = operators.pre_activation(model, ops, params, index, xhat)
         xhat[index], derivative = activate(model, index, a)
         for c in incoming:
             pre[c], fp[c] = a, derivative

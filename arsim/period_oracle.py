@@ -36,19 +36,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arsim import operators
-from arsim.activations import output_gradient
-from arsim.oracle import activate, forward, pre_activation, split_stimulus
+from arsim.activations import activate, output_gradient
+from arsim.operators import pre_activation
+from arsim.oracle import forward, split_stimulus
 from arsim.params import Params
-from arsim.spec import ModelSpec
+from arsim.spec import ModelSpec, ProtocolSpec
+from arsim.spec.schedule import Schedule
 
 Array = np.ndarray
-
-FORWARD_KINDS = ("instant", "leaky")
-"""How x̂ and f' come about: the sweep within step 0, or leaky forward integration."""
-DERIVATIVE_AT = ("stored", "current", "upper")
-"""Where the relaxation evaluates f' (see the module docstring)."""
-UPDATE_USES = ("stored", "current")
-"""The presynaptic factor of the weight update: the stored x̂ or the current activity."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +305,8 @@ def run_period(
     state : PeriodState, optional
         The previous period's final state (ignored with ``timing.reset``; rest by default).
     derivative_at, update_uses : list of str, optional
-        Per connection (:data:`DERIVATIVE_AT`, :data:`UPDATE_USES`); ``"stored"`` by default.
+        Per connection (:data:`~arsim.spec.schema.DERIVATIVE_AT`,
+        :data:`~arsim.spec.schema.UPDATE_USES`); the model's connections' by default.
     keep_history : bool
         Keep the state at the start of every step.
 
@@ -318,8 +314,10 @@ def run_period(
     -------
     PeriodResult
     """
-    count = len(model.connections)
-    variants = (derivative_at or ["stored"] * count, update_uses or ["stored"] * count)
+    variants = (
+        derivative_at or [c.derivative_at for c in model.connections],
+        update_uses or [c.update_uses for c in model.connections],
+    )
     period = _Period(model, params, inputs, targets, timing, rates, variants)
     batch = len(inputs)
     state = rest_state(model, batch) if state is None or timing.reset else state.copy()
@@ -337,3 +335,63 @@ def run_period(
     if timing.plasticity_step == timing.steps:
         period.learn(state)
     return PeriodResult(period.params, state, history, period.changes)
+
+
+def timing_of(model: ModelSpec, protocol: ProtocolSpec) -> PeriodTiming:
+    """The :class:`PeriodTiming` a protocol gives a model (:class:`~arsim.spec.Schedule`)."""
+    schedule = Schedule(model, protocol)
+    continuous = schedule.continuous_steps
+    memory_tau = model.memory.tau
+    return PeriodTiming(
+        steps=schedule.sample_steps,
+        eta_x=np.array(schedule.eta_x_per_layer),
+        relax_gain=schedule.gains,
+        onset=np.array([schedule.onset_step(layer.name) for layer in model.layers]),
+        forward=protocol.forward.kind,
+        eta_f=np.array(schedule.eta_f_per_layer),
+        forward_gain=schedule.forward_gains,
+        reset=protocol.forward.reset,
+        start=protocol.relaxation_start,
+        eta_error=schedule.eta_error,
+        memory=model.memory.kind,
+        eta_memory=protocol.dt / memory_tau if memory_tau else 0.0,
+        plasticity_step=None if continuous else schedule.plasticity_step,
+        continuous=continuous,
+    )
+
+
+def simulate_periods(
+    model: ModelSpec,
+    protocol: ProtocolSpec,
+    params: Params,
+    inputs: Array,
+    targets: Array,
+    keep_history: bool = False,
+) -> tuple[Params, list[PeriodResult]]:
+    """Consecutive minibatches of ``protocol.batch_size`` samples, one sample period each.
+
+    A period's final state carries into the next unless the forward dynamics reset it. The
+    samples must fill whole minibatches. Returns the final weights and every period.
+    """
+    schedule = Schedule(model, protocol)
+    timing = timing_of(model, protocol)
+    batch = protocol.batch_size
+    if len(inputs) % batch:
+        raise ValueError(f"{len(inputs)} samples do not fill minibatches of {batch}")
+    results, state = [], None
+    for start in range(0, len(inputs), batch):
+        part = slice(start, start + batch)
+        rates = schedule.learning_rates(batch)
+        result = run_period(
+            model,
+            params,
+            inputs[part],
+            targets[part],
+            timing,
+            rates,
+            state,
+            keep_history=keep_history,
+        )
+        results.append(result)
+        params, state = result.params, result.state
+    return params, results

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from arsim.activations import ACTIVATIONS, LOSSES, SOFTMAX
-from arsim.spec.schema import FEEDBACK_KINDS, MEMORY_KINDS, OPERATIONS, SpecError, Table, read_toml
+from arsim.spec.schema import (
+    DERIVATIVE_AT,
+    FEEDBACK_KINDS,
+    MEMORY_KINDS,
+    OPERATIONS,
+    UPDATE_USES,
+    SpecError,
+    Table,
+    read_toml,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,13 @@ class ConnectionSpec:
         learned by the Hebbian rule.
     derivative : bool
         Whether the relaxation multiplies the top-down signal by f' of the target.
+    derivative_at : {'stored', 'current', 'upper'}
+        Where that f' is evaluated: at the target's stored pre-activation, at the
+        pre-activation computed from the current relaxing activities of the target's parents,
+        or at the target's own current activity (:data:`~arsim.spec.schema.DERIVATIVE_AT`).
+    update_uses : {'stored', 'current'}
+        The presynaptic factor of the weight update: the source's stored x̂ or its current
+        relaxed activity (an input layer's is its stimulus either way).
     operation : {'dense', 'conv', 'maxpool'}
         The linear map (:mod:`arsim.operators`): a full matrix, a convolution with shared
         weights ``(C_out, C_in, k, k)``, or max-pooling (no weights).
@@ -69,6 +85,8 @@ class ConnectionSpec:
     bias: bool = False
     feedback: str = "transpose"
     derivative: bool = True
+    derivative_at: str = "stored"
+    update_uses: str = "stored"
     operation: str = "dense"
     kernel: int = 0
     stride: int = 1
@@ -280,6 +298,12 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
             "feedback", str, ConnectionSpec.feedback, choices=FEEDBACK_KINDS
         ),
         derivative=defaults_table.get("derivative", bool, ConnectionSpec.derivative),
+        derivative_at=defaults_table.get(
+            "derivative_at", str, ConnectionSpec.derivative_at, choices=DERIVATIVE_AT
+        ),
+        update_uses=defaults_table.get(
+            "update_uses", str, ConnectionSpec.update_uses, choices=UPDATE_USES
+        ),
     )
     defaults_table.finish()
 
@@ -357,18 +381,25 @@ def _connection(
             raise table.error("target", f"duplicate connection {pair} (also connections[{index}])")
     operation = table.get("operation", str, ConnectionSpec.operation, choices=OPERATIONS)
     if operation == "maxpool":
-        for key in ("bias", "feedback", "derivative"):
+        for key in ("bias", "feedback", "derivative", "derivative_at", "update_uses"):
             if key in table.data:
                 raise table.error(
                     key, f"{pair} is a maxpool connection: it has no weights, so no {key} setting"
                 )
-        settings.update(bias=False, feedback="transpose", derivative=True)  # no weights
+        no_weights = dict(derivative_at="stored", update_uses="stored")
+        settings.update(bias=False, feedback="transpose", derivative=True, **no_weights)
     else:
         settings["bias"] = table.get("bias", bool, defaults["bias"])
         settings["feedback"] = table.get(
             "feedback", str, defaults["feedback"], choices=FEEDBACK_KINDS
         )
         settings["derivative"] = table.get("derivative", bool, defaults["derivative"])
+        settings["derivative_at"] = table.get(
+            "derivative_at", str, defaults["derivative_at"], choices=DERIVATIVE_AT
+        )
+        settings["update_uses"] = table.get(
+            "update_uses", str, defaults["update_uses"], choices=UPDATE_USES
+        )
     settings["operation"] = operation
     if operation != "dense":
         settings.update(_check_operation(table, pair, layers, settings))

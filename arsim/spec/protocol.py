@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from arsim.spec.forward import FeedforwardSpec, PlasticitySpec, read_feedforward, read_plasticity
 from arsim.spec.model import ModelSpec
 from arsim.spec.schema import (
     BATCH_REDUCTIONS,
@@ -131,6 +132,10 @@ class ProtocolSpec:
     dwell : float
         Stimulus stream (``[stimulus] dwell``): each stimulus is shown for this long in seconds,
         on its own clock, whatever the phase; 0 (default) shows one stimulus per sample period.
+    forward : FeedforwardSpec
+        The forward dynamics, relaxation onsets and output error unit (``[feedforward]``).
+    plasticity : PlasticitySpec
+        When the weights change (``[plasticity]``).
     source : str
         File the protocol was read from.
     """
@@ -153,6 +158,8 @@ class ProtocolSpec:
     tolerance: float = 0.0
     oscillation: OscillationSpec | None = None
     dwell: float = 0.0
+    forward: FeedforwardSpec = field(default_factory=FeedforwardSpec)
+    plasticity: PlasticitySpec = field(default_factory=PlasticitySpec)
     source: str = "<spec>"
 
     def to_dict(self) -> dict:
@@ -190,6 +197,12 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     dwell = _stimulus(root.table("stimulus"), dt, dt_text)
     rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
     record = _record(root.table("record"), dt, dt_text)
+    forward, plasticity = _dynamics(root, oscillation, durations, dt)
+    if forward.leaky and (tolerance > 0 or dwell > 0):
+        combined = "phases.tolerance" if tolerance > 0 else "stimulus.dwell"
+        raise SpecError(
+            source, "feedforward.kind", f"leaky forward dynamics do not run with {combined} yet"
+        )
     root.finish()
     return ProtocolSpec(
         name=name,
@@ -208,8 +221,31 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         tolerance=tolerance,
         oscillation=oscillation,
         dwell=dwell,
+        forward=forward,
+        plasticity=plasticity,
         source=str(source),
     )
+
+
+def _dynamics(
+    root: Table, oscillation: OscillationSpec | None, durations: dict, dt: float
+) -> tuple[FeedforwardSpec, PlasticitySpec]:
+    """The ``[feedforward]`` and ``[plasticity]`` tables, checked against the phases."""
+    table = root.table("feedforward")
+    forward = read_feedforward(table, dt, sum(durations.values()))
+    if oscillation is not None:
+        for key in ("relaxation_onset", "layer_onset"):
+            if key in table.data:
+                raise table.error(key, "the [oscillation] sets the relaxation windows")
+    table = root.table("plasticity")
+    plasticity = read_plasticity(table, dt, durations["relaxation"])
+    if plasticity.continuous and oscillation is not None and oscillation.plasticity != 360.0:
+        raise table.error(
+            "continuous",
+            "the weights change at every relaxation step; remove oscillation.plasticity "
+            "(a plasticity phase) or set continuous = false",
+        )
+    return forward, plasticity
 
 
 def _time_step(root: Table) -> tuple[float, float]:
@@ -434,7 +470,13 @@ def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
                 f"{connections} (source-target)",
             )
     offsets = protocol.oscillation.phase_offset if protocol.oscillation else ()
-    for key, pairs in (("layer_tau", protocol.layer_tau), ("oscillation.phase_offset", offsets)):
+    per_layer = (
+        ("layer_tau", protocol.layer_tau),
+        ("oscillation.phase_offset", offsets),
+        ("feedforward.layer_tau", protocol.forward.layer_tau),
+        ("feedforward.layer_onset", protocol.forward.layer_onset),
+    )
+    for key, pairs in per_layer:
         for layer, _ in pairs:
             if layer not in names:
                 raise SpecError(

@@ -8,6 +8,8 @@ feedback delays in steps and which samples the stimulus stream shows when.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from arsim.spec.model import ModelSpec
@@ -94,16 +96,25 @@ class Schedule:
         return self.sample_steps * self.protocol.dt
 
     def phase_to_step(self, degrees: float) -> int:
-        """Step of the sample period at which phase ``degrees`` falls (nearest step)."""
-        return int(round(degrees / 360.0 * self.sample_steps))
+        """Step of the sample period at which phase ``degrees`` falls.
+
+        The nearest step, and a phase exactly half-way between two steps goes to the later one
+        (``⌊k + ½⌋`` with ``k = degrees / 360 · P``, to 1e-9 of a step): a lag of exactly
+        ``n`` steps therefore moves every phase, and both ends of a window, by ``n`` steps.
+        """
+        return math.floor(degrees / 360.0 * self.sample_steps + 0.5 + 1e-9)
 
     # ------------------------------------------------------------- relaxation windows and gains
     def window_steps(self, layer: str) -> tuple[int, int]:
-        """First step and the step after the last of ``layer``'s relaxation window."""
+        """First step and the step after the last of ``layer``'s relaxation window.
+
+        Without an oscillation the window is the relaxation phase, opened earlier or later by
+        the layer's relaxation onset (:meth:`onset_step`).
+        """
         oscillation = self.protocol.oscillation
         if oscillation is None:
             steps = self.phase_steps
-            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
+            return self.onset_step(layer), steps["feedforward"] + steps["relaxation"]
         start, stop = oscillation.window
         lag = dict(oscillation.phase_offset).get(layer, 0.0)
         return self.phase_to_step(start + lag), self.phase_to_step(stop + lag)
@@ -129,7 +140,80 @@ class Schedule:
         """:meth:`gate` of every layer of the model, shape ``(sample_steps, n_layers)``."""
         return np.stack([self.gate(layer.name) for layer in self._need_model().layers], axis=1)
 
+    # ------------------------------------------------------------------------ forward dynamics
+    @property
+    def leaky_forward(self) -> bool:
+        """Whether the feedforward pass integrates in time (``[feedforward] kind = 'leaky'``)."""
+        return self.protocol.forward.leaky
+
+    def onset_step(self, layer: str) -> int:
+        """Step at whose start ``layer``'s relaxation starts (x from x̂, or 0).
+
+        ``[feedforward.layer_onset]``, else ``relaxation_onset``, else the end of the
+        feedforward phase (the first step of an oscillation's window).
+        """
+        forward = self.protocol.forward
+        onset = dict(forward.layer_onset).get(layer, forward.relaxation_onset)
+        if onset is None or self.protocol.oscillation is not None:
+            if self.protocol.oscillation is not None:
+                return self.window_steps(layer)[0]
+            return self.phase_steps["feedforward"]
+        return self.steps(onset)
+
+    def tau_f_of(self, layer: str) -> float:
+        """Forward time constant τ_f of ``layer`` in seconds (leaky forward dynamics)."""
+        forward = self.protocol.forward
+        return dict(forward.layer_tau).get(layer, forward.tau)
+
+    @property
+    def eta_f_per_layer(self) -> list[float]:
+        """``dt / τ_f`` of every layer of the model (0 for instant forward dynamics)."""
+        if not self.leaky_forward:
+            return [0.0] * len(self._need_model().layers)
+        return [self.protocol.dt / self.tau_f_of(layer.name) for layer in self._need_model().layers]
+
+    @property
+    def forward_steps(self) -> int:
+        """Steps from the presentation during which the forward dynamics integrate (leaky)."""
+        return self.phase_steps["feedforward"] if self.leaky_forward else 0
+
+    @property
+    def forward_gains(self) -> np.ndarray:
+        """Forward gate of every layer at every step, ``(sample_steps, n_layers)``.
+
+        1 during the feedforward phase for every layer with a parent (leaky forward
+        dynamics), else 0: while it is 0 a layer's x̂ and f' follow the model's memory.
+        """
+        model = self._need_model()
+        gains = np.zeros((self.sample_steps, len(model.layers)))
+        for k, layer in enumerate(model.layers):
+            if model.incoming(layer.name):
+                gains[: self.forward_steps, k] = 1.0
+        return gains
+
+    @property
+    def eta_error(self) -> float | None:
+        """``dt / τ_e`` of the output's error unit, or None (clamped at every step)."""
+        error_tau = self.protocol.forward.error_tau
+        return self.protocol.dt / error_tau if error_tau else None
+
     # ------------------------------------------------------------------------------ plasticity
+    @property
+    def continuous_steps(self) -> tuple[int, int] | None:
+        """Steps ``[first, stop)`` at the end of each of which the weights change by η/K.
+
+        None unless ``[plasticity] continuous``; the window counts from the relaxation
+        phase's start, the whole relaxation phase by default.
+        """
+        plasticity = self.protocol.plasticity
+        if not plasticity.continuous:
+            return None
+        first = self.phase_steps["feedforward"]
+        if plasticity.window is None:
+            return first, first + self.phase_steps["relaxation"]
+        start, end = plasticity.window
+        return first + self.steps(start), first + self.steps(end)
+
     @property
     def plasticity_step(self) -> int:
         """Step of the sample period at whose start the weights change.

@@ -29,6 +29,13 @@ RELAXATION_STARTS = ("feedforward", "zero")
 WAVEFORMS = ("square", "sine")
 """How an oscillation gates the relaxation across its window: fully open (``square``) or by
 a half sine rising from 0 at the window's start to 1 in its middle and back (``sine``)."""
+FORWARD_KINDS = ("instant", "leaky")
+"""How x̂ and f' come about: the sweep within one step, or leaky forward integration."""
+DERIVATIVE_AT = ("stored", "current", "upper")
+"""Where the relaxation evaluates f': at the stored pre-activation, at the pre-activation
+computed from the current relaxing activity below, or of the upper layer's own activity."""
+UPDATE_USES = ("stored", "current")
+"""The presynaptic factor of the weight update: the stored x̂ or the current relaxed activity."""
 CODEGEN_TARGETS = ("auto", "cython", "numpy")
 """Brian2 code generation of the neurons (runtime device); ``auto`` is resolved per job
 (``resolve_codegen_target``)."""

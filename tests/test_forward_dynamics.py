@@ -1,0 +1,304 @@
+"""Leaky forward dynamics, overlapping phases and the unfrozen-feedforward variants: the dense
+mode against the step-by-step period oracle, closed forms, and the declarations."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import make_model, random_batch, run_brian
+
+from arsim import oracle
+from arsim.modes import ExecutionError, check_execution
+from arsim.period_oracle import simulate_periods
+from arsim.spec import RecordSpec, SpecError, model_from_dict, protocol_from_dict
+from arsim.spec.schedule import Schedule
+
+RECORD_ALL = RecordSpec(variables=("x", "xhat", "fp"), neurons=None, samples=None)
+
+
+def protocol_data(
+    feedforward_ms=8, relax_ms=10, update_ms=1, batch_size=3, rate=0.05, **tables
+) -> dict:
+    """A protocol with dt = 1 ms, τ = 10 ms, and the given extra tables."""
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "phases": {
+            "feedforward": f"{feedforward_ms} ms",
+            "relaxation": f"{relax_ms} ms",
+            "update": f"{update_ms} ms",
+        },
+        "learning": {"rate": rate, "batch_size": batch_size, "feedback_rate": rate * 0.6},
+    }
+    data.update(tables)
+    return data
+
+
+def make(data: dict):
+    return replace(protocol_from_dict(data, "leaky.toml"), record=RECORD_ALL)
+
+
+LEAKY = {"kind": "leaky", "tau": "2 ms"}
+
+
+def every_feature_model(**connection_settings):
+    """input → h1 (tanh, bias) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f') →
+    softmax output (learned ψ, bias), cross-entropy; ``connection_settings`` on every
+    connection."""
+    layers = [
+        {"name": "input", "size": 5},
+        {"name": "h1", "size": 4, "activation": "tanh"},
+        {"name": "h2", "size": 4, "activation": "relu"},
+        {"name": "h3", "size": 3, "activation": "sigmoid"},
+        {"name": "output", "size": 3, "activation": "softmax"},
+    ]
+    connections = [
+        {"source": "input", "target": "h1", "bias": True},
+        {"source": "h1", "target": "h2", "feedback": "learned", "bias": True},
+        {"source": "h2", "target": "h3", "feedback": "fixed", "derivative": False},
+        {"source": "h3", "target": "output", "feedback": "learned", "bias": True},
+    ]
+    for connection in connections:
+        connection.update(connection_settings)
+    data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers}
+    data["connections"] = connections
+    return model_from_dict(data, "every-feature.toml")
+
+
+def dag_model(**defaults):
+    """Two inputs, a skip connection and a fan-in: a → h1 → h2 → out, b → h2, h1 → out."""
+    data = {
+        "name": "dag",
+        "layers": [
+            {"name": "a", "size": 4},
+            {"name": "b", "size": 3},
+            {"name": "h1", "size": 5, "activation": "tanh"},
+            {"name": "h2", "size": 4, "activation": "relu"},
+            {"name": "out", "size": 3, "activation": "linear"},
+        ],
+        "connections": [
+            {"source": "a", "target": "h1", "bias": True},
+            {"source": "h1", "target": "h2"},
+            {"source": "b", "target": "h2", "bias": True},
+            {"source": "h2", "target": "out"},
+            {"source": "h1", "target": "out"},
+        ],
+        "defaults": defaults,
+    }
+    return model_from_dict(data, "dag.toml")
+
+
+def assert_dense_matches_period_oracle(model, protocol, n_samples, seed=7, tolerance=1e-10):
+    """Traces (x, x̂, f' of every neuron at every step) and weights of the dense mode equal
+    the period oracle's to ``tolerance``."""
+    params = oracle.init_params(model, seed=seed)
+    inputs, targets = random_batch(model, n_samples, seed=seed)
+    result, _ = run_brian(model, protocol, inputs, targets, params, mode="dense")
+    assert result.diverged is None
+    expected, periods = simulate_periods(
+        model, protocol, params, inputs, targets, keep_history=True
+    )
+    for c in range(len(model.connections)):
+        for name in ("W", "b", "psi"):
+            want = getattr(expected, name)[c]
+            if want is not None:
+                got = getattr(result.params, name)[c]
+                np.testing.assert_allclose(got, want, rtol=0, atol=tolerance, err_msg=f"{name}{c}")
+    traces = result.traces
+    period, batch = Schedule(None, protocol).sample_steps, protocol.batch_size
+    step = np.rint(traces.t.to_numpy() / protocol.dt).astype(int) - 1
+    sample = traces["sample"].to_numpy()
+    k = step - sample * period
+    layers = [layer.name for layer in model.layers]
+    compared = 0
+    for (layer, variable), rows in traces.groupby(["layer", "variable"], observed=True):
+        index = rows.index.to_numpy()
+        values = np.array(
+            [
+                getattr(periods[s // batch].history[kk + 1], variable)[layers.index(layer)][
+                    s % batch, n
+                ]
+                for s, kk, n in zip(sample[index], k[index], rows.neuron.to_numpy(), strict=True)
+            ]
+        )
+        scale = max(np.abs(values).max(), 1.0)
+        np.testing.assert_allclose(
+            rows.value.to_numpy(), values, rtol=0, atol=tolerance * scale, err_msg=layer + variable
+        )
+        compared += len(rows)
+    assert compared > 100
+    return params, result, expected
+
+
+CASES = {
+    "leaky": dict(feedforward=LEAKY),
+    "overlap": dict(feedforward=LEAKY | {"relaxation_onset": "4 ms"}),
+    "per-layer-onset-and-tau": dict(
+        feedforward=LEAKY
+        | {"layer_tau": {"h2": "3 ms"}, "layer_onset": {"h1": "6 ms", "h3": "2 ms"}}
+    ),
+    "carry-over": dict(feedforward=LEAKY | {"reset": False}),
+    "error-unit": dict(feedforward=LEAKY | {"error_tau": "3 ms", "reset": False}),
+    "continuous": dict(feedforward=LEAKY, plasticity={"continuous": True}),
+    "continuous-window": dict(
+        feedforward=LEAKY | {"relaxation_onset": "5 ms"},
+        plasticity={"continuous": True, "window": ["4 ms", "9 ms"]},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_leaky_forward_dynamics_match_the_period_oracle(case):
+    model = every_feature_model()
+    protocol = make(protocol_data(**CASES[case]))
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"derivative_at": "current"},
+        {"derivative_at": "upper"},
+        {"update_uses": "current"},
+        {"derivative_at": "current", "update_uses": "current"},
+    ],
+    ids=["current", "upper", "update-current", "combined"],
+)
+@pytest.mark.parametrize("forward", ["instant", "leaky"])
+def test_unfrozen_variants_match_the_period_oracle(settings, forward):
+    model = every_feature_model(**settings)
+    tables = {"feedforward": LEAKY | {"relaxation_onset": "6 ms"}} if forward == "leaky" else {}
+    tables["plasticity"] = {"continuous": True}
+    protocol = make(protocol_data(**tables))
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6)
+
+
+@pytest.mark.parametrize("memory", ["trace", "two-compartment"])
+def test_memory_takes_over_when_the_forward_phase_ends(memory):
+    model = make_model(
+        [5, 4, 4, 3],
+        ["tanh", "sigmoid", "linear"],
+        bias=True,
+        memory={"kind": memory, "tau": "15 ms"},
+    )
+    protocol = make(protocol_data(feedforward=LEAKY | {"relaxation_onset": "5 ms"}))
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6)
+
+
+def test_dag_with_leaky_forward_dynamics_and_variants():
+    model = dag_model(derivative_at="current", update_uses="current")
+    protocol = make(
+        protocol_data(feedforward=LEAKY | {"relaxation_onset": "5 ms", "error_tau": "2 ms"})
+    )
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6)
+
+
+def test_long_leaky_forward_phase_equals_the_instant_sweep():
+    """A forward phase of 30 τ_f: x̂ and f' of the instant sweep (1e-9) and its weight updates
+    (1e-8), paper-shaped chain, dense mode."""
+    model = make_model([20, 12, 10, 6], ["relu", "relu", "linear"], loss_scale=2.0)
+    settled = make(protocol_data(feedforward_ms=60, relax_ms=20, feedforward=LEAKY))
+    instant = make(protocol_data(feedforward_ms=60, relax_ms=20))
+    params = oracle.init_params(model, seed=3)
+    inputs, targets = random_batch(model, 6, seed=2)
+    leaky, _ = run_brian(model, settled, inputs, targets, params, mode="dense")
+    swept, _ = run_brian(model, instant, inputs, targets, params, mode="dense")
+    for c in range(3):
+        change = leaky.params.W[c] - params.W[c]
+        reference = swept.params.W[c] - params.W[c]
+        assert np.linalg.norm(change - reference) <= 1e-8 * np.linalg.norm(reference)
+    end_of_phase = 60 - 1  # x̂ and f' at the last forward step
+    for variable in ("xhat", "fp"):
+        traces = leaky.traces[leaky.traces.variable == variable]
+        step = np.rint(traces.t.to_numpy() / settled.dt).astype(int) - 1
+        at_end = traces[step % 81 == end_of_phase]
+        sweep = oracle.forward(model, params, inputs[:3])
+        for k, layer in enumerate((layer.name for layer in model.layers[1:]), start=1):
+            rows = at_end[(at_end.layer == layer) & (at_end["sample"] < 3)]
+            values = rows.value.to_numpy().reshape(3, -1)
+            reference = sweep.xhat[k] if variable == "xhat" else sweep.fp[k - 1]
+            np.testing.assert_allclose(values, reference, rtol=0, atol=1e-9)
+
+
+BAD = [
+    ({"feedforward": {"kind": "leaky", "tau": "0.5 ms"}}, "feedforward.tau: expected a forward"),
+    ({"feedforward": {"kind": "leaky", "tau": "2 ms", "relaxation_onset": "-1 ms"}}, "at or after"),
+    (
+        {"feedforward": {"kind": "leaky", "tau": "2 ms", "relaxation_onset": "19 ms"}},
+        "within the sample period",
+    ),
+    ({"feedforward": {"kind": "leaky", "tau": "2 ms", "error_tau": "0.4 ms"}}, "error_tau"),
+    ({"feedforward": {"tau": "2 ms"}}, "applies to kind = 'leaky' only"),
+    ({"plasticity": {"window": ["1 ms", "2 ms"]}}, "applies to continuous = true only"),
+    ({"plasticity": {"continuous": True, "window": ["1 ms", "20 ms"]}}, "plasticity.window"),
+]
+
+
+@pytest.mark.parametrize("tables,message", BAD)
+def test_bad_forward_declarations_are_one_line_errors(tables, message):
+    with pytest.raises(SpecError, match="leaky.toml: ") as error:
+        protocol_from_dict(protocol_data(**tables), "leaky.toml")
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_continuous_plasticity_with_a_plasticity_phase_is_refused():
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]},
+        "plasticity": {"continuous": True},
+    }
+    protocol_from_dict(copy.deepcopy(data), "osc.toml")  # at the cycle's end: accepted
+    data["oscillation"]["plasticity"] = "180 deg"
+    with pytest.raises(SpecError, match="osc.toml: plasticity.continuous: "):
+        protocol_from_dict(data, "osc.toml")
+
+
+@pytest.mark.parametrize(
+    "tables,model_settings,field",
+    [
+        ({"feedforward": LEAKY}, {}, "feedforward.kind"),
+        ({"plasticity": {"continuous": True}}, {}, "plasticity.continuous"),
+        ({}, {"derivative_at": "upper"}, "derivative_at"),
+        ({}, {"update_uses": "current"}, "update_uses"),
+    ],
+)
+def test_the_synapses_modes_refuse_what_they_cannot_run(tables, model_settings, field):
+    protocol = make(protocol_data(**tables))
+    model = every_feature_model(**model_settings)
+    for device in ("runtime", "cpp_standalone"):
+        with pytest.raises(ExecutionError, match=field) as error:
+            check_execution(protocol, "synapses", device, model)
+        assert "use --mode dense" in str(error.value)
+    check_execution(protocol, "dense", "runtime", model)
+
+
+@pytest.mark.parametrize("period_steps", [8, 20, 36, 40, 72, 100])
+@pytest.mark.parametrize("window", [(22.5, 337.5), (10.0, 190.0), (0.0, 360.0), (45.0, 135.0)])
+def test_a_lag_of_n_steps_moves_both_ends_of_a_window_by_n(period_steps, window):
+    protocol = protocol_from_dict(
+        {
+            "tau": "10 ms",
+            "dt": "1 ms",
+            "oscillation": {
+                "frequency": f"{1000 / period_steps!r} Hz",
+                "relaxation": ["90 deg", "270 deg"],
+            },
+        },
+        "osc.toml",
+    )
+    schedule = Schedule(None, protocol)
+    step_deg = 360.0 / period_steps
+    base = (schedule.phase_to_step(window[0]), schedule.phase_to_step(window[1]))
+    for lag in range(1, 4):
+        moved = (
+            schedule.phase_to_step(window[0] + lag * step_deg),
+            schedule.phase_to_step(window[1] + lag * step_deg),
+        )
+        assert moved == (base[0] + lag, base[1] + lag)
+    # the example of the 40-step cycle: 22.5°–337.5° → (3, 38), lagged by 9° → (4, 39)
+    if period_steps == 40 and window == (22.5, 337.5):
+        assert base == (3, 38)
