@@ -123,7 +123,7 @@ def update_factors(
     ``ΔW_c = −η Σ_batch δ_j x̂_iᵀ`` (:func:`weight_gradients`) for a dense connection; a
     convolution contracts the same factors over its windows (shared weights), so for models
     with conv or maxpool connections the per-sample outer-product comparison
-    (``run.sample_metrics``) does not apply and is skipped.
+    (``metrics.sample_metrics``) does not apply and is skipped.
     """
     factors = []
     for c, connection in enumerate(model.connections):
