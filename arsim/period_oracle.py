@@ -36,14 +36,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arsim import operators
-from arsim.activations import activate, output_gradient
+from arsim.activations import Array, activate, output_gradient
 from arsim.operators import pre_activation
 from arsim.oracle import forward, split_stimulus
 from arsim.params import Params
 from arsim.spec import ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
-
-Array = np.ndarray
 
 
 @dataclass(frozen=True)

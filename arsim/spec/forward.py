@@ -15,6 +15,25 @@ from arsim.spec.schema import FORWARD_KINDS, Table, parse_duration
 
 
 @dataclass(frozen=True)
+class PlasticitySpec:
+    """When the weights change (``[plasticity]``).
+
+    Attributes
+    ----------
+    continuous : bool
+        The weights change at the end of every relaxation step of ``window`` by ``η/K`` of the
+        usual rule (``K`` the steps of the window), read from the activities after that step;
+        no update at the end of the sample period.
+    window : (float, float) or None
+        Start and end of that window in seconds from the relaxation's start; None: the whole
+        relaxation phase.
+    """
+
+    continuous: bool = False
+    window: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
 class FeedforwardSpec:
     """How the feedforward pass unfolds in time (``[feedforward]``).
 
@@ -54,25 +73,6 @@ class FeedforwardSpec:
     def leaky(self) -> bool:
         """Whether the forward pass integrates in time."""
         return self.kind == "leaky"
-
-
-@dataclass(frozen=True)
-class PlasticitySpec:
-    """When the weights change (``[plasticity]``).
-
-    Attributes
-    ----------
-    continuous : bool
-        The weights change at the end of every relaxation step of ``window`` by ``η/K`` of the
-        usual rule (``K`` the steps of the window), read from the activities after that step;
-        no update at the end of the sample period.
-    window : (float, float) or None
-        Start and end of that window in seconds from the relaxation's start; None: the whole
-        relaxation phase.
-    """
-
-    continuous: bool = False
-    window: tuple[float, float] | None = None
 
 
 def _stable_time_constant(table: Table, key: str, value: float, dt: float, what: str) -> None:

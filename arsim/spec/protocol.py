@@ -24,6 +24,15 @@ from arsim.spec.schema import (
     read_toml,
 )
 
+__all__ = [
+    "OscillationSpec",
+    "ProtocolSpec",
+    "RecordSpec",
+    "check_compatible",
+    "load_protocol",
+    "protocol_from_dict",
+]
+
 
 @dataclass(frozen=True)
 class RecordSpec:
