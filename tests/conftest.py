@@ -100,7 +100,7 @@ def _numpy_target_by_default():
 
 @pytest.fixture(scope="session")
 def paper_model():
-    """The paper network with weights N(0, variance 0.05), as issue 2's acceptance states it
+    """The paper network with weights N(0, variance 0.05), as the paper's text states it
     (``models/paper-mlp.toml`` itself uses the authors' std 0.05, which trains)."""
     model = load_model(PAPER_MODEL)
     return replace(model, init=replace(model.init, variance=0.05))

@@ -1,4 +1,4 @@
-"""The Brian2 network against the NumPy oracle and backprop (the acceptance numbers of issue 2)."""
+"""The Brian2 network against the NumPy oracle and backprop (the numbers ALGORITHM.md expects)."""
 
 from __future__ import annotations
 
@@ -271,7 +271,7 @@ def _relative_errors(history, exact, layers=(1, 2, 3)):
 
 
 def test_paper_network_relaxes_to_backprop(paper_model, mode):
-    """Issue 2: after 100 steps ≤ 3e-3, 5e-4, 5e-5 in layers 1-3; after 200 steps ≤ 1e-6;
+    """After 100 steps ≤ 3e-3, 5e-4, 5e-5 in layers 1-3; after 200 steps ≤ 1e-6;
     Brian2 traces equal the NumPy AR to 1e-10."""
     protocol = make_protocol(relax_steps=200, batch_size=2)
     params = oracle.init_params(paper_model, seed=0)
@@ -333,7 +333,7 @@ def test_paper_sized_variants_reach_backprop_in_200_steps(settings, mode):
 
 @pytest.mark.parametrize("steps, limits", [(100, (3e-3, 5e-4, 5e-4, 5e-4)), (300, (1e-9,) * 4)])
 def test_paper_minibatch_update_equals_backprop_step(paper_model, steps, limits, mode):
-    """Issue 2: one minibatch of 64: ΔW = −η ∇L within 3e-3 (W0) and 5e-4 (others) after 100
+    """One minibatch of 64: ΔW = −η ∇L within 3e-3 (W0) and 5e-4 (others) after 100
     steps, within 1e-9 after 300 steps; and equal to the NumPy AR update to 1e-8."""
     protocol = replace(make_protocol(relax_steps=steps, batch_size=64), record=NO_RECORDING)
     params = oracle.init_params(paper_model, seed=0)

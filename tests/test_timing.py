@@ -1,4 +1,4 @@
-"""Issue 5: an oscillation that gates the relaxation and the plasticity, and a stimulus stream
+"""An oscillation that gates the relaxation and the plasticity, and a stimulus stream
 on its own clock, against the oracle and closed forms; their bad input."""
 
 from __future__ import annotations
