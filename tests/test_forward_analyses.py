@@ -1,0 +1,94 @@
+"""The shipped forward-dynamics protocols give their intended steps; the unfrozen-variants table
+reports the mean and spread of hand-made run folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from arsim.spec import load_protocol
+from arsim.spec.schedule import Schedule
+
+
+def load_script(name: str):
+    """An analysis script as a module (the analysis folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "name, steps, eta_x, tau_f, continuous",
+    [
+        ("leabra-quarters", (75, 25, 1), 0.4, 0.005, None),
+        ("guerguiev-segregated", (50, 50, 1), 0.2, 0.005, (80, 100)),
+        ("paper-leaky", (10, 100, 1), 0.1, 0.002, None),
+    ],
+)
+def test_shipped_protocols_give_their_steps(name, steps, eta_x, tau_f, continuous):
+    protocol = load_protocol(ROOT / "protocols" / f"{name}.toml")
+    schedule = Schedule(None, protocol)
+    assert tuple(schedule.phase_steps.values()) == steps
+    assert schedule.eta_x == pytest.approx(eta_x)
+    assert protocol.forward.leaky and protocol.forward.tau == pytest.approx(tau_f)
+    assert schedule.continuous_steps == continuous
+    paper = load_protocol(ROOT / "protocols" / "paper.toml")
+    for key in ("learning_rate", "feedback_learning_rate", "batch_size", "batch_reduction"):
+        assert getattr(protocol, key) == getattr(paper, key)
+
+
+def make_run(folder, seed, ar, bp, angle, derivative_at="stored", continuous=False):
+    """A finished run folder with one epoch row of known numbers."""
+    folder.mkdir(parents=True)
+    connection = {"derivative_at": derivative_at, "update_uses": "stored"}
+    config = {
+        "seed": seed,
+        "model": {"connections": [connection, connection]},
+        "protocol": {"plasticity": {"continuous": continuous}, "forward": {"kind": "instant"}},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "status.json").write_text(json.dumps({"status": "completed", "message": None}))
+    rows = [
+        {"kind": "batch", "ar_test_acc": 0.1, "bp_test_acc": 0.1, "angle_deg": 80.0},
+        {"kind": "epoch", "ar_test_acc": ar, "bp_test_acc": bp, "angle_deg": angle},
+    ]
+    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+
+
+def test_unfrozen_variants_table_reports_mean_and_spread(tmp_path):
+    script = load_script("unfrozen_variants")
+    make_run(tmp_path / "sweep" / "points" / "a", 0, ar=0.70, bp=0.71, angle=10.0)
+    make_run(tmp_path / "sweep" / "points" / "b", 1, ar=0.72, bp=0.74, angle=14.0)
+    out = tmp_path / "table.md"
+    assert script.main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table.variant) == ["exact AR"] and table.runs[0] == 2
+    row = table.iloc[0]
+    assert row.ar_mean == pytest.approx(71.0) and row.ar_std == pytest.approx(2**0.5)
+    assert (row.ar_min, row.ar_max) == pytest.approx((70.0, 72.0))
+    assert row.bp_mean == pytest.approx(72.5)
+    assert row.diff_mean == pytest.approx(-1.5) and row.diff_std == pytest.approx(0.5**0.5)
+    assert row.angle_mean == pytest.approx(12.0) and row.angle_std == pytest.approx(8**0.5)
+    text = out.read_text()
+    assert "71.00 ± 1.41 [70.00, 72.00]" in text and "cannot be judged" in text
+
+
+def test_unfrozen_variants_verdict(tmp_path):
+    script = load_script("unfrozen_variants")
+    make_run(tmp_path / "exact", 0, ar=0.70, bp=0.71, angle=10.0)
+    make_run(tmp_path / "current", 0, ar=0.695, bp=0.71, angle=12.0, derivative_at="current")
+    make_run(tmp_path / "continuous", 0, ar=0.68, bp=0.71, angle=15.0, continuous=True)
+    folders = [tmp_path / "exact", tmp_path / "current"]
+    assert script.main([*map(str, folders), "--out", str(tmp_path / "one.md")]) == 0
+    assert "HOLDS" in (tmp_path / "one.md").read_text()
+    folders.append(tmp_path / "continuous")
+    assert script.main([*map(str, folders), "--out", str(tmp_path / "two.md")]) == 0
+    table = pd.read_csv(tmp_path / "two.csv")
+    assert list(table.variant) == ["exact AR", "f' at current", "continuous plasticity"]
+    assert table.delta_to_exact_pp.tolist() == pytest.approx([0.0, -0.5, -2.0])
+    assert "DOES NOT HOLD" in (tmp_path / "two.md").read_text()
