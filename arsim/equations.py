@@ -114,7 +114,7 @@ def gate_name(role: LayerRole) -> str:
 
 
 def gate_expression(role: LayerRole, square: bool) -> str:
-    """The relaxation gain of a hidden layer at this step (``ProtocolSpec.gate``).
+    """The relaxation gain of a hidden layer at this step (``Schedule.gate``).
 
     A square gate (0 or 1, one window) is two integer comparisons with the layer's window
     ``relax_start_<k>``, ``relax_stop_<k>``; any other is looked up in the TimedArray
@@ -162,7 +162,7 @@ def layer_equations(
     else:
         lines += [f"fb_c{c} : 1" for c in role.outgoing]
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
-        # the relaxation gain of this step of the sample period (ProtocolSpec.gate)
+        # the relaxation gain of this step of the sample period (Schedule.gate)
         lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
         lines.append("tau : second (shared, constant)")
         if stoppable:  # relaxation until converged: active is 0 once the sample converged

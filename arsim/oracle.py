@@ -228,7 +228,7 @@ def relax(
     steps : int
         Number of Euler steps.
     eta_x : float or list of float
-        ``dt / τ`` (dimensionless), or one value per layer (``ProtocolSpec.eta_x_of``).
+        ``dt / τ`` (dimensionless), or one value per layer (``Schedule.eta_x_per_layer``).
     keep_history : bool
         Keep every step's activities.
     start : {'feedforward', 'zero'}
@@ -247,7 +247,7 @@ def relax(
         :func:`trace_schedule`).
     gains : ndarray, shape (steps, n_layers), optional
         Relaxation gain of every layer at every step (an oscillation's gate,
-        ``ProtocolSpec.gate``): step ``n`` of layer ``l`` moves by ``gains[n, l] · η_x``.
+        ``Schedule.gate``): step ``n`` of layer ``l`` moves by ``gains[n, l] · η_x``.
     stream : (ndarray, ndarray, ndarray), optional
         A stimulus stream that changes during the relaxation: ``(step_targets,
         update_inputs, update_targets)``; the output is clamped to the gradient for

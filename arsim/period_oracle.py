@@ -299,7 +299,7 @@ def run_period(
         The steps of the period.
     rates : (float, float)
         Learning rates of W (and biases) and of a learned ψ for this minibatch (the batch
-        reduction already applied, as ``ProtocolSpec.learning_rates``).
+        reduction already applied, as ``Schedule.learning_rates``).
     state : PeriodState, optional
         The previous period's final state (ignored with ``timing.reset``; rest by default).
     derivative_at, update_uses : list of str, optional
