@@ -242,10 +242,13 @@ def presentation_reset_code(role: LayerRole, reset: bool, error_unit: bool) -> s
 
 
 def onset_code(role: LayerRole, relaxation_start: str) -> str:
-    """Code a hidden layer runs at the start of every step: x starts at its onset step."""
+    """Code a hidden layer runs at the start of every step: x starts at its onset step.
+
+    ``delta = x · f'`` follows, so that the top-down input of the onset step sees the start.
+    """
     onset = f"int(t_in_timesteps % steps_per_sample == relax_onset_{role.index})"
     start = "xhat" if relaxation_start == "feedforward" else "0"
-    return f"x = {onset} * {start} + (1 - {onset}) * x"
+    return f"x = {onset} * {start} + (1 - {onset}) * x\ndelta = x * fp"
 
 
 def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:

@@ -53,6 +53,8 @@ _REFUSALS = {
     "far; use --mode {modes}",
     Feature.CONTINUOUS_PLASTICITY: "only the {modes} mode changes the weights at every "
     "relaxation step so far; use --mode {modes}",
+    Feature.CARRY_OVER: "only the {modes} mode carries the state over between samples (a "
+    "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
 }
 """Why a network class lacking a feature refuses a job (after ``<file>: <field>: ``)."""
 
@@ -89,6 +91,8 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature.NOISE, f"{source}: noise"))
     if protocol.forward.leaky:
         needs.append((Feature.LEAKY_FORWARD, f"{source}: feedforward.kind"))
+        if not protocol.forward.reset:
+            needs.append((Feature.CARRY_OVER, f"{source}: feedforward.reset"))
     if protocol.plasticity.continuous:
         needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
     for c in model.connections if model is not None else ():

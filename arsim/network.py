@@ -81,6 +81,7 @@ class Feature(StrEnum):
     DERIVATIVE_AT = "f' away from the stored pre-activation"
     UPDATE_USES = "weight updates from the current activity"
     CONTINUOUS_PLASTICITY = "continuous plasticity"
+    CARRY_OVER = "forward state carried from one sample to the next"
 
 
 def seed_noise(seed: int, *key: int) -> None:

@@ -51,7 +51,7 @@ class SynapsesNetwork(ARNetwork):
     """
 
     mode = "synapses"
-    supports = frozenset({Feature.NOISE})
+    supports = frozenset({Feature.NOISE, Feature.LEAKY_FORWARD})
 
     def _stimulus_rows(self) -> int:
         return self.protocol.batch_size + 1
@@ -76,10 +76,14 @@ class SynapsesNetwork(ARNetwork):
         # the top-down input is summed into the pre layer: post-major order (see all_to_all)
         forward = self._all_to_all(source, target, models["forward"], name, major="post")
         # the sweep (a summed variable: no two threads write one target) once per sample,
-        # before the target layer computes x̂ (order layer_slot + 3)
+        # before the target layer computes x̂ (order layer_slot + 3); with leaky forward
+        # dynamics at every step, from the x̂ of the step's start
         sweep = forward.summed_updaters[f"a_c{index}_post"]
-        sweep._clock = self.sample_clock
-        sweep.when, sweep.order = "groups", layer_slot(target_index)
+        if self.schedule.leaky_forward:
+            sweep._clock, sweep.when, sweep.order = self.step_clock, "before_groups", 0
+        else:
+            sweep._clock = self.sample_clock
+            sweep.when, sweep.order = "groups", layer_slot(target_index)
         self._learn(forward, models["forward_learn"])
         self.forward_synapses.append(forward)
         if "feedback" not in models:
@@ -123,6 +127,9 @@ class SynapsesNetwork(ARNetwork):
             name="softmax_norm",
         )
         norm.connect()
+        if self.schedule.leaky_forward:  # after the step's sweep, before the state updaters
+            updater = norm.summed_updaters["softmax_norm_post"]
+            updater._clock, updater.when, updater.order = self.step_clock, "before_groups", 1
         return norm
 
     # -- parameters --------------------------------------------------------------------------

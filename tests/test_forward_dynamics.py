@@ -91,12 +91,14 @@ def dag_model(**defaults):
     return model_from_dict(data, "dag.toml")
 
 
-def assert_dense_matches_period_oracle(model, protocol, n_samples, seed=7, tolerance=1e-10):
-    """Traces (x, x̂, f' of every neuron at every step) and weights of the dense mode equal
-    the period oracle's to ``tolerance``."""
+def assert_dense_matches_period_oracle(
+    model, protocol, n_samples, seed=7, tolerance=1e-10, mode="dense"
+):
+    """Traces (x, x̂, f' of every neuron at every step) and weights of ``mode`` (the dense
+    mode by default) equal the period oracle's to ``tolerance``."""
     params = oracle.init_params(model, seed=seed)
     inputs, targets = random_batch(model, n_samples, seed=seed)
-    result, _ = run_brian(model, protocol, inputs, targets, params, mode="dense")
+    result, _ = run_brian(model, protocol, inputs, targets, params, mode=mode)
     assert result.diverged is None
     expected, periods = simulate_periods(
         model, protocol, params, inputs, targets, keep_history=True
@@ -157,6 +159,14 @@ def test_leaky_forward_dynamics_match_the_period_oracle(case):
     assert_dense_matches_period_oracle(model, protocol, n_samples=6)
 
 
+@pytest.mark.parametrize("case", ["leaky", "overlap", "per-layer-onset-and-tau"])
+def test_synapses_mode_runs_leaky_forward_dynamics_like_the_oracle(case):
+    """The synapses mode: W and ψ as Brian2 Synapses, the sweep a summed variable every step."""
+    model = every_feature_model()
+    protocol = make(protocol_data(**CASES[case]))
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6, mode="synapses")
+
+
 @pytest.mark.parametrize(
     "settings",
     [
@@ -196,16 +206,17 @@ def test_dag_with_leaky_forward_dynamics_and_variants():
     assert_dense_matches_period_oracle(model, protocol, n_samples=6)
 
 
-def test_long_leaky_forward_phase_equals_the_instant_sweep():
+@pytest.mark.parametrize("mode", ["dense", "synapses"])
+def test_long_leaky_forward_phase_equals_the_instant_sweep(mode):
     """A forward phase of 30 τ_f: x̂ and f' of the instant sweep (1e-9) and its weight updates
-    (1e-8), paper-shaped chain, dense mode."""
+    (1e-8), paper-shaped chain."""
     model = make_model([20, 12, 10, 6], ["relu", "relu", "linear"], loss_scale=2.0)
     settled = make(protocol_data(feedforward_ms=60, relax_ms=20, feedforward=LEAKY))
     instant = make(protocol_data(feedforward_ms=60, relax_ms=20))
     params = oracle.init_params(model, seed=3)
     inputs, targets = random_batch(model, 6, seed=2)
-    leaky, _ = run_brian(model, settled, inputs, targets, params, mode="dense")
-    swept, _ = run_brian(model, instant, inputs, targets, params, mode="dense")
+    leaky, _ = run_brian(model, settled, inputs, targets, params, mode=mode)
+    swept, _ = run_brian(model, instant, inputs, targets, params, mode=mode)
     for c in range(3):
         change = leaky.params.W[c] - params.W[c]
         reference = swept.params.W[c] - params.W[c]
@@ -260,7 +271,7 @@ def test_continuous_plasticity_with_a_plasticity_phase_is_refused():
 @pytest.mark.parametrize(
     "tables,model_settings,field",
     [
-        ({"feedforward": LEAKY}, {}, "feedforward.kind"),
+        ({"feedforward": LEAKY | {"reset": False}}, {}, "feedforward."),
         ({"plasticity": {"continuous": True}}, {}, "plasticity.continuous"),
         ({}, {"derivative_at": "upper"}, "derivative_at"),
         ({}, {"update_uses": "current"}, "update_uses"),
