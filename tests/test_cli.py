@@ -126,6 +126,37 @@ BAD = {
         '[feedback_delay]\n"h1-h2" = "1.5 ms"\n',
         "feedback_delay.h1-h2",
     ),
+    "forward-tau-below-half-a-step": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[phases]\nrelaxation = "10 ms"\n'
+        '[feedforward]\nkind = "leaky"\ntau = "0.5 ms"\n',
+        "feedforward.tau",
+    ),
+    "onset-outside-the-period": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[phases]\nrelaxation = "10 ms"\n'
+        '[feedforward]\nkind = "leaky"\ntau = "2 ms"\nrelaxation_onset = "50 ms"\n',
+        "feedforward.relaxation_onset",
+    ),
+    "onset-before-the-stimulus": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[phases]\nrelaxation = "10 ms"\n'
+        '[feedforward]\nkind = "leaky"\ntau = "2 ms"\nrelaxation_onset = "-2 ms"\n',
+        "feedforward.relaxation_onset",
+    ),
+    "continuous-with-a-plasticity-phase": (
+        "protocol",
+        'tau = "10 ms"\ndt = "1 ms"\n[oscillation]\nfrequency = "8 Hz"\n'
+        'relaxation = ["30 deg", "300 deg"]\nplasticity = "310 deg"\n'
+        "[plasticity]\ncontinuous = true\n",
+        "plasticity.continuous",
+    ),
+    "unknown-derivative-variant": (
+        "model",
+        '[[layers]]\nname = "a"\nsize = 3\n[[layers]]\nname = "b"\nsize = 2\n'
+        '[defaults]\nderivative_at = "later"\n',
+        "defaults.derivative_at",
+    ),
     "sizes-do-not-chain": (
         "model",
         '[[layers]]\nname = "a"\nsize = 3\n[[layers]]\nname = "b"\nsize = 2\n'
@@ -242,3 +273,18 @@ def test_auto_target_compiles_only_for_long_jobs(monkeypatch):
     assert resolve_codegen_target("auto", 10**7) == "numpy"
     with pytest.raises(ValueError, match="'fortran'"):
         resolve_codegen_target("fortran", 1)
+
+
+def test_a_variant_the_mode_cannot_run_exits_2_before_writing(tmp_path):
+    model = tmp_path / "current.toml"
+    model.write_text(
+        PAPER_MODEL.read_text().replace(
+            "derivative = true", 'derivative = true\nderivative_at = "current"'
+        )
+    )
+    out = tmp_path / "run"
+    done = arsim("run", model, PAPER_PROTOCOL, "--samples", 2, "--mode", "synapses", "--out", out)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert str(model) in lines[0] and "derivative_at" in lines[0] and "--mode dense" in lines[0]
+    assert _paths_after(tmp_path) == [model.name]
