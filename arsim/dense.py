@@ -15,7 +15,7 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import SOFTMAX, activate, output_gradient
-from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_slot
+from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
 from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
 from arsim.params import Params
 from arsim.spec.schedule import Schedule
@@ -43,7 +43,13 @@ class DenseNetwork(ARNetwork):
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
         self._views = {}
-        self._continuous = Schedule(model, protocol).continuous_steps
+        schedule = Schedule(model, protocol)
+        self._continuous = schedule.continuous_steps
+        self._forward_windows = [
+            (role, schedule.forward_window(role.spec.name))
+            for role in layer_roles(model)
+            if not role.is_input
+        ]
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
         self.relaxation_steps: dict[int, int] = {}
@@ -163,11 +169,10 @@ class DenseNetwork(ARNetwork):
             self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
 
     def _forward_step(self, t) -> None:
-        """Pre-activations of every layer from the x̂ its parents had at the step's start."""
-        if int(self._step_counter[0]) % self.steps_per_sample >= self.schedule.forward_steps:
-            return
-        for role in self.roles:
-            if not role.is_input:
+        """Pre-activations of the layers in their forward window, from the step's start."""
+        step = int(self._step_counter[0]) % self.steps_per_sample
+        for role, (start, stop) in self._forward_windows:
+            if start <= step < stop:
                 self._sweep_into(role)
 
     def _activities(self) -> list[np.ndarray]:

@@ -186,8 +186,13 @@ def layer_equations(
     return "\n".join(lines)
 
 
-FORWARD_ON = "int(t_in_timesteps % steps_per_sample < forward_stop)"
-"""1 during the feedforward phase of the sample period (leaky forward dynamics), else 0."""
+def forward_on_expression(role: LayerRole) -> str:
+    """1 in the layer's forward window (``Schedule.forward_window``), else 0.
+
+    Two integer comparisons with ``forward_start_<k>`` and ``forward_stop_<k>``.
+    """
+    step, k = "t_in_timesteps % steps_per_sample", role.index
+    return f"int({step} >= forward_start_{k}) * int({step} < forward_stop_{k})"
 
 
 def _leaky_forward_equations(role: LayerRole, lines: list[str], memory: str, error_unit: bool):
@@ -204,7 +209,11 @@ def _leaky_forward_equations(role: LayerRole, lines: list[str], memory: str, err
         )
     activation = role.spec.activation
     f_a = "exp(a) / softmax_norm" if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
-    lines += [f"f_a = {f_a} : 1", f"forward_on = {FORWARD_ON} : 1", "tau_f : second (shared)"]
+    lines += [
+        f"f_a = {f_a} : 1",
+        f"forward_on = {forward_on_expression(role)} : 1",
+        "tau_f : second (shared)",
+    ]
     if role.is_output and error_unit:
         lines[lines.index("x : 1")] = f"dx/dt = (-x + {OUTPUT_GRADIENT_EXPR}) / tau_e : 1"
         lines.append("tau_e : second (shared, constant)")

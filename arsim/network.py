@@ -158,7 +158,6 @@ class ARNetwork:
             "steps_per_sample": self.steps_per_sample,
             "relax_start": self._relaxation_span()[0],
             "relax_stop": self._relaxation_span()[1],
-            "forward_stop": self.schedule.forward_steps,
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
@@ -182,6 +181,11 @@ class ARNetwork:
                 gain = self.schedule.gate(role.spec.name)
                 self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
             self.namespace[f"relax_onset_{role.index}"] = self.schedule.onset_step(role.spec.name)
+        for role in self.roles:
+            if not role.is_input:
+                start, stop = self.schedule.forward_window(role.spec.name)
+                self.namespace[f"forward_start_{role.index}"] = start
+                self.namespace[f"forward_stop_{role.index}"] = stop
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]

@@ -313,3 +313,30 @@ def test_a_lag_of_n_steps_moves_both_ends_of_a_window_by_n(period_steps, window)
     # the example of the 40-step cycle: 22.5°–337.5° → (3, 38), lagged by 9° → (4, 39)
     if period_steps == 40 and window == (22.5, 337.5):
         assert base == (3, 38)
+
+
+def test_oscillation_gates_forward_windows_per_layer():
+    """An oscillation with a forward window, lagged per layer like the relaxation windows."""
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "oscillation": {
+            "frequency": "50 Hz",
+            "relaxation": ["90 deg", "324 deg"],
+            "feedforward": ["0 deg", "108 deg"],
+            "phase_offset": {"h2": "18 deg", "h3": "36 deg"},
+        },
+        "feedforward": LEAKY,
+        "learning": {"rate": 0.05, "batch_size": 3},
+    }
+    protocol = make(data)
+    model = every_feature_model()
+    schedule = Schedule(model, protocol)
+    assert schedule.forward_window("h1") == (0, 6) and schedule.forward_window("h3") == (2, 8)
+    assert schedule.window_steps("h2") == (6, 19) and schedule.onset_step("h3") == 7
+    gains = schedule.forward_gains
+    assert gains[:, 0].sum() == 0 and gains[2:8, 3].tolist() == [1.0] * 6 and gains[:, 3].sum() == 6
+    assert_dense_matches_period_oracle(model, protocol, n_samples=6)
+    data["feedforward"] = {"kind": "instant"}
+    with pytest.raises(SpecError, match="oscillation.feedforward: applies to"):
+        protocol_from_dict(data, "osc.toml")

@@ -21,6 +21,7 @@ from arsim.spec.schema import (
     SpecError,
     Table,
     parse_phase,
+    phase_to_step,
     read_toml,
 )
 
@@ -83,6 +84,9 @@ class OscillationSpec:
         Phase at which the weights change, degrees in (0, 360]; 360 is the cycle's end.
     phase_offset : tuple of (str, float)
         Lag of particular layers' windows in degrees (``[oscillation.phase_offset]``).
+    feedforward : (float, float) or None
+        Start and end phase of the forward window of leaky forward dynamics (each layer's
+        shifted by its phase offset); None: from 0 deg until the earliest relaxation window.
     """
 
     frequency: float
@@ -90,6 +94,7 @@ class OscillationSpec:
     window: tuple[float, float] = (0.0, 360.0)
     plasticity: float = 360.0
     phase_offset: tuple[tuple[str, float], ...] = ()
+    feedforward: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,10 @@ def _dynamics(
     """The ``[feedforward]`` and ``[plasticity]`` tables, checked against the phases."""
     table = root.table("feedforward")
     forward = read_feedforward(table, dt, sum(durations.values()))
+    if oscillation is not None and oscillation.feedforward is not None and not forward.leaky:
+        raise SpecError(
+            table.file, "oscillation.feedforward", "applies to [feedforward] kind = 'leaky' only"
+        )
     if oscillation is not None:
         for key in ("relaxation_onset", "layer_onset"):
             if key in table.data:
@@ -398,8 +407,9 @@ def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | Non
     offsets_table = table.table("phase_offset")
     offsets = tuple((name, offsets_table.phase(name)) for name in list(offsets_table.data))
     offsets_table.finish()
+    forward = _forward_window(table, period, offsets)
     table.finish()
-    to_step = lambda degrees: int(round(degrees / 360.0 * period))  # noqa: E731
+    to_step = lambda degrees: phase_to_step(degrees, period)  # noqa: E731
     windows = {}
     for name, lag in (("", 0.0), *offsets):
         first, stop_step = to_step(start + lag), to_step(stop + lag)
@@ -424,8 +434,27 @@ def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | Non
         "relaxation": (last - first) * dt,
         "update": (period - last) * dt,
     }
-    oscillation = OscillationSpec(frequency, waveform, (start, stop), plasticity, offsets)
+    oscillation = OscillationSpec(frequency, waveform, (start, stop), plasticity, offsets, forward)
     return oscillation, durations
+
+
+def _forward_window(table: Table, period: int, offsets: tuple) -> tuple[float, float] | None:
+    """``oscillation.feedforward``: the forward window's phases, each layer's within the cycle."""
+    window = table.get("feedforward", list, None)
+    if window is None:
+        return None
+    if len(window) != 2:
+        raise table.error("feedforward", f"expected [start, end] phases, got {window}")
+    start, stop = (parse_phase(value, table.file, table.key("feedforward")) for value in window)
+    for lag in (0.0, *(lag for _, lag in offsets)):
+        first, last = phase_to_step(start + lag, period), phase_to_step(stop + lag, period)
+        if not 0 <= first < last <= period:
+            raise table.error(
+                "feedforward",
+                f"expected a window within the cycle for every layer's phase offset, 0 deg <= "
+                f"start < end <= 360 deg; got {window} (lag {lag:g} deg)",
+            )
+    return start, stop
 
 
 def _named_durations(table: Table, valid, expected: str) -> tuple[tuple[str, float], ...]:

@@ -8,12 +8,10 @@ feedback delays in steps and which samples the stimulus stream shows when.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from arsim.spec.model import ModelSpec
-from arsim.spec.schema import PHASES
+from arsim.spec.schema import PHASES, phase_to_step
 
 
 class Schedule:
@@ -96,13 +94,8 @@ class Schedule:
         return self.sample_steps * self.protocol.dt
 
     def phase_to_step(self, degrees: float) -> int:
-        """Step of the sample period at which phase ``degrees`` falls.
-
-        The nearest step, and a phase exactly half-way between two steps goes to the later one
-        (``⌊k + ½⌋`` with ``k = degrees / 360 · P``, to 1e-9 of a step): a lag of exactly
-        ``n`` steps therefore moves every phase, and both ends of a window, by ``n`` steps.
-        """
-        return math.floor(degrees / 360.0 * self.sample_steps + 0.5 + 1e-9)
+        """Step of the sample period at which phase ``degrees`` falls (:func:`phase_to_step`)."""
+        return phase_to_step(degrees, self.sample_steps)
 
     # ------------------------------------------------------------- relaxation windows and gains
     def window_steps(self, layer: str) -> tuple[int, int]:
@@ -174,21 +167,35 @@ class Schedule:
 
     @property
     def forward_steps(self) -> int:
-        """Steps from the presentation during which the forward dynamics integrate (leaky)."""
+        """Steps of the feedforward phase, from the presentation (0 for the instant sweep)."""
         return self.phase_steps["feedforward"] if self.leaky_forward else 0
+
+    def forward_window(self, layer: str) -> tuple[int, int]:
+        """First step and the step after the last of ``layer``'s forward integration (leaky).
+
+        The feedforward phase, or an oscillation's ``feedforward`` window shifted by the
+        layer's phase offset; ``(0, 0)`` for the instant sweep.
+        """
+        oscillation = self.protocol.oscillation
+        if not self.leaky_forward or oscillation is None or oscillation.feedforward is None:
+            return 0, self.forward_steps
+        start, stop = oscillation.feedforward
+        lag = dict(oscillation.phase_offset).get(layer, 0.0)
+        return self.phase_to_step(start + lag), self.phase_to_step(stop + lag)
 
     @property
     def forward_gains(self) -> np.ndarray:
         """Forward gate of every layer at every step, ``(sample_steps, n_layers)``.
 
-        1 during the feedforward phase for every layer with a parent (leaky forward
-        dynamics), else 0: while it is 0 a layer's x̂ and f' follow the model's memory.
+        1 in the forward window of every layer with a parent (leaky forward dynamics), else
+        0: while it is 0 a layer's x̂ and f' follow the model's memory.
         """
         model = self._need_model()
         gains = np.zeros((self.sample_steps, len(model.layers)))
         for k, layer in enumerate(model.layers):
             if model.incoming(layer.name):
-                gains[: self.forward_steps, k] = 1.0
+                start, stop = self.forward_window(layer.name)
+                gains[start:stop, k] = 1.0
         return gains
 
     @property

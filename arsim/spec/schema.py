@@ -49,6 +49,16 @@ PHASE_UNITS = {"deg": 1.0, "rad": 180.0 / math.pi}
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]+)\s*$")
 
 
+def phase_to_step(degrees: float, period_steps: int) -> int:
+    """The step of a ``period_steps``-step cycle at which phase ``degrees`` falls.
+
+    The nearest step; a phase exactly half-way between two steps goes to the later one
+    (``⌊k + ½⌋`` with ``k = degrees / 360 · period_steps``, to 1e-9 of a step), so a lag of
+    exactly ``n`` steps moves every phase, and both ends of a window, by ``n`` steps.
+    """
+    return math.floor(degrees / 360.0 * period_steps + 0.5 + 1e-9)
+
+
 class SpecError(ValueError):
     """A declaration that cannot be used; ``str(error)`` is ``"FILE: KEY: what was expected"``."""
 
