@@ -8,7 +8,7 @@ over the seeds with its min–max, backprop's, AR − backprop, the mean angle b
 and the backprop gradient, and the difference to exact AR. It then states whether the follow-up
 paper's conclusion, "relaxing the frozen feedforward pass does not damage performance", holds:
 every variant's mean AR accuracy at most ``--tolerance`` percentage points below exact AR's and
-no run diverged. Usage::
+no run diverged or failed. Usage::
 
     python analysis/unfrozen_variants.py SWEEP_OR_RUN_FOLDER [...] [--tolerance 1.0]
         [--out FIRST_FOLDER/unfrozen-variants-table.md]
@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from arsim.spec import model_from_dict, protocol_from_dict
+
 ORDER = (
     "exact AR",
     "f' at current",
@@ -38,21 +40,50 @@ ORDER = (
 STATISTICS = ("ar", "bp", "diff", "angle")
 
 
-def run_folders(folders: list[Path]) -> list[Path]:
-    """The run folders in ``folders``: each itself if it holds a run, else those below it.
+def collect_runs(folders: list[Path]) -> list[dict]:
+    """One row (:func:`read_run`) per run in ``folders``.
 
-    A run folder holds ``status.json``; the temporary folders of unfinished runs
-    (``.<name>.partial-<pid>``) are skipped.
+    A folder holding ``status.json`` is a run; a sweep folder (``sweep.json``) gives one row
+    per point, also for points that failed without a finished run folder (status ``failed``,
+    variant from the point's resolved tables, the message of its outcome file); any other
+    folder gives the run folders below it (temporary ``.<name>.partial-<pid>`` folders
+    skipped).
     """
-    found = []
+    rows = []
     for folder in folders:
         if (folder / "status.json").is_file():
-            found.append(folder)
-            continue
-        for status in sorted(folder.rglob("status.json")):
-            if ".partial-" not in status.parent.name:
-                found.append(status.parent)
-    return found
+            rows.append(read_run(folder))
+        elif (folder / "sweep.json").is_file():
+            for point in sorted((folder / "points").glob("*.json")):
+                if not point.name.endswith(".outcome.json"):
+                    rows.append(read_point(folder / "points", json.loads(point.read_text())))
+        else:
+            for status in sorted(folder.rglob("status.json")):
+                if ".partial-" not in status.parent.name:
+                    rows.append(read_run(status.parent))
+    return rows
+
+
+def read_point(points: Path, payload: dict) -> dict:
+    """The row of a sweep point (``points/<id>.json``): its run, or a failed row."""
+    run = points / payload["id"]
+    if (run / "status.json").is_file():
+        return read_run(run)
+    outcome_file = points / f"{payload['id']}.outcome.json"
+    outcome = json.loads(outcome_file.read_text()) if outcome_file.is_file() else {}
+    model = model_from_dict(payload["model"], payload.get("model_source", "model"))
+    protocol = protocol_from_dict(payload["protocol"], payload.get("protocol_source", "protocol"))
+    config = {"model": model.to_dict(), "protocol": protocol.to_dict()}
+    return {
+        "variant": variant_name(config),
+        "seed": payload.get("seed"),
+        "status": "failed",
+        "message": outcome.get("message") or "no finished run in the point's folder",
+        "folder": str(run),
+        "ar_test_acc": np.nan,
+        "bp_test_acc": np.nan,
+        "angle_deg": np.nan,
+    }
 
 
 def variant_name(config: dict) -> str:
@@ -92,6 +123,7 @@ def read_run(folder: Path) -> dict:
         "variant": variant_name(config),
         "seed": config.get("seed"),
         "status": status.get("status"),
+        "message": status.get("message"),
         "folder": str(folder),
         "ar_test_acc": np.nan,
         "bp_test_acc": np.nan,
@@ -140,6 +172,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "runs": len(part),
             "completed": int((part["status"] == "completed").sum()),
             "diverged": int((part["status"] == "diverged").sum()),
+            "failed": int((part["status"] == "failed").sum()),
             "seeds": " ".join(str(s) for s in sorted(part["seed"].dropna().astype(int))),
         }
         for name in STATISTICS:
@@ -154,22 +187,26 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 def verdict(table: pd.DataFrame, tolerance: float) -> tuple[bool | None, str]:
     """Whether relaxing the frozen feedforward pass does not damage performance.
 
-    It holds when no run diverged and every variant's mean AR test accuracy is at most
-    ``tolerance`` percentage points below exact AR's. Returns None (cannot be judged) without
-    exact AR or without another variant.
+    It holds when no run diverged or failed and every variant's mean AR test accuracy is at
+    most ``tolerance`` percentage points below exact AR's. Returns None (cannot be judged)
+    without exact AR or without another variant.
     """
     if "exact AR" not in set(table["variant"]) or len(table) < 2:
         return None, "cannot be judged: the runs need exact AR and at least one variant"
     others = table[table["variant"] != "exact AR"]
-    worst = others.loc[others["delta_to_exact_pp"].idxmin()]
-    diverged = int(table["diverged"].sum())
-    holds = diverged == 0 and bool((others["delta_to_exact_pp"] >= -tolerance).all())
+    lost = int(table["diverged"].sum() + table["failed"].sum())
+    within = others["delta_to_exact_pp"].fillna(-np.inf) >= -tolerance
+    holds = lost == 0 and bool(within.all())
+    measured = others.dropna(subset=["delta_to_exact_pp"])
+    worst = "no variant has a completed run"
+    if not measured.empty:
+        row = measured.loc[measured["delta_to_exact_pp"].idxmin()]
+        worst = f"the largest drop is {row['variant']} at {row['delta_to_exact_pp']:+.2f} pp"
     text = (
         f"'Relaxing the frozen feedforward pass does not damage performance' "
         f"{'HOLDS' if holds else 'DOES NOT HOLD'} here (criterion: every variant's mean AR test "
-        f"accuracy at most {tolerance:g} pp below exact AR's, no divergence): the largest drop "
-        f"is {worst['variant']} at {worst['delta_to_exact_pp']:+.2f} pp; {diverged} run(s) "
-        "diverged."
+        f"accuracy at most {tolerance:g} pp below exact AR's, no run diverged or failed): "
+        f"{worst}; {lost} run(s) diverged or failed."
     )
     return holds, text
 
@@ -184,23 +221,32 @@ def _cell(row: pd.Series, name: str, digits: int = 2) -> str:
     )
 
 
-def markdown(table: pd.DataFrame, text: str) -> str:
-    """The table as markdown (mean ± std [min, max] over seeds), followed by the verdict."""
+def markdown(table: pd.DataFrame, runs: pd.DataFrame, text: str) -> str:
+    """The table as markdown (mean ± std [min, max] over seeds), the failures, the verdict."""
     header = (
         "| variant | runs (seeds) | AR test acc. (%) | backprop test acc. (%) | AR − BP (pp) "
         "| Δ to exact AR (pp) | angle to backprop (°) |"
     )
     lines = [header, "|" + "---|" * 7]
     for _, row in table.iterrows():
-        runs = f"{row['completed']}/{row['runs']} ({row['seeds']})"
-        if row["diverged"]:
-            runs += f", {row['diverged']} diverged"
+        count = f"{row['completed']}/{row['runs']} ({row['seeds']})"
+        for status in ("diverged", "failed"):
+            if row[status]:
+                count += f", {row[status]} {status}"
+        delta = "–" if np.isnan(row["delta_to_exact_pp"]) else f"{row['delta_to_exact_pp']:+.2f}"
         lines.append(
-            f"| {row['variant']} | {runs} | {_cell(row, 'ar')} | {_cell(row, 'bp')} "
-            f"| {_cell(row, 'diff')} | {row['delta_to_exact_pp']:+.2f} | {_cell(row, 'angle', 1)} |"
+            f"| {row['variant']} | {count} | {_cell(row, 'ar')} | {_cell(row, 'bp')} "
+            f"| {_cell(row, 'diff')} | {delta} | {_cell(row, 'angle', 1)} |"
         )
     note = "Each cell: mean ± std over seeds [min, max]; test accuracy after the last epoch."
-    return "\n".join([*lines, "", note, "", text, ""])
+    lost = runs[runs["status"] != "completed"]
+    failures = [
+        f"- {row['variant']}, seed {row['seed']}: {row['status']}: {row['message']}"
+        for _, row in lost.iterrows()
+    ]
+    if failures:
+        failures = ["Runs without a result:", "", *failures, ""]
+    return "\n".join([*lines, "", note, "", *failures, text, ""])
 
 
 def main(argv=None) -> int:
@@ -209,16 +255,16 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerance", type=float, default=1.0, help="pp below exact AR")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (and .csv)")
     args = parser.parse_args(argv)
-    folders = run_folders(args.folders)
-    if not folders:
-        print(f"unfrozen_variants: no run folders in {', '.join(map(str, args.folders))}")
+    rows = collect_runs(args.folders)
+    if not rows:
+        print(f"unfrozen_variants: no runs in {', '.join(map(str, args.folders))}")
         return 2
-    runs = pd.DataFrame([read_run(folder) for folder in folders])
+    runs = pd.DataFrame(rows)
     table = summarise(runs)
     _, text = verdict(table, args.tolerance)
     out = args.out or args.folders[0] / "unfrozen-variants-table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(table, text))
+    out.write_text(markdown(table, runs, text))
     table.to_csv(out.with_suffix(".csv"), index=False)
     runs.to_csv(out.with_name(out.stem + "-runs.csv"), index=False)
     print(out.read_text())
