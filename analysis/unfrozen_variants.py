@@ -65,19 +65,24 @@ def collect_runs(folders: list[Path]) -> list[dict]:
 
 
 def read_point(points: Path, payload: dict) -> dict:
-    """The row of a sweep point (``points/<id>.json``): its run, or a failed row."""
+    """The row of a sweep point (``points/<id>.json``): its run, or a failed or not-run row.
+
+    A point without a finished run is ``failed`` when its outcome file says it ended, else
+    ``not run`` (interrupted or still to run).
+    """
     run = points / payload["id"]
     if (run / "status.json").is_file():
         return read_run(run)
     outcome_file = points / f"{payload['id']}.outcome.json"
-    outcome = json.loads(outcome_file.read_text()) if outcome_file.is_file() else {}
+    ended = outcome_file.is_file()
+    outcome = json.loads(outcome_file.read_text()) if ended else {}
     model = model_from_dict(payload["model"], payload.get("model_source", "model"))
     protocol = protocol_from_dict(payload["protocol"], payload.get("protocol_source", "protocol"))
     config = {"model": model.to_dict(), "protocol": protocol.to_dict()}
     return {
         "variant": variant_name(config),
         "seed": payload.get("seed"),
-        "status": "failed",
+        "status": "failed" if ended else "not run",
         "message": outcome.get("message") or "no finished run in the point's folder",
         "folder": str(run),
         "ar_test_acc": np.nan,
@@ -173,6 +178,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
             "completed": int((part["status"] == "completed").sum()),
             "diverged": int((part["status"] == "diverged").sum()),
             "failed": int((part["status"] == "failed").sum()),
+            "not_run": int((part["status"] == "not run").sum()),
             "seeds": " ".join(str(s) for s in sorted(part["seed"].dropna().astype(int))),
         }
         for name in STATISTICS:
@@ -230,9 +236,9 @@ def markdown(table: pd.DataFrame, runs: pd.DataFrame, text: str) -> str:
     lines = [header, "|" + "---|" * 7]
     for _, row in table.iterrows():
         count = f"{row['completed']}/{row['runs']} ({row['seeds']})"
-        for status in ("diverged", "failed"):
+        for status in ("diverged", "failed", "not_run"):
             if row[status]:
-                count += f", {row[status]} {status}"
+                count += f", {row[status]} {status.replace('_', ' ')}"
         delta = "–" if np.isnan(row["delta_to_exact_pp"]) else f"{row['delta_to_exact_pp']:+.2f}"
         lines.append(
             f"| {row['variant']} | {count} | {_cell(row, 'ar')} | {_cell(row, 'bp')} "

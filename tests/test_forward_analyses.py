@@ -94,21 +94,22 @@ def test_unfrozen_variants_verdict(tmp_path):
     assert "DOES NOT HOLD" in (tmp_path / "two.md").read_text()
 
 
-def test_unfrozen_variants_table_counts_failed_sweep_points(tmp_path):
+def test_unfrozen_variants_table_counts_failed_and_unrun_sweep_points(tmp_path):
     script = load_script("unfrozen_variants")
     sweep = tmp_path / "sweep"
     make_run(sweep / "points" / "exact", 0, ar=0.70, bp=0.71, angle=10.0)
     (sweep / "sweep.json").write_text("{}")
     model = read_toml(ROOT / "models" / "paper-mlp.toml")
     protocol = read_toml(ROOT / "protocols" / "paper.toml")
-    for point in ("exact", "upper"):  # every point of a sweep has its payload
-        model["defaults"]["derivative_at"] = "upper" if point == "upper" else "stored"
+    for point in ("exact", "upper", "current"):  # every point of a sweep has its payload
+        model["defaults"]["derivative_at"] = "stored" if point == "exact" else point
         payload = {"id": point, "seed": 0, "model": model, "protocol": protocol}
         (sweep / "points" / f"{point}.json").write_text(json.dumps(payload))
     (sweep / "points" / "upper.outcome.json").write_text(json.dumps({"message": "it broke"}))
     assert script.main([str(sweep), "--out", str(tmp_path / "t.md")]) == 0
     table = pd.read_csv(tmp_path / "t.csv")
-    assert list(table.variant) == ["exact AR", "f' at upper"]
-    assert table.failed.tolist() == [0, 1] and table.completed.tolist() == [1, 0]
+    assert list(table.variant) == ["exact AR", "f' at current", "f' at upper"]
+    assert table.failed.tolist() == [0, 0, 1] and table.not_run.tolist() == [0, 1, 0]
+    assert table.completed.tolist() == [1, 0, 0]
     text = (tmp_path / "t.md").read_text()
     assert "f' at upper, seed 0: failed: it broke" in text and "DOES NOT HOLD" in text
