@@ -11,20 +11,29 @@ from arsim.spec import ModelSpec, ProtocolSpec
 
 
 def angle_degrees(a: np.ndarray | list, b: np.ndarray | list) -> float:
-    """Angle between two vectors (arrays are flattened and lists concatenated), in degrees."""
+    """Angle between two vectors (arrays are flattened and lists concatenated), in degrees.
+
+    NaN where either vector is zero.
+    """
     pairs = _pairs(a, b)
     dot = sum(float(np.vdot(x, y)) for x, y in pairs)
     norms = np.sqrt(sum(float(np.vdot(x, x)) for x, _ in pairs)) * np.sqrt(
         sum(float(np.vdot(y, y)) for _, y in pairs)
     )
+    if not norms > 0:
+        return float("nan")
     return float(np.degrees(np.arccos(np.clip(dot / norms, -1.0, 1.0))))
 
 
 def relative_error(actual: np.ndarray | list, expected: np.ndarray | list) -> float:
-    """``|actual − expected| / |expected|`` with Euclidean norms over all entries."""
+    """``|actual − expected| / |expected|`` with Euclidean norms over all entries.
+
+    NaN where ``expected`` is zero (a network whose units are all silent has no gradient).
+    """
     pairs = _pairs(actual, expected)
     difference = sum(float(np.vdot(x - y, x - y)) for x, y in pairs)
-    return float(np.sqrt(difference / sum(float(np.vdot(y, y)) for _, y in pairs)))
+    reference = sum(float(np.vdot(y, y)) for _, y in pairs)
+    return float(np.sqrt(difference / reference)) if reference > 0 else float("nan")
 
 
 def _pairs(a: np.ndarray | list, b: np.ndarray | list) -> list[tuple[np.ndarray, np.ndarray]]:

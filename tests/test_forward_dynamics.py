@@ -11,6 +11,7 @@ import pytest
 from conftest import make_model, random_batch, run_brian
 
 from arsim import oracle
+from arsim.metrics import angle_degrees, relative_error
 from arsim.modes import ExecutionError, check_execution
 from arsim.period_oracle import simulate_periods
 from arsim.spec import RecordSpec, SpecError, model_from_dict, protocol_from_dict
@@ -340,3 +341,12 @@ def test_oscillation_gates_forward_windows_per_layer():
     data["feedforward"] = {"kind": "instant"}
     with pytest.raises(SpecError, match="oscillation.feedforward: applies to"):
         protocol_from_dict(data, "osc.toml")
+
+
+def test_metrics_of_a_silent_network_are_nan_not_a_crash():
+    """A network whose ReLUs all went silent has a zero gradient: the relative error is NaN,
+    the angle NaN, and the batch metrics do not raise."""
+    zero = [np.zeros((3, 2)), np.zeros(4)]
+    some = [np.ones((3, 2)), np.ones(4)]
+    assert np.isnan(relative_error(some, zero)) and np.isnan(angle_degrees(some, zero))
+    assert relative_error(some, some) == 0.0
