@@ -146,3 +146,49 @@ def assert_gradient_step(before, after, weight_grads, bias_grads, rate, connecti
         if bias_grads[c] is not None:
             error = relative_norm_error(after.b[c] - before.b[c], -rate * bias_grads[c])
             assert error < 1e-6, f"b{c}: update off −η∇b by {error:.2e}"
+
+
+def oscillating(oscillation=None, stimulus=None, record=None, **learning):
+    """τ = 10 ms, dt = 1 ms, minibatches of 4; the phases set by a 50 Hz ``oscillation`` (a
+    20-step cycle, 18° a step); ``record`` replaces the protocol's recording."""
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]}
+        | (oscillation or {}),
+        "learning": {"rate": 0.02, "batch_size": 4} | learning,
+    }
+    if stimulus is not None:
+        data["stimulus"] = stimulus
+    protocol = protocol_from_dict(data, "oscillation.toml")
+    return protocol if record is None else replace(protocol, record=record)
+
+
+def every_feature_model(output_derivative=False, **connection_settings):
+    """input → h1 (tanh, bias, Wᵀ) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f')
+    → softmax output (learned ψ, bias; f' as ``output_derivative``), cross-entropy;
+    ``connection_settings`` on every connection."""
+    layers = [
+        {"name": "input", "size": 5},
+        {"name": "h1", "size": 4, "activation": "tanh"},
+        {"name": "h2", "size": 4, "activation": "relu"},
+        {"name": "h3", "size": 3, "activation": "sigmoid"},
+        {"name": "output", "size": 3, "activation": "softmax"},
+    ]
+    connections = [
+        {"source": "input", "target": "h1", "bias": True},
+        {"source": "h1", "target": "h2", "feedback": "learned", "bias": True},
+        {"source": "h2", "target": "h3", "feedback": "fixed", "derivative": False},
+        {
+            "source": "h3",
+            "target": "output",
+            "feedback": "learned",
+            "derivative": output_derivative,
+            "bias": True,
+        },
+    ]
+    for connection in connections:
+        connection.update(connection_settings)
+    data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers}
+    data["connections"] = connections
+    return model_from_dict(data, "every-feature.toml")

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import every_feature_model as shared_every_feature_model
 from conftest import make_model, random_batch, run_brian
 
 from arsim import oracle
@@ -46,27 +47,8 @@ LEAKY = {"kind": "leaky", "tau": "2 ms"}
 
 
 def every_feature_model(**connection_settings):
-    """input → h1 (tanh, bias) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f') →
-    softmax output (learned ψ, bias), cross-entropy; ``connection_settings`` on every
-    connection."""
-    layers = [
-        {"name": "input", "size": 5},
-        {"name": "h1", "size": 4, "activation": "tanh"},
-        {"name": "h2", "size": 4, "activation": "relu"},
-        {"name": "h3", "size": 3, "activation": "sigmoid"},
-        {"name": "output", "size": 3, "activation": "softmax"},
-    ]
-    connections = [
-        {"source": "input", "target": "h1", "bias": True},
-        {"source": "h1", "target": "h2", "feedback": "learned", "bias": True},
-        {"source": "h2", "target": "h3", "feedback": "fixed", "derivative": False},
-        {"source": "h3", "target": "output", "feedback": "learned", "bias": True},
-    ]
-    for connection in connections:
-        connection.update(connection_settings)
-    data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers}
-    data["connections"] = connections
-    return model_from_dict(data, "every-feature.toml")
+    """The every-feature network with f' on every connection into a target that has one."""
+    return shared_every_feature_model(output_derivative=True, **connection_settings)
 
 
 def dag_model(**defaults):

@@ -7,13 +7,20 @@ from math import comb, exp, factorial
 
 import numpy as np
 import pytest
-from conftest import make_model, make_protocol, random_batch, relaxation_history, run_brian
+from conftest import (
+    every_feature_model,
+    make_model,
+    make_protocol,
+    random_batch,
+    relaxation_history,
+    run_brian,
+)
 
 from arsim import oracle
 from arsim.metrics import relative_error
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
-from arsim.spec import RecordSpec, model_from_dict
+from arsim.spec import RecordSpec
 from arsim.spec.schedule import Schedule
 
 NO_RECORDING = RecordSpec(variables=("x",), samples=())
@@ -48,34 +55,7 @@ def _oracle_batches(model, protocol, params, inputs, targets):
 
 
 def _every_feature_model():
-    """input → h1 (tanh, bias, Wᵀ) → h2 (relu, learned ψ) → h3 (sigmoid, fixed ψ, no f')
-    → softmax output (learned ψ, no f', bias), cross-entropy."""
-    layers = [
-        {"name": "input", "size": 5},
-        {"name": "h1", "size": 4, "activation": "tanh"},
-        {"name": "h2", "size": 4, "activation": "relu"},
-        {"name": "h3", "size": 3, "activation": "sigmoid"},
-        {"name": "output", "size": 3, "activation": "softmax"},
-    ]
-    connections = [
-        {"source": "input", "target": "h1", "bias": True},
-        {"source": "h1", "target": "h2", "feedback": "learned", "bias": True},
-        {"source": "h2", "target": "h3", "feedback": "fixed", "derivative": False},
-        {
-            "source": "h3",
-            "target": "output",
-            "feedback": "learned",
-            "derivative": False,
-            "bias": True,
-        },
-    ]
-    data = {
-        "name": "every-feature",
-        "loss": "cross-entropy",
-        "layers": layers,
-        "connections": connections,
-    }
-    return model_from_dict(data, "every-feature.toml")
+    return every_feature_model(output_derivative=False)
 
 
 def _assert_matches_oracle(

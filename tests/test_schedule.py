@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import PAPER_MODEL, PAPER_PROTOCOL, make_model
+from conftest import PAPER_MODEL, PAPER_PROTOCOL, make_model, oscillating
 
 from arsim.spec import (
     ConnectionSpec,
@@ -19,20 +19,6 @@ from arsim.spec import (
     model_from_dict,
     protocol_from_dict,
 )
-
-
-def oscillating(oscillation=None, stimulus=None, **learning):
-    """τ = 10 ms, dt = 1 ms, minibatches of 4; 50 Hz (a 20-step cycle, 18° a step)."""
-    data = {
-        "tau": "10 ms",
-        "dt": "1 ms",
-        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]}
-        | (oscillation or {}),
-        "learning": {"rate": 0.02, "batch_size": 4} | learning,
-    }
-    if stimulus is not None:
-        data["stimulus"] = stimulus
-    return protocol_from_dict(data, "oscillation.toml")
 
 
 def test_paper_schedule():

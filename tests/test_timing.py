@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from conftest import make_model, random_batch, run_brian
+from conftest import oscillating as shared_oscillating
 from test_network import _assert_matches_oracle
 
 from arsim import oracle
@@ -20,17 +21,8 @@ RECORD_ALL = RecordSpec(variables=("x",), neurons=None, samples=None)
 
 
 def oscillating(oscillation=None, stimulus=None, **learning):
-    """τ = 10 ms, dt = 1 ms, minibatches of 4; the phases set by ``oscillation``."""
-    data = {
-        "tau": "10 ms",
-        "dt": "1 ms",
-        "oscillation": {"frequency": "50 Hz", "relaxation": ["36 deg", "324 deg"]}
-        | (oscillation or {}),
-        "learning": {"rate": 0.02, "batch_size": 4} | learning,
-    }
-    if stimulus is not None:
-        data["stimulus"] = stimulus
-    return replace(protocol_from_dict(data, "oscillation.toml"), record=RECORD_ALL)
+    """:func:`conftest.oscillating`, recording every neuron's x."""
+    return shared_oscillating(oscillation, stimulus, RECORD_ALL, **learning)
 
 
 def test_oscillation_derives_the_phases_and_gates():
