@@ -308,12 +308,12 @@ class DenseNetwork(ARNetwork):
                 self.batch_signals.append(signals)
         self.batch_params.append(self.get_params())
 
-    def _learn(self, mask, rates, delta_of, fraction: float = 1.0) -> list:
+    def _learn(self, mask, rates, delta_of, fraction: float = 1.0, keep: bool = True) -> list:
         """``W -= fraction · η Σ δ pᵀ`` (ψ, biases likewise) over the replicas in ``mask``.
 
         ``delta_of(target)`` gives a layer's δ; ``p`` is the source's x̂, or its current
         activity where the connection's ``update_uses`` says so. Returns each connection's
-        factors ``(δ, p, has_bias)``.
+        factors ``(δ, p, has_bias)`` (copies; none without ``keep``).
         """
         rate, feedback_rate = rates
         rate, feedback_rate = fraction * rate, fraction * feedback_rate
@@ -322,7 +322,8 @@ class DenseNetwork(ARNetwork):
             delta = delta_of(target)[mask]
             current = connection.update_uses == "current" and not self.roles[source].is_input
             presynaptic = self._view(source, "x" if current else "xhat")[mask]
-            signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
+            if keep:
+                signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
             change = self._ops[c].weight_gradient(delta, presynaptic)
             self.W[c] -= rate * change
             if connection.learns_feedback:
@@ -350,7 +351,7 @@ class DenseNetwork(ARNetwork):
         def delta_now(target: int) -> np.ndarray:
             return self._view(target, "x") * self._view(target, "fp")
 
-        self._learn(mask, rates, delta_now, 1.0 / (stop - first))
+        self._learn(mask, rates, delta_now, 1.0 / (stop - first), keep=False)
 
     def set_stream(self, inputs: np.ndarray, targets: np.ndarray) -> None:
         """The samples the stimulus stream shows (``Schedule.stream_samples``), in order."""
