@@ -43,13 +43,8 @@ class DenseNetwork(ARNetwork):
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
         self._views = {}
-        schedule = Schedule(model, protocol)
-        self._continuous = schedule.continuous_steps
-        self._forward_windows = [
-            (role, schedule.forward_window(role.spec.name))
-            for role in layer_roles(model)
-            if not role.is_input
-        ]
+        if Schedule(model, protocol).jitter_steps:  # each minibatch has its own phase boundary
+            self.batches_per_chunk = 1
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
         self.relaxation_steps: dict[int, int] = {}
@@ -63,6 +58,16 @@ class DenseNetwork(ARNetwork):
         self._step_counter = self.step_clock.variables["timestep"].get_value()
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._feedback_paths = None
+
+    def apply_schedule(self, schedule: Schedule) -> None:
+        """:meth:`ARNetwork.apply_schedule`, and the timing the dense operations read."""
+        super().apply_schedule(schedule)
+        self._continuous = schedule.continuous_steps
+        self._forward_windows = [
+            (role, schedule.forward_window(role.spec.name))
+            for role in layer_roles(self.model)
+            if not role.is_input
+        ]
 
     # -- construction ----------------------------------------------------------------------------
     def _stimulus_rows(self) -> int:

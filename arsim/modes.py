@@ -55,6 +55,8 @@ _REFUSALS = {
     "relaxation step so far; use --mode {modes}",
     Feature.CARRY_OVER: "only the {modes} mode carries the state over between samples (a "
     "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
+    Feature.PHASE_JITTER: "only the {modes} mode moves the phase boundary per minibatch so far; "
+    "use --mode {modes}",
 }
 """Why a network class lacking a feature refuses a job (after ``<file>: <field>: ``)."""
 
@@ -93,6 +95,8 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature.LEAKY_FORWARD, f"{source}: feedforward.kind"))
         if not protocol.forward.reset:
             needs.append((Feature.CARRY_OVER, f"{source}: feedforward.reset"))
+    if protocol.jitter > 0:
+        needs.append((Feature.PHASE_JITTER, f"{source}: phases.jitter"))
     if protocol.plasticity.continuous:
         needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
     for c in model.connections if model is not None else ():

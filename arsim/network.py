@@ -52,7 +52,7 @@ from arsim.equations import (
     relaxation_step_code,
     stimulus_index,
 )
-from arsim.params import Params, SeedStream, seed_sequence
+from arsim.params import Params, SeedStream, phase_shift, seed_sequence
 from arsim.spec import ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
 
@@ -82,6 +82,7 @@ class Feature(StrEnum):
     UPDATE_USES = "weight updates from the current activity"
     CONTINUOUS_PLASTICITY = "continuous plasticity"
     CARRY_OVER = "forward state carried from one sample to the next"
+    PHASE_JITTER = "a phase boundary jittered per minibatch"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -156,8 +157,6 @@ class ARNetwork:
         self.targets = b2.TimedArray(np.zeros((rows, n_out)), dt=sample_dt, name="target_stream")
         self.namespace = {
             "steps_per_sample": self.steps_per_sample,
-            "relax_start": self._relaxation_span()[0],
-            "relax_stop": self._relaxation_span()[1],
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
@@ -170,22 +169,9 @@ class ARNetwork:
         self._square_gates = protocol.oscillation is None or (
             protocol.oscillation.waveform == "square"
         )
-        for role in self.roles:
-            if not role.relaxes:
-                continue
-            if self._square_gates:
-                start, stop = self.schedule.window_steps(role.spec.name)
-                self.namespace[f"relax_start_{role.index}"] = start
-                self.namespace[f"relax_stop_{role.index}"] = stop
-            else:  # one entry per step of the period, looked up at t = step · 1 s
-                gain = self.schedule.gate(role.spec.name)
-                self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
-            self.namespace[f"relax_onset_{role.index}"] = self.schedule.onset_step(role.spec.name)
-        for role in self.roles:
-            if not role.is_input:
-                start, stop = self.schedule.forward_window(role.spec.name)
-                self.namespace[f"forward_start_{role.index}"] = start
-                self.namespace[f"forward_stop_{role.index}"] = stop
+        self.seed_key: tuple[int, ...] = (model.seed,)
+        """``(seed, *key)`` of the per-minibatch phase-boundary shifts (:func:`phase_shift`)."""
+        self.apply_schedule(self.schedule)
         self.step_clock = b2.Clock(dt=self.dt, name="step_clock")
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]
@@ -194,6 +180,43 @@ class ARNetwork:
         objects += list(self.monitors.values())
         self.network = b2.Network(*objects)
         self.set_params(params)
+
+    def apply_schedule(self, schedule: Schedule) -> None:
+        """Time the next runs by ``schedule`` (phase windows, onsets, forward windows).
+
+        The sample period must stay :attr:`steps_per_sample`; a jittered protocol applies each
+        minibatch's :meth:`Schedule.shifted` before running it.
+        """
+        self.schedule = schedule
+        start, stop = self._relaxation_span()
+        self.namespace["relax_start"], self.namespace["relax_stop"] = start, stop
+        for role in self.roles:
+            if not role.relaxes:
+                continue
+            if self._square_gates:
+                start, stop = schedule.window_steps(role.spec.name)
+                self.namespace[f"relax_start_{role.index}"] = start
+                self.namespace[f"relax_stop_{role.index}"] = stop
+            else:  # one entry per step of the period, looked up at t = step · 1 s
+                gain = schedule.gate(role.spec.name)
+                self.namespace[gate_name(role)] = b2.TimedArray(gain, dt=b2.second)
+            self.namespace[f"relax_onset_{role.index}"] = schedule.onset_step(role.spec.name)
+        for role in self.roles:
+            if not role.is_input:
+                start, stop = schedule.forward_window(role.spec.name)
+                self.namespace[f"forward_start_{role.index}"] = start
+                self.namespace[f"forward_stop_{role.index}"] = stop
+
+    def _apply_jitter(self, ticks: int) -> None:
+        """Apply the next minibatch's shifted schedule (one minibatch per chunk when jittered)."""
+        base = Schedule(self.model, self.protocol)
+        if base.jitter_steps == 0:
+            return
+        if ticks != 1:
+            raise ValueError("a jittered protocol runs one minibatch per chunk")
+        seed, *key = self.seed_key
+        shift = phase_shift(seed, base.jitter_steps, *key, self.ticks_done)
+        self.apply_schedule(base.shifted(shift))
 
     def _relaxation_span(self) -> tuple[int, int]:
         """First step of the earliest relaxation window and the step after the latest."""
@@ -387,6 +410,7 @@ class ARNetwork:
             raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
         self.batch_params, self.batch_signals = [], []
         ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
+        self._apply_jitter(ticks)
         sample_dt = self.steps_per_sample * self.dt
         end = (self.ticks_done + ticks) * sample_dt
         for group in self.groups:

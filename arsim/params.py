@@ -34,6 +34,8 @@ class SeedStream(IntEnum):
     """Order of the training samples in epoch ``e``: key ``(e,)``."""
     NOISE = 5
     """Brian2's seed of the dynamics' noise: no key for a run, key ``(e,)`` for epoch ``e``."""
+    PHASE_JITTER = 6
+    """Phase-boundary shift of minibatch ``m``: key ``(m,)`` in a run, ``(e, m)`` in epoch ``e``."""
 
 
 def seed_sequence(seed: int, stream: SeedStream, *key: int) -> np.random.SeedSequence:
@@ -44,6 +46,19 @@ def seed_sequence(seed: int, stream: SeedStream, *key: int) -> np.random.SeedSeq
 def seeded_rng(seed: int, stream: SeedStream, *key: int) -> np.random.Generator:
     """NumPy's default generator seeded with ``[seed, stream, *key]``."""
     return np.random.default_rng(seed_sequence(seed, stream, *key))
+
+
+def phase_shift(seed: int, jitter_steps: int, *key: int) -> int:
+    """A minibatch's phase-boundary shift in steps, uniform over ``−J … J`` (``J = jitter_steps``).
+
+    Drawn from stream :attr:`SeedStream.PHASE_JITTER` with ``key``, so each minibatch's shift
+    depends on the seed and its key only (not on how the run is cut into chunks or resumed).
+    """
+    if jitter_steps == 0:
+        return 0
+    return int(
+        seeded_rng(seed, SeedStream.PHASE_JITTER, *key).integers(-jitter_steps, jitter_steps + 1)
+    )
 
 
 @dataclass

@@ -39,7 +39,7 @@ from arsim import operators
 from arsim.activations import Array, activate, output_gradient
 from arsim.operators import pre_activation
 from arsim.oracle import forward, split_stimulus
-from arsim.params import Params
+from arsim.params import Params, phase_shift
 from arsim.spec import ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
 
@@ -335,9 +335,12 @@ def run_period(
     return PeriodResult(period.params, state, history, period.changes)
 
 
-def timing_of(model: ModelSpec, protocol: ProtocolSpec) -> PeriodTiming:
-    """The :class:`PeriodTiming` a protocol gives a model (:class:`~arsim.spec.Schedule`)."""
-    schedule = Schedule(model, protocol)
+def timing_of(model: ModelSpec, protocol: ProtocolSpec, shift: int = 0) -> PeriodTiming:
+    """The :class:`PeriodTiming` a protocol gives a model (:class:`~arsim.spec.Schedule`).
+
+    ``shift`` moves the phase boundary by that many steps (:meth:`Schedule.shifted`).
+    """
+    schedule = Schedule(model, protocol).shifted(shift)
     continuous = schedule.continuous_steps
     memory_tau = model.memory.tau
     return PeriodTiming(
@@ -365,14 +368,17 @@ def simulate_periods(
     inputs: Array,
     targets: Array,
     keep_history: bool = False,
+    seed_key: tuple[int, ...] = (0,),
 ) -> tuple[Params, list[PeriodResult]]:
     """Consecutive minibatches of ``protocol.batch_size`` samples, one sample period each.
 
     A period's final state carries into the next unless the forward dynamics reset it. The
-    samples must fill whole minibatches. Returns the final weights and every period.
+    samples must fill whole minibatches. With ``[phases] jitter``, minibatch ``m`` has the
+    phase boundary shifted by :func:`~arsim.params.phase_shift` of ``(*seed_key, m)``.
+    Returns the final weights and every period.
     """
     schedule = Schedule(model, protocol)
-    timing = timing_of(model, protocol)
+    seed, *key = seed_key
     batch = protocol.batch_size
     if len(inputs) % batch:
         raise ValueError(f"{len(inputs)} samples do not fill minibatches of {batch}")
@@ -380,6 +386,8 @@ def simulate_periods(
     for start in range(0, len(inputs), batch):
         part = slice(start, start + batch)
         rates = schedule.learning_rates(batch)
+        shift = phase_shift(seed, schedule.jitter_steps, *key, start // batch)
+        timing = timing_of(model, protocol, shift)
         result = run_period(
             model,
             params,

@@ -125,6 +125,7 @@ def simulate(
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
     seed_noise(seed)
     network = build_network(model, protocol, params, mode, device, record)
+    network.seed_key = (seed,)
     try:
         return _simulate(network, model, protocol, inputs, targets, params, progress)
     finally:

@@ -340,6 +340,7 @@ class Training:
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
         network = build_network(model, protocol, self.ar, "dense", record=False)
+        network.seed_key = (seed, epoch)
         loop = ChunkLoop(
             network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar
         )

@@ -23,20 +23,23 @@ def load_script(name: str):
 
 
 @pytest.mark.parametrize(
-    "name, steps, eta_x, tau_f, continuous",
+    "name, steps, eta_x, tau_f, continuous, jitter",
     [
-        ("leabra-quarters", (75, 25, 1), 0.4, 0.005, None),
-        ("guerguiev-segregated", (50, 50, 1), 0.2, 0.005, (80, 100)),
-        ("paper-leaky", (10, 100, 1), 0.1, 0.002, None),
+        ("leabra-quarters", (75, 25, 1), 0.4, 0.005, None, 0),
+        ("guerguiev-segregated", (50, 50, 1), 0.2, 0.005, (80, 100), 10),
+        ("paper-leaky", (10, 100, 1), 0.1, 0.002, None, 0),
     ],
 )
-def test_shipped_protocols_give_their_steps(name, steps, eta_x, tau_f, continuous):
+def test_shipped_protocols_give_their_steps(name, steps, eta_x, tau_f, continuous, jitter):
     protocol = load_protocol(ROOT / "protocols" / f"{name}.toml")
     schedule = Schedule(None, protocol)
     assert tuple(schedule.phase_steps.values()) == steps
     assert schedule.eta_x == pytest.approx(eta_x)
     assert protocol.forward.leaky and protocol.forward.tau == pytest.approx(tau_f)
     assert schedule.continuous_steps == continuous
+    assert schedule.jitter_steps == jitter
+    for shift in range(-jitter, jitter + 1):  # the plasticity window stays put in the period
+        assert schedule.shifted(shift).continuous_steps == continuous
     paper = load_protocol(ROOT / "protocols" / "paper.toml")
     for key in ("learning_rate", "feedback_learning_rate", "batch_size", "batch_reduction"):
         assert getattr(protocol, key) == getattr(paper, key)

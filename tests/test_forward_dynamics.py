@@ -14,6 +14,7 @@ from conftest import make_model, random_batch, run_brian
 from arsim import oracle
 from arsim.metrics import angle_degrees, relative_error
 from arsim.modes import ExecutionError, check_execution
+from arsim.params import phase_shift
 from arsim.period_oracle import simulate_periods
 from arsim.spec import RecordSpec, SpecError, model_from_dict, protocol_from_dict
 from arsim.spec.schedule import Schedule
@@ -332,3 +333,88 @@ def test_metrics_of_a_silent_network_are_nan_not_a_crash():
     some = [np.ones((3, 2)), np.ones(4)]
     assert np.isnan(relative_error(some, zero)) and np.isnan(angle_degrees(some, zero))
     assert relative_error(some, some) == 0.0
+
+
+# ------------------------------------------------------------------ jittered phase boundary
+def jittered(jitter="3 ms", **tables):
+    data = protocol_data(batch_size=2, **tables)
+    data["phases"]["jitter"] = jitter
+    return make(data)
+
+
+JITTER_CASES = {
+    "instant": {},
+    "leaky": dict(feedforward=LEAKY),
+    "leaky-continuous-window": dict(
+        feedforward=LEAKY, plasticity={"continuous": True, "window": ["3 ms", "9 ms"]}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", JITTER_CASES)
+def test_jittered_phase_boundary_matches_the_period_oracle(case):
+    """Each minibatch's feedforward phase lengthens by its shift and its relaxation shortens
+    by it; the dense mode equals the period oracle run with those per-minibatch timings."""
+    protocol = jittered(**JITTER_CASES[case])
+    schedule = Schedule(None, protocol)
+    assert schedule.jitter_steps == 3
+    model = every_feature_model()
+    shifts = [phase_shift(0, 3, m) for m in range(5)]
+    assert len(set(shifts)) > 1  # the boundary does move between these minibatches
+    assert_dense_matches_period_oracle(model, protocol, n_samples=10)
+
+
+def test_a_shifted_schedule_moves_the_boundary_and_keeps_the_period_and_window():
+    protocol = jittered(plasticity={"continuous": True, "window": ["3 ms", "9 ms"]})
+    base = Schedule(None, protocol)
+    for shift in (-3, 0, 2, 3):
+        moved = base.shifted(shift)
+        assert moved.sample_steps == base.sample_steps == 19
+        assert moved.phase_steps["feedforward"] == 8 + shift
+        assert moved.phase_steps["relaxation"] == 10 - shift
+        assert moved.continuous_steps == (11, 17)  # 3-9 ms after the unshifted boundary
+
+
+def test_phase_shifts_are_uniform_whole_steps_fixed_by_the_seed():
+    draws = np.array([phase_shift(4, 3, 0, m) for m in range(4000)])
+    assert set(draws) == set(range(-3, 4))
+    counts = np.bincount(draws + 3)
+    assert counts.min() > 4000 / 7 * 0.8  # each of the 7 shifts about equally often
+    assert [phase_shift(4, 3, 0, m) for m in range(50)] == list(draws[:50])
+    assert [phase_shift(5, 3, 0, m) for m in range(50)] != list(draws[:50])
+    assert phase_shift(4, 0, 0, 1) == 0
+
+
+@pytest.mark.parametrize(
+    ("phases", "tables", "message"),
+    [
+        ({"jitter": "8 ms"}, {}, "from 0 to one step less"),
+        ({"jitter": "1.5 ms"}, {}, "multiple of dt"),
+        ({"jitter": "-1 ms"}, {}, "multiple of dt"),
+        ({"jitter": "2 ms", "tolerance": 0.01}, {}, "phases.tolerance"),
+        ({"jitter": "2 ms"}, {"stimulus": {"dwell": "5 ms"}}, "stimulus.dwell"),
+        (
+            {"jitter": "2 ms"},
+            {"feedforward": LEAKY | {"relaxation_onset": "4 ms"}},
+            "feedforward.relaxation_onset",
+        ),
+        (
+            {"jitter": "4 ms"},
+            {"plasticity": {"continuous": True, "window": ["3 ms", "9 ms"]}},
+            "plasticity window must stay within",
+        ),
+    ],
+)
+def test_bad_jitter_is_refused_naming_the_key(phases, tables, message):
+    data = protocol_data(**tables)
+    data["phases"].update(phases)
+    with pytest.raises(SpecError, match="phases.jitter") as error:
+        protocol_from_dict(data, "jitter.toml")
+    assert message in str(error.value)
+    assert "jitter.toml" in str(error.value)
+
+
+@pytest.mark.parametrize("mode", ["synapses"])
+def test_a_jittered_protocol_is_refused_by_modes_that_cannot_run_it(mode):
+    with pytest.raises(ExecutionError, match="phases.jitter"):
+        check_execution(jittered(), mode, "runtime", every_feature_model())

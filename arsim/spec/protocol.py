@@ -139,6 +139,12 @@ class ProtocolSpec:
         Relaxation until converged: a sample stops relaxing at the first step where every
         hidden neuron has ``|−x + fb| = τ |dx/dt| < tolerance`` (activity units); the phase
         duration is then the longest it may take. 0 (default): always the full phase.
+    jitter : float
+        Largest shift of the boundary between the feedforward and relaxation phases in
+        seconds (``[phases] jitter``): every minibatch draws a whole number of steps uniformly
+        from ``[−jitter, +jitter]`` (seeded), lengthens its feedforward phase by it and
+        shortens its relaxation by the same; the sample period and a plasticity window stay
+        where they are in the period. 0 (default): the same phases for every minibatch.
     oscillation : OscillationSpec or None
         The oscillation that sets the phases (``[oscillation]``); the three phase durations
         are then derived from it: the feedforward phase lasts until the earliest window opens,
@@ -170,6 +176,7 @@ class ProtocolSpec:
     noise: float = 0.0
     feedback_delay: tuple[tuple[str, float], ...] = ()
     tolerance: float = 0.0
+    jitter: float = 0.0
     oscillation: OscillationSpec | None = None
     dwell: float = 0.0
     forward: FeedforwardSpec = field(default_factory=FeedforwardSpec)
@@ -206,6 +213,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     oscillation, durations = _oscillation(root, dt, dt_text)
     phases = root.table("phases", required=oscillation is None)
     relaxation_start, tolerance = _phases(phases, oscillation, durations, dt, dt_text)
+    jitter = _jitter(phases, oscillation, durations, dt, dt_text)
     noise = root.number("noise", ProtocolSpec.noise, low=0.0)
     phases.finish()
     dwell = _stimulus(root.table("stimulus"), dt, dt_text)
@@ -217,6 +225,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         raise SpecError(
             source, "feedforward.kind", f"leaky forward dynamics do not run with {combined} yet"
         )
+    _check_jitter(phases, jitter, forward, plasticity, tolerance, dwell, feedback_delay)
     root.finish()
     return ProtocolSpec(
         name=name,
@@ -233,6 +242,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         noise=noise,
         feedback_delay=feedback_delay,
         tolerance=tolerance,
+        jitter=jitter,
         oscillation=oscillation,
         dwell=dwell,
         forward=forward,
@@ -309,6 +319,51 @@ def _phases(
     start = table.get("start", str, ProtocolSpec.relaxation_start, choices=RELAXATION_STARTS)
     tolerance = table.number("tolerance", ProtocolSpec.tolerance, low=0.0)
     return start, tolerance
+
+
+def _jitter(
+    table: Table, oscillation: OscillationSpec | None, durations: dict, dt: float, dt_text
+) -> float:
+    """``[phases] jitter`` in seconds: the largest shift of the phase boundary (0: none)."""
+    jitter = table.duration("jitter", ProtocolSpec.jitter)
+    if jitter == 0:
+        return 0.0
+    if oscillation is not None:
+        raise table.error("jitter", "the [oscillation] fixes the phases; remove phases.jitter")
+    shortest = min(durations["feedforward"], durations["relaxation"])
+    if jitter < 0 or not _is_multiple(jitter, dt) or jitter > shortest - dt + 1e-12 * dt:
+        raise table.error(
+            "jitter",
+            f"expected a multiple of dt = {dt_text} from 0 to one step less than the shorter of "
+            f"the feedforward and relaxation phases ({shortest - dt:g} s); "
+            f"got {table.data['jitter']!r}",
+        )
+    return jitter
+
+
+def _check_jitter(
+    table: Table, jitter, forward, plasticity, tolerance, dwell, feedback_delay
+) -> None:
+    """Refuse what a per-minibatch phase boundary does not combine with, naming the key."""
+    if jitter == 0:
+        return
+    others = {
+        "feedforward.relaxation_onset": forward.relaxation_onset is not None,
+        "feedforward.layer_onset": bool(forward.layer_onset),
+        "phases.tolerance": tolerance > 0,
+        "stimulus.dwell": dwell > 0,
+        "feedback_delay": any(delay > 0 for _, delay in feedback_delay),
+    }
+    for key, present in others.items():
+        if present:
+            raise table.error("jitter", f"a jittered phase boundary does not run with {key}")
+    if plasticity.window is not None and plasticity.window[0] < jitter - 1e-12:
+        raise table.error(
+            "jitter",
+            f"the plasticity window must stay within the relaxation at every shift: its start "
+            f"({plasticity.window[0]:g} s into the relaxation) must be at least the jitter "
+            f"({jitter:g} s)",
+        )
 
 
 def _stimulus(table: Table, dt: float, dt_text) -> float:

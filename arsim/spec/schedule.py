@@ -8,6 +8,8 @@ feedback delays in steps and which samples the stimulus stream shows when.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from arsim.spec.model import ModelSpec
@@ -87,6 +89,32 @@ class Schedule:
     def sample_steps(self) -> int:
         """Steps per sample (all phases)."""
         return sum(self.phase_steps.values())
+
+    @property
+    def jitter_steps(self) -> int:
+        """Largest shift of the phase boundary in steps (``[phases] jitter``; 0: none)."""
+        return self.steps(self.protocol.jitter)
+
+    def shifted(self, shift: int) -> Schedule:
+        """The schedule of a minibatch whose phase boundary moves by ``shift`` steps.
+
+        Its feedforward phase lasts ``shift`` steps longer and its relaxation ``shift`` steps
+        shorter (negative: the other way); the sample period and a plasticity window keep
+        their steps within the period. ``shifted(0)`` is this schedule's timing.
+        """
+        protocol, dt = self.protocol, self.protocol.dt
+        plasticity = protocol.plasticity
+        if plasticity.window is not None:
+            start, end = plasticity.window
+            plasticity = replace(plasticity, window=(start - shift * dt, end - shift * dt))
+        moved = replace(
+            protocol,
+            feedforward=protocol.feedforward + shift * dt,
+            relaxation=protocol.relaxation - shift * dt,
+            plasticity=plasticity,
+            jitter=0.0,
+        )
+        return Schedule(self.model, moved)
 
     @property
     def sample_duration(self) -> float:
