@@ -182,6 +182,18 @@ class _Period:
         if timing.eta_error is None:
             state.x[self.out] = self._output_gradient(state.xhat[self.out])
 
+    def show(self, state: PeriodState, inputs: Array, targets: Array) -> None:
+        """A stimulus stream changes what is shown within the period.
+
+        The input layers take the new stimulus; the output keeps its x̂ and its clamp
+        follows the new target, ``x = output_gradient(x̂_L, T)`` (an error unit included).
+        """
+        self.inputs, self.targets = inputs, targets
+        self.stimulus = split_stimulus(self.model, inputs)
+        for k, part in enumerate(self.stimulus):
+            state.xhat[k], state.x[k] = part, part
+        state.x[self.out] = self._output_gradient(state.xhat[self.out])
+
     def _started(self, state: PeriodState, layer: int) -> Array:
         if self.timing.start == "feedforward":
             return state.xhat[layer].copy()
@@ -284,6 +296,7 @@ def run_period(
     derivative_at: list[str] | None = None,
     update_uses: list[str] | None = None,
     keep_history: bool = False,
+    stream=None,
 ) -> PeriodResult:
     """Simulate one sample period of a minibatch, from presentation to plasticity.
 
@@ -307,6 +320,9 @@ def run_period(
         :data:`~arsim.spec.schema.UPDATE_USES`); the model's connections' by default.
     keep_history : bool
         Keep the state at the start of every step.
+    stream : callable, optional
+        ``stream(k)``: the inputs and targets a stimulus stream shows from the start of step
+        ``k ≥ 1`` on, or None where they do not change (:func:`simulate_stream`).
 
     Returns
     -------
@@ -325,6 +341,9 @@ def run_period(
     for k in range(timing.steps):
         if k == timing.plasticity_step:
             period.learn(state)
+        shown = stream(k) if stream is not None and k > 0 else None
+        if shown is not None:
+            period.show(state, *shown)
         state = period.step(state, k)
         if first <= k < stop:
             period.learn(state, 1.0 / (stop - first))
@@ -397,6 +416,54 @@ def simulate_periods(
             rates,
             state,
             keep_history=keep_history,
+        )
+        results.append(result)
+        params, state = result.params, result.state
+    return params, results
+
+
+def simulate_stream(
+    model: ModelSpec,
+    protocol: ProtocolSpec,
+    params: Params,
+    inputs: Array,
+    targets: Array,
+    keep_history: bool = False,
+) -> tuple[Params, list[PeriodResult]]:
+    """The sample periods of a run whose stimulus is a stream (``[stimulus] dwell``).
+
+    The stream shows ``inputs`` in order, a minibatch at a time
+    (:meth:`~arsim.spec.Schedule.stream_samples`); every period presents what it shows at the
+    period's first step and follows its changes step by step. The state carries from one
+    period into the next unless the forward dynamics reset it. Returns the final weights and
+    every period.
+    """
+    schedule = Schedule(model, protocol)
+    timing, period_steps = timing_of(model, protocol), schedule.sample_steps
+    rates = schedule.learning_rates(protocol.batch_size)
+    results, state = [], None
+    for period in range(schedule.stream_periods(len(inputs))):
+        start = period * period_steps
+        shown = [schedule.stream_samples(start, len(inputs))]
+
+        def stream(k: int, start=start, shown=shown):
+            now = schedule.stream_samples(start + k, len(inputs))
+            if np.array_equal(now, shown[0]):
+                return None
+            shown[0] = now
+            return inputs[now], targets[now]
+
+        first = shown[0]
+        result = run_period(
+            model,
+            params,
+            inputs[first],
+            targets[first],
+            timing,
+            rates,
+            state,
+            keep_history=keep_history,
+            stream=stream,
         )
         results.append(result)
         params, state = result.params, result.state

@@ -15,7 +15,7 @@ from arsim import oracle
 from arsim.metrics import angle_degrees, relative_error
 from arsim.modes import ExecutionError, check_execution
 from arsim.params import phase_shift
-from arsim.period_oracle import simulate_periods
+from arsim.period_oracle import simulate_periods, simulate_stream
 from arsim.spec import RecordSpec, SpecError, model_from_dict, protocol_from_dict
 from arsim.spec.schedule import Schedule
 
@@ -76,18 +76,18 @@ def dag_model(**defaults):
 
 
 def assert_dense_matches_period_oracle(
-    model, protocol, n_samples, seed=7, tolerance=1e-10, mode="dense"
+    model, protocol, n_samples, seed=7, tolerance=1e-10, mode="dense", simulate=simulate_periods
 ):
     """Traces (x, x̂, f' of every neuron at every step) and weights of ``mode`` (the dense
-    mode by default) equal the period oracle's to ``tolerance``."""
+    mode by default) equal the period oracle's (``simulate``) to ``tolerance``; the weights
+    have moved from their start by more than that."""
     params = oracle.init_params(model, seed=seed)
     inputs, targets = random_batch(model, n_samples, seed=seed)
     result, _ = run_brian(model, protocol, inputs, targets, params, mode=mode)
     assert result.diverged is None
-    expected, periods = simulate_periods(
-        model, protocol, params, inputs, targets, keep_history=True
-    )
+    expected, periods = simulate(model, protocol, params, inputs, targets, keep_history=True)
     for c in range(len(model.connections)):
+        assert np.abs(expected.W[c] - params.W[c]).max() > 1e3 * tolerance
         for name in ("W", "b", "psi"):
             want = getattr(expected, name)[c]
             if want is not None:
@@ -418,3 +418,19 @@ def test_bad_jitter_is_refused_naming_the_key(phases, tables, message):
 def test_a_jittered_protocol_is_refused_by_modes_that_cannot_run_it(mode):
     with pytest.raises(ExecutionError, match="phases.jitter"):
         check_execution(jittered(), mode, "runtime", every_feature_model())
+
+
+# ---------------------------------------------------------------- leaky forward with a stream
+@pytest.mark.parametrize("reset", [True, False])
+def test_leaky_forward_dynamics_follow_a_stimulus_stream_like_the_period_oracle(reset):
+    """A stream that changes every 7 steps across 19-step periods: the forward integration
+    reads the input as the stream shows it, the clamp follows the target, and with
+    ``reset = false`` nothing is reset anywhere; traces and weights equal the oracle's."""
+    stream = {"dwell": "7 ms"}
+    protocol = make(
+        protocol_data(batch_size=2, feedforward=LEAKY | {"reset": reset}, stimulus=stream)
+    )
+    assert Schedule(None, protocol).stream_periods(10) == 2
+    assert_dense_matches_period_oracle(
+        every_feature_model(), protocol, n_samples=10, simulate=simulate_stream
+    )
