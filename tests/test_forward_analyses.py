@@ -116,3 +116,17 @@ def test_unfrozen_variants_table_counts_failed_and_unrun_sweep_points(tmp_path):
     assert table.completed.tolist() == [1, 0, 0]
     text = (tmp_path / "t.md").read_text()
     assert "f' at upper, seed 0: failed: it broke" in text and "DOES NOT HOLD" in text
+
+
+def test_forward_residual_figure_follows_the_euler_binomial_tail(tmp_path):
+    """The analysis script's Brian2 residuals equal the Euler tail Σ_{j<k} C(n,j) η^j (1−η)^{n−j}
+    of every layer at every step to 1e-9, and approach the dt → 0 curve as η_f shrinks."""
+    script = load_script("forward_residual")
+    script.main(
+        ["--sizes", "6,5,4,3", "--duration", "20 ms", "--samples", "3", "--out", str(tmp_path)]
+    )
+    table = pd.read_csv(tmp_path / "forward-residual.csv")
+    assert set(table.hops) == {1, 2, 3} and len(table) == 3 * 20
+    assert (table.simulated - table.euler).abs().max() < 1e-9
+    assert table.simulated.iloc[0] == pytest.approx(0.8)  # one step of η_f = 0.2 from rest
+    assert (tmp_path / "forward-residual.png").stat().st_size > 10_000
