@@ -84,6 +84,9 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         self.build_dir.mkdir(parents=True, exist_ok=True)
         self.threads = threads or len(os.sched_getaffinity(0))
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
+        # Brian2's default `make -j` starts a compiler per source file at once (about 20 here),
+        # which swamps a busy machine; as many jobs as usable cores compile as fast when idle.
+        b2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{len(os.sched_getaffinity(0))}"]
         use_blocked_summation(self.threads)
         try:
             super().__init__(model, protocol, params, record)
