@@ -50,6 +50,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "timeout": None,
 }
 """``[run]`` options and their defaults (the names of the ``arsim run`` options)."""
+RUN_CHOICES: dict[str, tuple] = {
+    "mode": tuple(MODES),
+    "device": DEVICES,
+    "target": CODEGEN_TARGETS,
+    "data": DATASET_NAMES,
+    "baseline": BASELINES,
+}
+"""The values a ``[run]`` option may take, where they are a fixed set."""
 RANDOM_ONLY = ("samples", "mode", "device")
 TRAINING_ONLY = ("data-dir", "epochs", "train-samples", "metrics-every", "baseline")
 
@@ -128,13 +136,7 @@ def _read_run(table: Any, source: Path) -> dict:
         raise SpecError(
             source, f"run.{unknown[0]}", f"unknown key; expected one of: {', '.join(RUN_DEFAULTS)}"
         )
-    choices = {
-        "mode": tuple(MODES),
-        "device": DEVICES,
-        "target": CODEGEN_TARGETS,
-        "data": DATASET_NAMES,
-        "baseline": BASELINES,
-    }
+    choices = RUN_CHOICES
     for key, value in table.items():
         where = f"run.{key}"
         if key in choices and value not in choices[key]:
