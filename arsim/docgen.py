@@ -382,7 +382,7 @@ def render(kind: str, found: dict, meanings: dict) -> str:
         "",
         f"{intro} This page is generated from arsim's own readers when the documentation is "
         "built (`arsim.docgen`): every key they accept, its type, unit, default and allowed "
-        "values. Durations, frequencies and phase angles are strings with a unit, `\"10 ms\"`.",
+        'values. Durations, frequencies and phase angles are strings with a unit, `"10 ms"`.',
         "",
         "| key | type | unit | default | allowed | meaning |",
         "|---|---|---|---|---|---|",
