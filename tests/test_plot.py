@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from conftest import ROOT  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from arsim import plot  # noqa: E402
@@ -119,3 +123,41 @@ def test_sweep_results_mean_over_seeds_against_a_parameter():
     fig = plot.sweep_results(table.head(2), "protocol.oscillation.frequency")
     assert "too little data: 1 value(s)" in fig.axes[0].texts[0].get_text()
     plt.close(fig)
+
+
+def _training_folder(folder, angles):
+    """A training run folder whose metrics.csv has one ``batch`` row per angle."""
+    folder.mkdir(parents=True)
+    config = {
+        "model": {"name": "paper-mlp", "loss": "mse", "connections": [{}]},
+        "protocol": {"name": "paper"},
+        "data": {"train_samples": 64},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    rows = [
+        {"kind": "batch", "samples": 32 * (k + 1), "angle_deg": a} for k, a in enumerate(angles)
+    ]
+    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+    return folder
+
+
+def test_variants_figure_goes_into_the_first_run_and_leaves_out_short_runs(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("vp", ROOT / "analysis" / "variants_plot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    figures = []
+    script.save = lambda fig, out, dpi: figures.append(fig) or out
+    short = _training_folder(tmp_path / "short", [40.0])
+    long = _training_folder(tmp_path / "long", [30.0, 20.0, 10.0])
+    assert script.main([str(short), "--figure", "4"]) == 0
+    assert str(short / "figures" / "fig4-variants-angle.png") in capsys.readouterr().out
+    for axis in figures[0].axes:
+        assert not axis.get_lines()
+        assert axis.texts[0].get_text().startswith("too little data: no run has 2 batch rows")
+    assert script.main([str(short), str(long), "--figure", "4"]) == 0
+    assert "short: 1 batch row(s) in metrics.csv; left out" in capsys.readouterr().out
+    linear, logarithmic = figures[1].axes
+    (line,) = linear.get_lines()
+    assert list(line.get_ydata()) == [30.0, 20.0, 10.0] and not linear.texts
+    assert list(line.get_xdata()) == [0.5, 1.0, 1.5]  # samples / training samples
+    plt.close("all")
