@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 from oscillation_frequency import run_point  # noqa: E402
 
 from arsim.datasets import load_dataset  # noqa: E402
+from arsim.plot import save  # noqa: E402
 from arsim.spec import load_model, load_protocol, protocol_from_dict, read_toml  # noqa: E402
 from arsim.spec.schedule import Schedule  # noqa: E402
 
@@ -178,7 +179,7 @@ def draw(table: pd.DataFrame, args, path: Path) -> None:
         f"images, {args.epochs} epoch(s), seed {args.seed}"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
+    save(figure, path, dpi=130)
 
 
 def main(argv=None) -> int:

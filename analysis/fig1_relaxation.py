@@ -8,7 +8,10 @@ weights of a run with ``--weights``). Usage::
 
     python analysis/fig1_relaxation.py [--model models/paper-mlp.toml] [--batch 64]
         [--steps 200] [--weights RUN_DIR/weights/final.npz]
-        [--out analysis/figures/fig1-relaxation.png]
+        [--out FIG.png]
+
+Default output: ``RUN_DIR/figures/fig1-relaxation.png`` for ``--weights
+RUN_DIR/weights/final.npz``, else ``runs/fig1-relaxation/fig1-relaxation.png``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from arsim import load_model, oracle  # noqa: E402
 from arsim.datasets import load_dataset  # noqa: E402
+from arsim.plot import save  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ETAS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -51,16 +55,22 @@ def errors(model, params, x, t, steps, eta):
     return per_layer, total
 
 
+def default_out(weights: Path | None) -> Path:
+    """The figure's default path: in the run folder whose weights are read, else in runs/."""
+    if weights is not None and weights.parent.name == "weights":
+        return weights.parent.parent / "figures" / "fig1-relaxation.png"
+    return Path("runs") / "fig1-relaxation" / "fig1-relaxation.png"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "paper-mlp.toml")
     parser.add_argument("--batch", type=int, default=64, help="test images used (default 64)")
     parser.add_argument("--steps", type=int, default=200, help="relaxation steps (default 200)")
     parser.add_argument("--weights", type=Path, help="npz of weights (default: initial draw)")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "analysis" / "figures" / "fig1-relaxation.png"
-    )
+    parser.add_argument("--out", type=Path, help="figure file (default: see the usage)")
     args = parser.parse_args(argv)
+    out = args.out or default_out(args.weights)
     model = load_model(args.model)
     data = load_dataset("fashion-mnist", test_limit=args.batch, train_limit=0)
     x, t = data.test_images, data.one_hot(data.test_labels)
@@ -101,9 +111,7 @@ def main(argv=None) -> int:
         fontsize=10,
     )
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    print(f"wrote {save(fig, out, dpi=110)}")
     return 0
 
 

@@ -7,7 +7,7 @@ between two metric rows, the band reaching their maximum; thin lines per weight 
 Train accuracy in the ``batch`` rows is on the first ``eval_samples`` training images; the
 markers are the per-epoch rows (whole training and test sets). Usage::
 
-    python analysis/fig2_ar_vs_backprop.py RUN_DIR [--out analysis/figures/fig2-ar-vs-backprop.png]
+    python analysis/fig2_ar_vs_backprop.py RUN_DIR [--out RUN_DIR/figures/fig2-ar-vs-backprop.png]
 
 RUN_DIR is a folder written by ``arsim run --data ...``, e.g.
 ``runs/fmnist-exact``.
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from arsim.plot import save, too_little_data  # noqa: E402
 
 
 def load_run(run: Path) -> tuple[pd.DataFrame, dict]:
@@ -39,13 +39,19 @@ def load_run(run: Path) -> tuple[pd.DataFrame, dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "analysis" / "figures" / "fig2-ar-vs-backprop.png"
-    )
+    parser.add_argument("--out", type=Path, help="default: RUN_DIR/figures/fig2-ar-vs-backprop.png")
     args = parser.parse_args(argv)
     metrics, config = load_run(args.run)
     batch, epoch = metrics[metrics.kind == "batch"], metrics[metrics.kind == "epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    out = args.out or args.run / "figures" / "fig2-ar-vs-backprop.png"
+    if len(batch) < 2:
+        message = f"too little data: {len(batch)} batch row(s) in metrics.csv; at least 2 needed"
+        for ax in axes:
+            too_little_data(ax, message)
+        print(f"fig2_ar_vs_backprop: {args.run}: {message} (lower --metrics-every)")
+        print(f"wrote {save(fig, out)}")
+        return 0
     for ax, split in zip(axes[:2], ("train", "test"), strict=True):
         ax.plot(batch.epochs, 100 * batch[f"ar_{split}_acc"], color="C0", label="AR")
         ax.plot(batch.epochs, 100 * batch[f"bp_{split}_acc"], "--", color="C3", label="backprop")
@@ -76,9 +82,7 @@ def main(argv=None) -> int:
         fontsize=10,
     )
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=100)
-    print(f"wrote {args.out}")
+    print(f"wrote {save(fig, out, dpi=100)}")
     return 0
 
 

@@ -4,7 +4,9 @@ Thin entry point to ``variants_plot.py`` (which draws figures 3 and 4 from run f
 
     python analysis/fig3_variants_accuracy.py runs/fmnist-exact runs/fmnist-fa \\
         runs/fmnist-learned runs/fmnist-noderiv runs/fmnist-learned-noderiv runs/fmnist-ce \\
-        [--out analysis/figures/fig3-variants-accuracy.png]
+        [--out FIG.png]
+
+Default output: the first run folder's ``figures/fig3-variants-accuracy.png``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Draws test accuracy against frequency (top axis: the window in τ) and the mean 
 AR update and the backprop gradient, and writes the numbers as CSV next to the figure. Usage::
 
     python analysis/oscillation_frequency.py [--train-samples 10000] [--epochs 1] [--seed 0]
-        [--runs runs/oscillation-frequency] [--out analysis/figures/oscillation-frequency.png]
+        [--runs runs/oscillation-frequency] [--out RUNS/oscillation-frequency.png]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from arsim.datasets import load_dataset  # noqa: E402
+from arsim.plot import save  # noqa: E402
 from arsim.spec import load_model, load_protocol, protocol_from_dict  # noqa: E402
 from arsim.spec.schedule import Schedule
 from arsim.train import train  # noqa: E402
@@ -91,11 +92,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=Path("runs") / "oscillation-frequency")
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "analysis" / "figures" / "oscillation-frequency.png"
-    )
+    parser.add_argument("--out", type=Path, help="figure file (default: in the --runs folder)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    out = args.out or args.runs / "oscillation-frequency.png"
     model, base = load_model(args.model), load_protocol(args.protocol)
     dataset = load_dataset("fashion-mnist", None, train_limit=args.train_samples)
     rows = []
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
             )
     table = pd.DataFrame(rows)
     table.attrs["standard"] = standard
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    csv = args.out.with_suffix(".csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    csv = out.with_suffix(".csv")
     table.to_csv(csv, index=False)
     print(table.to_string(index=False))
     print(
@@ -158,8 +158,7 @@ def main(argv=None) -> int:
         f"Fashion-MNIST, {args.train_samples} training samples, window 30°–330° of the cycle"
     )
     figure.tight_layout()
-    figure.savefig(args.out, dpi=130)
-    print(f"wrote {args.out} and {csv}")
+    print(f"wrote {save(figure, out, dpi=130)} and {csv}")
     return 0
 
 

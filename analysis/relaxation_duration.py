@@ -15,7 +15,7 @@ Usage::
 
     python analysis/relaxation_duration.py [--model models/paper-mlp.toml]
         [--protocol protocols/paper.toml] [--steps 300] [--samples 64]
-        [--out analysis/figures/relaxation-duration.png]
+        [--out runs/relaxation-duration/relaxation-duration.png]
 
 Also writes the numbers next to the figure as CSV (``.csv`` instead of ``.png``).
 """
@@ -37,6 +37,7 @@ import pandas as pd  # noqa: E402
 from arsim import oracle  # noqa: E402
 from arsim.metrics import angle_degrees  # noqa: E402
 from arsim.modes import set_codegen_target
+from arsim.plot import save  # noqa: E402
 from arsim.run import random_data, simulate
 from arsim.spec import RecordSpec, load_model, load_protocol  # noqa: E402
 from arsim.spec.schedule import Schedule
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=300, help="relaxation steps to follow")
     parser.add_argument("--samples", type=int, default=64, help="random samples (one minibatch)")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "analysis" / "figures" / "relaxation-duration.png"
+        "--out", type=Path, default=Path("runs") / "relaxation-duration" / "relaxation-duration.png"
     )
     args = parser.parse_args(argv)
     set_codegen_target("numpy")
@@ -178,8 +179,7 @@ def main(argv=None) -> int:
     )
     right.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    save(fig, args.out, dpi=110)
     table.to_csv(args.out.with_suffix(".csv"), index=False)
     at_10 = paper[np.isclose(paper.t_over_tau, 10)]
     for _, row in at_10.iterrows():

@@ -12,9 +12,10 @@ shows each image once: a fast stream passes many images per cycle).
 Usage::
 
     python analysis/stream_dwell.py [--periods 20] [--dwells 5 10 20 40 60 80 100 125 190 250]
-        [--out analysis/figures/stream-dwell.png]
+        [--out runs/stream-dwell/stream-dwell.png]
 
-Writes the numbers as CSV next to the figure.
+Writes the numbers as CSV next to the figure. With fewer than two dwells the figure says so
+instead of drawing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pandas as pd  # noqa: E402
 
 from arsim import oracle  # noqa: E402
 from arsim.datasets import load_dataset  # noqa: E402
+from arsim.plot import save, too_little_data  # noqa: E402
 from arsim.run import simulate
 from arsim.spec import load_model, load_protocol  # noqa: E402
 from arsim.spec.schedule import Schedule
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "analysis" / "figures" / "stream-dwell.png"
+        "--out", type=Path, default=Path("runs") / "stream-dwell" / "stream-dwell.png"
     )
     args = parser.parse_args(argv)
     model, protocol = load_model(args.model), load_protocol(args.protocol)
@@ -90,6 +92,10 @@ def main(argv=None) -> int:
     print(table.to_string(index=False))
 
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    if len(table) < 2:
+        too_little_data(axis, f"too little data: {len(table)} dwell(s); at least 2 are needed")
+        print(f"wrote {save(figure, args.out, dpi=130)}")
+        return 0
     axis.fill_between(table.dwell_ms, table.angle_deg_min, table.angle_deg_max, alpha=0.2)
     axis.plot(table.dwell_ms, table.angle_deg_mean, "o-", label="all weights (mean, range)")
     for column in [c for c in table if c.startswith("angle_deg_W")]:
@@ -104,8 +110,7 @@ def main(argv=None) -> int:
     axis.set_title(f"{protocol.name}: plasticity at {protocol.oscillation.plasticity:g}°")
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(args.out, dpi=130)
-    print(f"wrote {args.out}")
+    print(f"wrote {save(figure, args.out, dpi=130)}")
     return 0
 
 

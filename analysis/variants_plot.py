@@ -9,7 +9,9 @@ Usage::
     python analysis/fig3_variants_accuracy.py RUN_DIR... [--out FIG.png]
     python analysis/fig4_variants_angle.py RUN_DIR... [--out FIG.png]
 
-writing analysis/figures/fig3-variants-accuracy.png or fig4-variants-angle.png by default;
+writing ``FIRST_RUN_DIR/figures/fig3-variants-accuracy.png`` or ``fig4-variants-angle.png`` by
+default. A run with fewer than two ``batch`` rows in its ``metrics.csv`` is left out (and said
+so); when no run is left, the panels say so instead of staying empty;
 
 e.g. ``RUN_DIR...`` = ``runs/fmnist-exact runs/fmnist-fa runs/fmnist-learned
 runs/fmnist-noderiv runs/fmnist-learned-noderiv runs/fmnist-ce``.
@@ -27,11 +29,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = {
-    3: ROOT / "analysis" / "figures" / "fig3-variants-accuracy.png",
-    4: ROOT / "analysis" / "figures" / "fig4-variants-angle.png",
-}
+from arsim.plot import save, too_little_data  # noqa: E402
+
+FIGURE_NAMES = {3: "fig3-variants-accuracy.png", 4: "fig4-variants-angle.png"}
+"""File name of each figure in ``FIRST_RUN_DIR/figures/`` (without ``--out``)."""
 
 
 def load_run(run: Path) -> tuple[pd.DataFrame, dict]:
@@ -69,16 +70,20 @@ def main(argv=None) -> int:
     parser.add_argument("--figure", type=int, choices=(3, 4), required=True)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    out = args.out or DEFAULT_OUT[args.figure]
+    out = args.out or args.runs[0] / "figures" / FIGURE_NAMES[args.figure]
     if args.figure == 3:
         fig, ax = plt.subplots(figsize=(8, 4.8))
         log_ax = None
     else:
         fig, (ax, log_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
-    baselines = {}
+    baselines, drawn = {}, 0
     for k, run in enumerate(args.runs):
         metrics, config = load_run(run)
         batch = metrics[metrics.kind == "batch"]
+        if len(batch) < 2:
+            print(f"variants_plot: {run}: {len(batch)} batch row(s) in metrics.csv; left out")
+            continue
+        drawn += 1
         color = f"C{k}"
         if args.figure == 3:
             ax.plot(
@@ -90,6 +95,12 @@ def main(argv=None) -> int:
         else:
             ax.plot(batch.epochs, batch.angle_deg, color=color, label=label(config))
             log_ax.semilogy(batch.epochs, batch.angle_deg, color=color, label=label(config))
+    if not drawn:
+        message = "too little data: no run has 2 batch rows in metrics.csv (lower --metrics-every)"
+        for axis in (ax, log_ax) if log_ax else (ax,):
+            too_little_data(axis, message)
+        print(f"wrote {save(fig, out, dpi=100)}")
+        return 0
     if args.figure == 3:
         for loss, (x, y) in sorted(baselines.items()):
             ax.plot(
@@ -118,9 +129,7 @@ def main(argv=None) -> int:
     ax.set_xlabel("epoch")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    print(f"wrote {out}")
+    print(f"wrote {save(fig, out, dpi=100)}")
     return 0
 
 

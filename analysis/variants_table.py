@@ -6,7 +6,9 @@ difference in percentage points, and the angle between AR's update and the backp
 (mean over the first and the last metric window, over the run, and the largest single
 minibatch). Usage::
 
-    python analysis/variants_table.py RUN_DIR... [--out analysis/figures/variants-table.md]
+    python analysis/variants_table.py RUN_DIR... [--out TABLE.md]
+
+Prints the table; writes it only to ``--out``.
 """
 
 from __future__ import annotations

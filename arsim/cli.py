@@ -16,9 +16,11 @@ and key), 3 the simulation diverged (the run folder keeps what was recorded).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+import arsim
 from arsim import bench
 from arsim.datasets import DATASET_NAMES
 from arsim.jobs import (
@@ -39,7 +41,7 @@ from arsim.spec import (
     load_model,
     load_protocol,
 )
-from arsim.sweep import STATUSES, SweepError, load_sweep, run_sweep
+from arsim.sweep import STATUSES, SweepError, load_sweep, parse_setting, run_sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +167,17 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="local worker processes (default: the number of cores)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="replace the file's seeds, a run.OPTION or a grid list (TOML values), e.g. "
+        "--set 'protocol.phases.relaxation=[\"20 ms\"]' --set seeds=[0]",
+    )
+    parser.add_argument(
+        "--limit", type=positive_int, metavar="N", help="run only the first N points"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
@@ -187,6 +200,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``arsim`` argument parser."""
     parser = _Parser(prog="arsim", description="Activation Relaxation in Brian2 rate neurons.")
+    parser.add_argument("--version", action="version", version=f"arsim {arsim.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("run", help="run a model under a protocol and write a run folder")
     add_run_arguments(run)
@@ -255,7 +269,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     try:
-        sweep = load_sweep(args.sweep)
+        settings = dict(parse_setting(text) for text in args.set)
+        sweep = load_sweep(args.sweep, settings)
+        if args.limit:
+            sweep = dataclasses.replace(sweep, points=sweep.points[: args.limit])
         table = run_sweep(
             sweep,
             args.out,

@@ -55,6 +55,7 @@ from arsim.sweep.declaration import (
     Point,
     Sweep,
     load_sweep,
+    parse_setting,
     point_payload,
 )
 from arsim.sweep.execution import (
@@ -78,6 +79,7 @@ from arsim.sweep.points import (
 )
 
 __all__ = [
+    "parse_setting",
     "BLAS_THREAD_VARIABLES",
     "FINISHED",
     "GRID_ROOTS",

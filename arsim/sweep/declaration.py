@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "timeout": None,
 }
 """``[run]`` options and their defaults (the names of the ``arsim run`` options)."""
+RUN_CHOICES: dict[str, tuple] = {
+    "mode": tuple(MODES),
+    "device": DEVICES,
+    "target": CODEGEN_TARGETS,
+    "data": DATASET_NAMES,
+    "baseline": BASELINES,
+}
+"""The values a ``[run]`` option may take, where they are a fixed set."""
 RANDOM_ONLY = ("samples", "mode", "device")
 TRAINING_ONLY = ("data-dir", "epochs", "train-samples", "metrics-every", "baseline")
 
@@ -128,13 +137,7 @@ def _read_run(table: Any, source: Path) -> dict:
         raise SpecError(
             source, f"run.{unknown[0]}", f"unknown key; expected one of: {', '.join(RUN_DEFAULTS)}"
         )
-    choices = {
-        "mode": tuple(MODES),
-        "device": DEVICES,
-        "target": CODEGEN_TARGETS,
-        "data": DATASET_NAMES,
-        "baseline": BASELINES,
-    }
+    choices = RUN_CHOICES
     for key, value in table.items():
         where = f"run.{key}"
         if key in choices and value not in choices[key]:
@@ -289,13 +292,52 @@ def _describe(overrides: dict, seed: int) -> str:
     return ", ".join([f"{key} = {value!r}" for key, value in overrides.items()] + [f"seed {seed}"])
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def parse_setting(text: str) -> tuple[str, list | Any]:
+    """``KEY=VALUES`` of ``arsim sweep --set``: the key and its values (a TOML value).
+
+    ``protocol.phases.relaxation=["20 ms", "50 ms"]`` gives a list; a bare word that is not a
+    TOML value (``model.memory.kind=trace``) is taken as a string.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SpecError("--set", text, "expected KEY=VALUES, e.g. 'seeds=[0]'")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _apply_settings(data: dict, settings: dict, source: Path) -> None:
+    """Replace the sweep file's seeds, run options or grid lists by ``settings``."""
+    grid = _flatten_grid(data.get("grid", {})) if isinstance(data.get("grid", {}), dict) else {}
+    for key, value in settings.items():
+        values = value if isinstance(value, list) else [value]
+        if key == "seeds":
+            data["seeds"] = values
+        elif key.startswith("run."):
+            if not isinstance(data.setdefault("run", {}), dict):
+                raise SpecError(source, "run", "expected a table")
+            data["run"][key.removeprefix("run.")] = value
+        elif key.split(".")[0] in GRID_ROOTS:
+            grid[key] = values
+            data["grid"] = grid
+        else:
+            raise SpecError(
+                "--set", key, "expected seeds, run.OPTION or a grid key (model.… or protocol.…)"
+            )
+
+
+def load_sweep(path: str | Path, settings: dict | None = None) -> Sweep:
     """Read a sweep file, expand its grid and validate every point.
 
     Parameters
     ----------
     path : str or Path
         The sweep file (TOML; see the module docstring).
+    settings : dict, optional
+        Replacements of the file's ``seeds``, ``run.OPTION`` values or grid lists (a grid key
+        not in the file is added), as ``arsim sweep --set KEY=VALUES`` gives them.
 
     Returns
     -------
@@ -310,6 +352,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """
     source = Path(path)
     data = read_toml(source)
+    _apply_settings(data, settings or {}, source)
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise SpecError(

@@ -1,0 +1,220 @@
+"""Figures from run folders and sweep tables (matplotlib).
+
+Every function returns a :class:`matplotlib.figure.Figure` and draws nothing it has no data for:
+a panel with too little data says so in words instead of staying empty. Times are in ms within
+the sample, angles in degrees, accuracies in percent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["learning_curves", "load_run", "save", "sweep_results", "too_little_data", "traces"]
+
+PHASE_COLOURS = {"feedforward": "0.97", "relaxation": "0.90", "update": "0.97"}
+"""Background of each phase in :func:`traces`."""
+LINE_STYLES = {"x": "-", "xhat": "--", "fp": ":", "delta": "-.", "fb": (0, (1, 3))}
+"""Line style of each recorded variable in :func:`traces`."""
+
+
+def load_run(run: str | Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+    """A run folder's ``config.json``, ``traces.parquet`` and ``metrics.csv`` (None if absent)."""
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    traces_file, metrics_file = run / "traces.parquet", run / "metrics.csv"
+    recorded = pd.read_parquet(traces_file) if traces_file.exists() else None
+    metrics = pd.read_csv(metrics_file) if metrics_file.exists() else None
+    return config, recorded, metrics
+
+
+def too_little_data(axis, message: str) -> None:
+    """Write ``message`` in the middle of ``axis`` and hide its ticks."""
+    axis.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=axis.transAxes)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def _phase_spans(config: dict) -> list[tuple[str, float, float]]:
+    """(phase, start, end) in ms within the sample, from the run's derived steps."""
+    dt_ms = config["protocol"]["dt"] * 1e3
+    spans, start = [], 0.0
+    for phase in ("feedforward", "relaxation", "update"):
+        length = config["derived"]["phase_steps"][phase] * dt_ms
+        spans.append((phase, start, start + length))
+        start += length
+    return spans
+
+
+def traces(
+    run: str | Path,
+    sample: int = 0,
+    variables=("x", "xhat"),
+    layers=None,
+    neurons=None,
+    max_neurons: int = 8,
+) -> Figure:
+    """Recorded traces of chosen neurons, one panel per layer, phases shaded.
+
+    Parameters
+    ----------
+    run : str or Path
+        A run folder with ``traces.parquet``.
+    sample : int
+        Sample index (as recorded).
+    variables : sequence of str
+        Variables to draw (``x``, ``xhat``, ``fp``, ``delta``, ``fb``), one line style each
+        (:data:`LINE_STYLES`); a neuron keeps its colour across variables.
+    layers : sequence of str, optional
+        Layers to draw (default: every recorded layer, in the model's order).
+    neurons : sequence of int, optional
+        Neurons to draw (default: the first ``max_neurons`` recorded in each layer, so that a
+        run recorded with ``neurons = "all"`` stays readable).
+    max_neurons : int
+        At most this many neurons per layer when ``neurons`` is not given.
+
+    Returns
+    -------
+    Figure
+        Time (ms) within the sample on x; the phases shaded (:data:`PHASE_COLOURS`) and the
+        plasticity step marked by a vertical line.
+    """
+    config, recorded, _ = load_run(run)
+    rows = pd.DataFrame() if recorded is None else recorded[recorded["sample"] == sample]
+    rows = rows[rows.variable.isin(variables)] if not rows.empty else rows
+    names = [layer["name"] for layer in config["model"]["layers"]]
+    chosen = [n for n in (layers or names) if rows.empty or n in set(rows.layer)]
+    fig, axes = plt.subplots(
+        max(1, len(chosen)), 1, figsize=(7, 2.2 * max(1, len(chosen))), sharex=True, squeeze=False
+    )
+    if rows.empty:
+        too_little_data(axes[0, 0], f"no traces of sample {sample} ({', '.join(variables)})")
+        return fig
+    dt_ms = config["protocol"]["dt"] * 1e3
+    start = rows.t.min() * 1e3 - dt_ms
+    plasticity = config["derived"].get("plasticity_step")
+    for axis, layer in zip(axes[:, 0], chosen, strict=True):
+        for phase, low, high in _phase_spans(config):
+            axis.axvspan(low, high, color=PHASE_COLOURS[phase], zorder=0)
+        if plasticity is not None:
+            axis.axvline(plasticity * dt_ms, color="C3", lw=0.8, ls="--", label="plasticity")
+        in_layer = rows[rows.layer == layer]
+        shown = neurons if neurons is not None else sorted(in_layer.neuron.unique())[:max_neurons]
+        for (variable, neuron), group in in_layer[in_layer.neuron.isin(shown)].groupby(
+            ["variable", "neuron"], observed=True
+        ):
+            axis.plot(
+                group.t * 1e3 - start,
+                group.value,
+                linestyle=LINE_STYLES[variable],
+                lw=1,
+                color=f"C{int(neuron) % 10}",
+                label=f"{variable} {neuron}",
+            )
+        axis.set_ylabel(layer)
+    axes[-1, 0].set_xlabel("time in sample (ms)")
+    styles = ", ".join(
+        f"{v} {LINE_STYLES[v]}" for v in variables if isinstance(LINE_STYLES[v], str)
+    )
+    axes[0, 0].set_title(f"sample {sample}: {styles}; relaxation shaded", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(run: str | Path) -> Figure:
+    """Accuracy (or loss) and the angle between AR's update and backprop over a run.
+
+    Parameters
+    ----------
+    run : str or Path
+        A run folder with ``metrics.csv``: a training run (``kind`` rows, AR and backprop
+        accuracies) or a random-data run (loss and angle per minibatch).
+
+    Returns
+    -------
+    Figure
+        Left: test accuracy of AR (solid) and backprop (dashed) per metrics row, or the loss
+        for a random-data run; right: the angle to backprop (overall and per weight matrix).
+        A panel with fewer than two points says so instead of drawing.
+    """
+    _, _, metrics = load_run(run)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    metrics = pd.DataFrame() if metrics is None else metrics
+    if "kind" in metrics:
+        metrics = metrics[metrics.kind == "batch"]
+    x = metrics["samples"] if "samples" in metrics else pd.Series(range(len(metrics)))
+    if len(metrics) < 2:
+        message = f"too little data: {len(metrics)} metrics row(s); at least 2 are needed"
+        too_little_data(left, message)
+        too_little_data(right, message)
+        return fig
+    if "ar_test_acc" in metrics:
+        left.plot(x, 100 * metrics.ar_test_acc, color="C0", label="AR")
+        left.plot(x, 100 * metrics.bp_test_acc, "--", color="C3", label="backprop")
+        left.set(xlabel="samples", ylabel="test accuracy (%)")
+        left.legend()
+    else:
+        left.plot(x, metrics.loss, color="C0", label="AR")
+        left.set(xlabel="minibatch", ylabel="loss")
+    right.plot(x, metrics.angle_deg, color="k", label="all weights")
+    for column in sorted(c for c in metrics if c.startswith("angle_deg_W")):
+        right.plot(x, metrics[column], lw=0.8, label=column.removeprefix("angle_deg_"))
+    right.set(xlabel=left.get_xlabel(), ylabel="angle to backprop (deg)", ylim=(0, None))
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_results(table: pd.DataFrame | str | Path, parameter: str, values=None) -> Figure:
+    """A sweep's results against one grid parameter, one panel per result column.
+
+    Parameters
+    ----------
+    table : DataFrame or path
+        ``results.csv`` of ``arsim sweep`` (or the table :func:`arsim.sweep.run_sweep` returns).
+    parameter : str
+        The grid column on x, e.g. ``protocol.oscillation.frequency``; values with a unit
+        (``"8 Hz"``) are placed by their number.
+    values : sequence of str, optional
+        Result columns (default: those of ``ar_test_acc``, ``angle_deg``, ``mean_angle_deg``
+        that the table has). Completed points only; the mean over seeds is drawn with the
+        seeds as dots.
+
+    Returns
+    -------
+    Figure
+    """
+    table = pd.read_csv(table) if isinstance(table, str | Path) else table
+    done = table[table.status == "completed"] if "status" in table else table
+    values = values or [c for c in ("ar_test_acc", "angle_deg", "mean_angle_deg") if c in table]
+    fig, axes = plt.subplots(1, max(1, len(values)), figsize=(4.5 * max(1, len(values)), 3.4))
+    axes = [axes] if not hasattr(axes, "__len__") else list(axes)
+    if done.empty or not values or done[parameter].nunique() < 2:
+        too_little_data(
+            axes[0],
+            f"too little data: {done[parameter].nunique()} value(s) of "
+            f"{parameter} completed; at least 2 are needed",
+        )
+        return fig
+    number = pd.to_numeric(done[parameter].astype(str).str.split().str[0], errors="coerce")
+    x = number if number.notna().all() else done[parameter].astype(str)
+    for axis, column in zip(axes, values, strict=False):
+        axis.plot(x, done[column], "o", color="0.6", ms=3)
+        mean = done[column].groupby(x).mean()
+        axis.plot(mean.index, mean.to_numpy(), "-", color="C0")
+        axis.set(xlabel=parameter, ylabel=column)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Save ``fig`` (creating its folder), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
