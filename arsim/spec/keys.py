@@ -86,6 +86,9 @@ PROTOCOL_KEYS: dict[str, str] = {
     "`zero` (at rest).",
     "phases.tolerance": "Relaxation until converged (dense mode): a sample stops relaxing once "
     "every hidden `|−x + fb|` is below it; 0 relaxes for the whole phase.",
+    "phases.jitter": "Largest per-minibatch shift of the boundary between the feedforward and "
+    "relaxation phases (dense mode): each minibatch draws whole steps uniformly from "
+    "[−jitter, +jitter] from the run's seed; the sample period and a plasticity window stay put.",
     "stimulus": "A stimulus stream on its own clock (dense mode).",
     "stimulus.dwell": "How long each stimulus is shown, whatever the phase; 0 shows one "
     "stimulus per sample period.",
