@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from arsim import bench
+from arsim import bench, threads
 from arsim.datasets import DATASET_NAMES
 from arsim.jobs import (
     BASELINES,
@@ -33,6 +34,7 @@ from arsim.jobs import (
 from arsim.modes import DEVICES, MODES
 from arsim.spec import (
     CODEGEN_TARGETS,
+    PRECISIONS,
     ModelSpec,
     ProtocolSpec,
     SpecError,
@@ -109,6 +111,23 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "then one program run per minibatch)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="floating point of the simulation, overriding the protocol's precision key "
+        "(single: float32 neurons and BLAS in the dense mode; the oracle stays float64)",
+    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads N`` (BLAS/OpenMP threads per process, :mod:`arsim.threads`)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help=f"BLAS/OpenMP threads per process (default: ${threads.VARIABLE}, else "
+        f"{threads.DEFAULT_THREADS}; more threads collapse when another process takes a core)",
+    )
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +185,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="local worker processes (default: the number of cores)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
     parser.add_argument(
         "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
     )
@@ -181,7 +201,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[bench.REFERENCE, *bench.MODES],
         help="what to measure (default: all but synapses-numpy)",
     )
-    parser.add_argument("--threads", type=positive_int, default=2, help="BLAS threads (default 2)")
+    add_threads_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
     except SpecError as error:
         print(f"arsim: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if getattr(args, "precision", None):
+        protocol = replace(protocol, precision=args.precision)
     return run_from_args(args, model, protocol)
 
 
@@ -289,6 +311,7 @@ COMMANDS = {"run": _run, "sweep": _sweep, "bench": _bench}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.threads = threads.apply(args.threads)
     return COMMANDS[args.command](args)
 
 

@@ -21,6 +21,15 @@ from arsim.params import Params
 from arsim.spec.schedule import Schedule
 
 
+def cast_params(params: Params, dtype: type) -> Params:
+    """Copies of the weights, biases and ψ of ``params`` as ``dtype`` (a NumPy float type)."""
+
+    def cast(arrays: list) -> list:
+        return [None if a is None else a.astype(dtype) for a in arrays]
+
+    return Params(cast(params.W), cast(params.b), cast(params.psi))
+
+
 class DenseNetwork(ARNetwork):
     """A minibatch of replicas relaxing in parallel; connections by matrix products.
 
@@ -56,7 +65,10 @@ class DenseNetwork(ARNetwork):
         """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
         self._delays = self.schedule.delay_steps
         self._delay_buffers = {
-            c: np.zeros((delay + 1, self.replicas, model.layer(model.connections[c].target).size))
+            c: np.zeros(
+                (delay + 1, self.replicas, model.layer(model.connections[c].target).size),
+                dtype=self.dtype,
+            )
             for c, delay in enumerate(self._delays)
             if delay
         }
@@ -316,7 +328,8 @@ class DenseNetwork(ARNetwork):
         factors ``(δ, p, has_bias)`` (copies; none without ``keep``).
         """
         rate, feedback_rate = rates
-        rate, feedback_rate = fraction * rate, fraction * feedback_rate
+        # as the matrices' float type, so that a float32 matrix is not updated in float64
+        rate, feedback_rate = self.dtype(fraction * rate), self.dtype(fraction * feedback_rate)
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
             delta = delta_of(target)[mask]
@@ -385,16 +398,16 @@ class DenseNetwork(ARNetwork):
 
     # -- parameters ------------------------------------------------------------------------------
     def set_params(self, params: Params) -> None:
-        """Load weights, biases and ψ (copies)."""
-        copy = params.copy()
+        """Load weights, biases and ψ (copies, as the protocol's float type)."""
+        copy = cast_params(params, self.dtype)
         self.W, self.b, self.psi = copy.W, copy.b, copy.psi
         for c, (_, target, _) in enumerate(self._connections):
             if self.b[c] is not None:
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
 
     def get_params(self) -> Params:
-        """Current weights, biases and ψ (copies)."""
-        return Params(self.W, self.b, self.psi).copy()
+        """Current weights, biases and ψ (float64 copies, whatever the precision)."""
+        return cast_params(Params(self.W, self.b, self.psi), np.float64)
 
     # -- running ---------------------------------------------------------------------------------
     def locate(self, rows, steps, layer_size):

@@ -60,6 +60,8 @@ DIVERGENCE_LIMIT = 1e300
 """An activity that is NaN, infinite or beyond this magnitude counts as diverged."""
 NEVER = 1e9
 """``t_bad`` of a neuron that never diverged, in seconds."""
+FLOAT_DTYPES = {"double": np.float64, "single": np.float32}
+"""NumPy dtype of each protocol ``precision``."""
 
 
 class Feature(StrEnum):
@@ -82,6 +84,7 @@ class Feature(StrEnum):
     UPDATE_USES = "weight updates from the current activity"
     CONTINUOUS_PLASTICITY = "continuous plasticity"
     CARRY_OVER = "forward state carried from one sample to the next"
+    SINGLE_PRECISION = "single precision"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -118,6 +121,8 @@ class ARNetwork:
         One per layer, in layer order.
     monitors : dict
         ``layer name -> StateMonitor``.
+    dtype : type
+        NumPy float type of the groups' variables (the protocol's ``precision``).
     """
 
     mode = "base"
@@ -138,6 +143,9 @@ class ARNetwork:
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
     ):
         self.model, self.protocol = model, protocol
+        self.dtype = FLOAT_DTYPES[protocol.precision]
+        # Brian2's preference is global: every network sets it for the groups it makes
+        b2.prefs.core.default_float_dtype = self.dtype
         self.schedule = Schedule(model, protocol)
         self.roles = layer_roles(model)
         self.steps_per_sample = self.schedule.sample_steps

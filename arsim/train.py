@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from arsim import oracle
+from arsim import oracle, threads
 from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
 from arsim.metrics import evaluate, relaxation_errors
@@ -243,6 +243,7 @@ class Training:
                 "eval_samples": options.eval_samples,
                 "codegen_target": target,
                 "mode": "dense",
+                "threads": threads.describe(threads.apply()),
             },
             "versions": versions(),
             "command": sys.argv,
@@ -532,6 +533,7 @@ def train(
     }
     target = resolve_codegen_target(target, len(images) * epochs)
     set_codegen_target(target)
+    threads.apply()
     training = Training(model, protocol, dataset, images, labels)
     if resume:
         training.resume(Path(out), epochs, data)
