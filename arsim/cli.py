@@ -197,9 +197,27 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=[bench.REFERENCE, *(name for name in bench.MODES if name != "synapses-numpy")],
-        choices=[bench.REFERENCE, *bench.MODES],
-        help="what to measure (default: all but synapses-numpy)",
+        choices=bench.ROWS,
+        help="what to measure (default: every mode but synapses-numpy and the epochs; with "
+        "--epoch: the epochs only)",
+    )
+    parser.add_argument(
+        "--contended",
+        action="store_true",
+        help="measure every mode again while a CPU-bound process occupies one core "
+        "(contended_ratio = contended / idle samples per second)",
+    )
+    parser.add_argument(
+        "--batch", type=positive_int, default=bench.DEFAULT_BATCH, help="minibatch size (64)"
+    )
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one Fashion-MNIST training epoch in single and double precision against "
+        "the NumPy reference on the same samples (epoch_s, epoch_ratio)",
+    )
+    parser.add_argument(
+        "--epoch-samples", type=positive_int, help="training samples of an epoch (all 60,000)"
     )
     add_threads_argument(parser)
 
@@ -301,7 +319,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    rows = bench.run_benchmark(args.modes, args.threads, args.out)
+    modes = args.modes or ([] if args.epoch else list(bench.DEFAULT_ROWS))
+    modes += [name for name in bench.EPOCHS if args.epoch and name not in modes]
+    rows = bench.run_benchmark(
+        modes, args.threads, args.out, contended=args.contended, batch=args.batch,
+        epoch_samples=args.epoch_samples,
+    )  # fmt: skip
     return EXIT_SOME_FAILED if any("error" in row for row in rows) else EXIT_COMPLETED
 
 
@@ -311,7 +334,11 @@ COMMANDS = {"run": _run, "sweep": _sweep, "bench": _bench}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    args.threads = threads.apply(args.threads)
+    try:
+        args.threads = threads.apply(args.threads)
+    except ValueError as error:  # $ARSIM_THREADS is not a positive integer
+        print(f"arsim: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return COMMANDS[args.command](args)
 
 

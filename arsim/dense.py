@@ -16,7 +16,7 @@ import numpy as np
 from arsim import operators
 from arsim.activations import SOFTMAX, activate, output_gradient
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
-from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
+from arsim.network import ARNetwork, Feature
 from arsim.params import Params
 from arsim.spec.schedule import Schedule
 
@@ -286,9 +286,10 @@ class DenseNetwork(ARNetwork):
         """
         x = self._view(role.index, "x")
         np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
-        if not abs(x.sum()) < DIVERGENCE_LIMIT:  # NaN, inf or huge somewhere: find where
+        limit = self.namespace["divergence_limit"]
+        if not abs(x.sum()) < limit:  # NaN, inf or huge somewhere: find where
             t_bad = self.groups[role.index].variables["t_bad"].get_value()
-            bad = ~(np.abs(x.ravel()) < DIVERGENCE_LIMIT)
+            bad = ~(np.abs(x.ravel()) < limit)
             t_bad[bad] = np.minimum(t_bad[bad], since)
 
     def _after_step(self, t) -> None:

@@ -64,6 +64,11 @@ FLOAT_DTYPES = {"double": np.float64, "single": np.float32}
 """NumPy dtype of each protocol ``precision``."""
 
 
+def divergence_limit(dtype: type) -> float:
+    """:data:`DIVERGENCE_LIMIT`, or the largest finite value of a narrower float type."""
+    return min(DIVERGENCE_LIMIT, float(np.finfo(dtype).max))
+
+
 class Feature(StrEnum):
     """What a protocol or model may ask of an execution mode beyond the plain relaxation.
 
@@ -169,7 +174,7 @@ class ARNetwork:
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
-            "divergence_limit": DIVERGENCE_LIMIT,
+            "divergence_limit": divergence_limit(self.dtype),
             "never": NEVER * b2.second,
             "step_dt": self.dt,
             "noise_sigma": protocol.noise,
