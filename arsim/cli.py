@@ -154,6 +154,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="a metrics row every N minibatches (default 50) besides one per epoch",
     )
     group.add_argument(
+        "--compare-every",
+        type=positive_int,
+        default=10,
+        help="compare AR's update with backprop (the angles) on every K-th minibatch and the "
+        "last of each metrics row (default 10: about 2 %% of an epoch; 1: every minibatch)",
+    )
+    group.add_argument(
         "--baseline",
         choices=BASELINES,
         default="backprop",
@@ -270,6 +277,7 @@ def job_from_args(
         epochs=args.epochs,
         train_samples=args.train_samples,
         metrics_every=args.metrics_every,
+        compare_every=getattr(args, "compare_every", 10),
         baseline=args.baseline,
         resume=args.resume,
         **common,
