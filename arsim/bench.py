@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from arsim import __version__, oracle, threads
+from arsim import __version__, oracle
+from arsim import threads as thread_policy
 from arsim.activations import ACTIVATIONS, output_gradient
 from arsim.datasets import load_dataset
 from arsim.modes import build_network, set_codegen_target
@@ -170,13 +171,13 @@ def _paper_setup(name: str, batch: int):
     return model, protocol
 
 
-def measure(name: str, thread_count: int | None = None, batch: int = DEFAULT_BATCH) -> dict:
+def measure(name: str, threads: int | None = None, batch: int = DEFAULT_BATCH) -> dict:
     """Time one configuration and the NumPy reference in this process (see module docstring).
 
     The reference is float64 with the instant sweep whatever the row; it is timed before and
     after the row and the mean reported, because the machine may change its pace meanwhile.
     """
-    used = threads.apply(thread_count)
+    used = thread_policy.apply(threads)
     model, protocol = _paper_setup(name, batch)
     reference_protocol = _paper_setup(REFERENCE, batch)[1]  # float64, the instant sweep
     rng = np.random.default_rng(0)
@@ -203,7 +204,7 @@ def measure(name: str, thread_count: int | None = None, batch: int = DEFAULT_BAT
     return row
 
 
-def measure_epoch(name: str, thread_count: int | None = None, samples: int | None = None):
+def measure_epoch(name: str, threads: int | None = None, samples: int | None = None):
     """Time one training epoch on Fashion-MNIST and the reference on as many samples.
 
     The epoch is ``arsim run`` with ``--data fashion-mnist`` and the default training
@@ -212,7 +213,7 @@ def measure_epoch(name: str, thread_count: int | None = None, samples: int | Non
     training images, timed in the same process. ``samples`` limits the training set (the
     whole 60,000 by default).
     """
-    used = threads.apply(thread_count)
+    used = thread_policy.apply(threads)
     model = load_model(PAPER_MODEL)
     protocol = load_protocol(PAPER_PROTOCOL)
     protocol = replace(protocol, precision="single" if name in SINGLE else "double")
@@ -253,14 +254,14 @@ def _blas() -> list[dict]:
     return [{k: info.get(k) for k in keys} for info in threadpool_info()]
 
 
-def machine(thread_count: int) -> dict:
+def machine(threads: int) -> dict:
     """Facts of this machine that a benchmark result depends on."""
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
-        "blas_threads": thread_count,
+        "blas_threads": threads,
         "env": {
             k: os.environ.get(k)
             for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")
@@ -334,7 +335,7 @@ def _line(row: dict) -> str:
 
 def run_benchmark(
     modes: list[str],
-    thread_count: int | None = None,
+    threads: int | None = None,
     out: Path | None = None,
     echo=print,
     contended: bool = False,
@@ -347,7 +348,7 @@ def run_benchmark(
     ----------
     modes : list of str
         Rows to measure (:data:`ROWS`).
-    thread_count : int, optional
+    threads : int, optional
         BLAS/OpenMP threads of every measurement (default: :func:`arsim.threads.resolve`).
     out : Path, optional
         Write the rows as a JSON list here.
@@ -362,8 +363,10 @@ def run_benchmark(
     epoch_samples : int, optional
         Training samples of the epoch rows (default: all 60,000).
     """
-    count = threads.resolve(thread_count)
-    environment = dict(os.environ) | {variable: str(count) for variable in threads.THREAD_VARIABLES}
+    count = thread_policy.resolve(threads)
+    environment = dict(os.environ) | {
+        variable: str(count) for variable in thread_policy.THREAD_VARIABLES
+    }
     facts = machine(count)
     echo(
         f"arsim bench: paper network 784-300-300-100-10, 100 relaxation steps, batch {batch}, "
@@ -375,7 +378,7 @@ def run_benchmark(
     )
     rows = []
     for name in modes:
-        request = {"name": name, "thread_count": count}
+        request = {"name": name, "threads": count}
         if name in EPOCHS:
             request["samples"] = epoch_samples
         else:
