@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import (
-    PAPER_MODEL,
-    PAPER_PROTOCOL,
-    ROOT,
-    make_protocol,
-    random_batch,
-    relaxation_history,
-)
+from conftest import PAPER_MODEL, PAPER_PROTOCOL, make_protocol, random_batch, relaxation_history
+from test_cli import arsim
 
 from arsim import oracle, threads
 from arsim.bench import numpy_reference
@@ -122,36 +113,27 @@ def test_precision_key_and_its_refusals(tmp_path):
     check_execution(single, "dense", "runtime")
 
 
-def _arsim(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "arsim.cli", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-
-
-def test_run_folder_records_precision_and_threads(tmp_path):
+def test_run_folder_records_precision_and_threads(tmp_path, monkeypatch):
     """``--precision single`` and ``--threads 2`` reach the run and its config.json; the
     default is one thread and double precision (also through $ARSIM_THREADS)."""
     out = tmp_path / "single"
     args = ("run", PAPER_MODEL, PAPER_PROTOCOL, "--samples", 4, "--quiet")
-    done = _arsim(*args, "--out", out, "--precision", "single", "--threads", 2)
+    done = arsim(*args, "--out", out, "--precision", "single", "--threads", 2)
     assert done.returncode == 0, done.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["protocol"]["precision"] == "single" and config["threads"]["threads"] == 2
     assert all(pool["num_threads"] == 2 for pool in config["threads"]["pools"])
-    environment = {k: v for k, v in os.environ.items() if k not in threads.THREAD_VARIABLES}
-    done = _arsim(*args, "--out", tmp_path / "double", env=environment)
+    for variable in threads.THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    done = arsim(*args, "--out", tmp_path / "double")
     config = json.loads((tmp_path / "double" / "config.json").read_text())
     assert config["protocol"]["precision"] == "double" and config["threads"]["threads"] == 1
-    environment[threads.VARIABLE] = "0"
-    done = _arsim(*args, "--out", tmp_path / "bad", env=environment)
+    monkeypatch.setenv(threads.VARIABLE, "0")
+    done = arsim(*args, "--out", tmp_path / "bad")
     assert done.returncode == 2 and "$ARSIM_THREADS: expected a positive integer" in done.stderr
     assert not (tmp_path / "bad").exists()
-    done = _arsim(
+    monkeypatch.delenv(threads.VARIABLE)
+    done = arsim(
         *args, "--out", tmp_path / "synapses", "--precision", "single", "--mode", "synapses"
     )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
