@@ -156,7 +156,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--compare-every",
         type=positive_int,
-        default=10,
+        default=Training.compare_every,
         help="compare AR's update with backprop (the angles) on every K-th minibatch and the "
         "last of each metrics row (default 10: about 2 %% of an epoch; 1: every minibatch)",
     )
@@ -277,7 +277,7 @@ def job_from_args(
         epochs=args.epochs,
         train_samples=args.train_samples,
         metrics_every=args.metrics_every,
-        compare_every=getattr(args, "compare_every", 10),
+        compare_every=getattr(args, "compare_every", Training.compare_every),
         baseline=args.baseline,
         resume=args.resume,
         **common,

@@ -29,7 +29,7 @@ from arsim.modes import ExecutionError
 from arsim.run import run_to_folder
 from arsim.runfolder import RunFolderError, default_run_folder
 from arsim.spec import ModelSpec, ProtocolSpec, SpecError
-from arsim.train import TrainError, _find_resume_folder, train
+from arsim.train import TrainError, TrainingOptions, _find_resume_folder, train
 
 EXIT_COMPLETED = 0
 EXIT_SOME_FAILED = 1
@@ -113,7 +113,7 @@ class Training(Job):
     epochs: int | None = None
     train_samples: int | None = None
     metrics_every: int = 50
-    compare_every: int = 10
+    compare_every: int = TrainingOptions.compare_every
     baseline: str = "backprop"
     resume: Path | None = None
 
