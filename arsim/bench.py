@@ -3,7 +3,13 @@
 Each mode runs in its own process (so that its peak memory is its own and Brian2's global
 device state cannot leak), together with the NumPy AR reference (same mathematics, float64)
 timed in that same process: the ratio of the two is what the benchmark reports, because
-absolute speeds on a shared machine are noisy. BLAS threads are pinned and reported.
+absolute speeds on a shared machine are noisy. The BLAS threads follow the thread policy
+(:mod:`arsim.threads`, ``--threads``) and are reported.
+
+Options (see ``docs/speed.md``): ``contended`` measures every mode a second time while a
+CPU-bound process occupies one core (``contended_ratio``); ``batch`` sets the minibatch size
+of the modes and the reference; the ``epoch`` rows time one Fashion-MNIST training epoch with
+the default training options against the reference's time for as many samples.
 """
 
 from __future__ import annotations
@@ -14,29 +20,37 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_info
 
 from arsim import __version__, oracle
+from arsim import threads as thread_policy
 from arsim.activations import ACTIVATIONS, output_gradient
+from arsim.datasets import load_dataset
 from arsim.modes import build_network, set_codegen_target
+from arsim.network import FLOAT_DTYPES
 from arsim.spec import RecordSpec, load_model, load_protocol
 from arsim.spec.forward import FeedforwardSpec
 from arsim.spec.schedule import Schedule
+from arsim.train import train
 
 PAPER_MODEL = Path(__file__).resolve().parents[1] / "models" / "paper-mlp.toml"
 PAPER_PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "paper.toml"
 
 REFERENCE = "numpy-reference"
 """The NumPy AR reference (:func:`numpy_reference`), measured beside every mode."""
+REFERENCE_SINGLE = "numpy-reference-single"
+"""The same reference in float32 (its ratio is still to the float64 reference)."""
 MODES = {
-    # name: (execution mode, device, codegen target, samples timed)
+    # name: (execution mode, device, codegen target, samples timed at batch 64)
     "dense": ("dense", "runtime", "cython", 2048),  # what a long run uses (target 'auto')
     "dense-numpy": ("dense", "runtime", "numpy", 2048),  # what a short one uses
+    "dense-single": ("dense", "runtime", "cython", 2048),  # precision = "single"
     # leaky forward dynamics: τ_f = 2 ms over a 10 ms feedforward phase (LEAKY_FORWARD)
     "dense-leaky": ("dense", "runtime", "cython", 2048),
     "synapses-standalone": ("synapses", "cpp_standalone", None, 192),
@@ -44,21 +58,37 @@ MODES = {
     "synapses-numpy": ("synapses", "runtime", "numpy", 64),
 }
 """Benchmarked configurations of the Brian2 network."""
+SINGLE = (REFERENCE_SINGLE, "dense-single", "epoch-single")
+"""Rows that run in single precision (``precision = "single"``)."""
+EPOCHS = ("epoch-single", "epoch")
+"""Rows that time one training epoch on Fashion-MNIST (single and double precision)."""
+ROWS = (REFERENCE, REFERENCE_SINGLE, *MODES, *EPOCHS)
+"""Every row ``arsim bench`` can measure."""
+DEFAULT_ROWS = tuple(name for name in ROWS if name != "synapses-numpy" and name not in EPOCHS)
+"""What ``arsim bench`` measures without ``--modes``."""
+DEFAULT_BATCH = 64
+"""The paper protocol's minibatch size."""
+REFERENCE_SAMPLES = 1024
+"""Samples the reference is timed on (twice per row)."""
 LEAKY_FORWARD = FeedforwardSpec(kind="leaky", tau=0.002)
 """The forward dynamics of the ``dense-leaky`` row, over a feedforward phase of 10 ms."""
 
 
-def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray]:
+def numpy_reference(
+    model, protocol, params, inputs, targets, dtype: type = np.float64
+) -> list[np.ndarray]:
     """AR in plain NumPy, as lean as it gets: the same mathematics as every mode.
 
     Per minibatch: feedforward sweep, ``steps`` parallel Euler steps of every hidden layer,
-    then ``W -= η Σ δ x̂ᵀ`` (exact AR: feedback Wᵀ, f' in the relaxation). Returns the
-    final weights.
+    then ``W -= η Σ δ x̂ᵀ`` (exact AR: feedback Wᵀ, f' in the relaxation). Every array is
+    ``dtype`` (float64, or float32 for the single-precision reference). Returns the final
+    weights.
     """
-    weights = [w.copy() for w in params.W]
+    weights = [w.astype(dtype) for w in params.W]
+    inputs, targets = inputs.astype(dtype), targets.astype(dtype)
     schedule = Schedule(None, protocol)
-    steps, eta_x = schedule.phase_steps["relaxation"], schedule.eta_x
-    rate = protocol.learning_rate
+    steps, eta_x = schedule.phase_steps["relaxation"], dtype(schedule.eta_x)
+    rate = dtype(protocol.learning_rate)
     batch = protocol.batch_size
     for start in range(0, len(inputs), batch):
         x0, target = inputs[start : start + batch], targets[start : start + batch]
@@ -67,7 +97,7 @@ def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray
             a = xhat[-1] @ weight.T
             activation = ACTIVATIONS[model.layers[layer + 1].activation]
             xhat.append(activation.f(a))
-            fps.append(activation.fprime(a))
+            fps.append(activation.fprime(a).astype(dtype, copy=False))  # relu's f' is float64
         x = [None] + [h.copy() for h in xhat[1:-1]]
         x.append(output_gradient(model.loss, xhat[-1], target, model.loss_scale))
         deltas = [None] + [x[k] * fps[k - 1] for k in range(1, len(x))]
@@ -81,71 +111,147 @@ def numpy_reference(model, protocol, params, inputs, targets) -> list[np.ndarray
     return weights
 
 
-def _time_reference(model, protocol, params, inputs, targets) -> float:
-    numpy_reference(model, protocol, params, inputs[:128], targets[:128])  # warm up
+def _time_reference(model, protocol, params, inputs, targets, dtype=np.float64) -> float:
+    """Samples per second of :func:`numpy_reference` on ``inputs`` (after a warm-up)."""
+    numpy_reference(model, protocol, params, inputs[:128], targets[:128], dtype)
     start = time.perf_counter()
-    numpy_reference(model, protocol, params, inputs, targets)
+    numpy_reference(model, protocol, params, inputs, targets, dtype)
     return len(inputs) / (time.perf_counter() - start)
 
 
-def measure(name: str, threads: int) -> dict:
-    """Time one configuration and the NumPy reference in this process (see module docstring)."""
+def timed_samples(name: str, batch: int) -> int:
+    """Samples a mode is timed on at minibatch size ``batch`` (fewer for small minibatches)."""
+    samples = MODES[name][3]
+    return max(samples * min(batch, DEFAULT_BATCH) // DEFAULT_BATCH, 4 * batch, 64)
+
+
+def _time_mode(name: str, model, protocol, params, rng) -> dict:
+    """Build the network of row ``name``, warm it up and time its samples."""
+    mode, device, target, _ = MODES[name]
+    samples = timed_samples(name, protocol.batch_size)
+    set_codegen_target(target or "numpy")
+    inputs = rng.random((samples + 64, model.input.size))
+    targets = np.eye(10)[rng.integers(0, 10, samples + 64)]
+    start = time.perf_counter()
+    network = build_network(model, protocol, params, mode, device, record=False)
+    build = time.perf_counter() - start
+    try:
+        warm = min(network.chunk_samples, 64)
+        start = time.perf_counter()
+        network.run_chunk(inputs[:warm], targets[:warm])  # compiles (cython)
+        warm_time = time.perf_counter() - start
+        start = time.perf_counter()
+        for begin in range(warm, warm + samples, network.chunk_samples):
+            stop = min(begin + network.chunk_samples, warm + samples)
+            network.run_chunk(inputs[begin:stop], targets[begin:stop])
+        elapsed = time.perf_counter() - start
+    finally:
+        if hasattr(network, "close"):
+            network.close()
+    speed = samples / elapsed
+    return {
+        "samples_per_s": speed,
+        "build_s": build,
+        "compile_s": max(0.0, warm_time - warm / speed),
+        "samples": samples,
+        "openmp_threads": getattr(network, "threads", None),
+    }
+
+
+def _paper_setup(name: str, batch: int):
+    """The paper network and protocol as row ``name`` runs them at minibatch size ``batch``."""
     model = load_model(PAPER_MODEL)
-    protocol = replace(load_protocol(PAPER_PROTOCOL), record=RecordSpec(samples=()))
+    protocol = replace(
+        load_protocol(PAPER_PROTOCOL), record=RecordSpec(samples=()), batch_size=batch
+    )
+    if name in SINGLE:
+        protocol = replace(protocol, precision="single")
+    if name == "dense-leaky":
+        protocol = replace(protocol, feedforward=0.010, forward=LEAKY_FORWARD)
+    return model, protocol
+
+
+def measure(name: str, threads: int | None = None, batch: int = DEFAULT_BATCH) -> dict:
+    """Time one configuration and the NumPy reference in this process (see module docstring).
+
+    The reference is float64 with the instant sweep whatever the row; it is timed before and
+    after the row and the mean reported, because the machine may change its pace meanwhile.
+    """
+    used = thread_policy.apply(threads)
+    model, protocol = _paper_setup(name, batch)
+    reference_protocol = _paper_setup(REFERENCE, batch)[1]  # float64, the instant sweep
     rng = np.random.default_rng(0)
     params = oracle.init_params(model, seed=0)
-    reference_inputs = rng.random((1024, model.input.size))
-    reference_targets = np.eye(10)[rng.integers(0, 10, 1024)]
-    with threadpool_limits(threads):
-        reference = _time_reference(model, protocol, params, reference_inputs, reference_targets)
-        row = {"mode": name, "reference_samples_per_s": reference}
-        if name == REFERENCE:
-            row.update(samples_per_s=reference, build_s=0.0, compile_s=0.0, samples=1024)
-        else:
-            mode, device, target, samples = MODES[name]
-            if name == "dense-leaky":  # the reference stays the instant sweep's AR
-                protocol = replace(protocol, feedforward=0.010, forward=LEAKY_FORWARD)
-            set_codegen_target(target or "numpy")
-            inputs = rng.random((samples + 64, model.input.size))
-            targets = np.eye(10)[rng.integers(0, 10, samples + 64)]
-            start = time.perf_counter()
-            network = build_network(model, protocol, params, mode, device, record=False)
-            build = time.perf_counter() - start
-            row["openmp_threads"] = getattr(network, "threads", None)
-            try:
-                first = network.chunk_samples
-                warm = min(first, 64)
-                start = time.perf_counter()
-                network.run_chunk(inputs[:warm], targets[:warm])  # compiles (cython)
-                warm_time = time.perf_counter() - start
-                start = time.perf_counter()
-                for begin in range(warm, warm + samples, network.chunk_samples):
-                    stop = min(begin + network.chunk_samples, warm + samples)
-                    network.run_chunk(inputs[begin:stop], targets[begin:stop])
-                elapsed = time.perf_counter() - start
-            finally:
-                if hasattr(network, "close"):
-                    network.close()
-            speed = samples / elapsed
-            row.update(
-                samples_per_s=speed,
-                build_s=build,
-                compile_s=max(0.0, warm_time - warm / speed),
-                samples=samples,
-            )
-        # re-measure the reference after the mode: the machine may have changed its pace
-        again = _time_reference(model, protocol, params, reference_inputs, reference_targets)
-        row["reference_samples_per_s"] = (row["reference_samples_per_s"] + again) / 2
-        if name == REFERENCE:
-            row["samples_per_s"] = row["reference_samples_per_s"]
-        blas = [
-            {k: info.get(k) for k in ("internal_api", "num_threads", "version", "architecture")}
-            for info in threadpool_info()
-        ]
+    reference_inputs = rng.random((REFERENCE_SAMPLES, model.input.size))
+    reference_targets = np.eye(10)[rng.integers(0, 10, REFERENCE_SAMPLES)]
+    timing = (model, reference_protocol, params, reference_inputs, reference_targets)
+    before = _time_reference(*timing)
+    row = {"mode": name, "batch_size": batch, "precision": protocol.precision}
+    if name in (REFERENCE, REFERENCE_SINGLE):
+        dtype = FLOAT_DTYPES[protocol.precision]
+        speed = before if name == REFERENCE else _time_reference(*timing, dtype)
+        row.update(samples_per_s=speed, build_s=0.0, compile_s=0.0, samples=REFERENCE_SAMPLES)
+    else:
+        row |= _time_mode(name, model, protocol, params, rng)
+    after = _time_reference(*timing)
+    row["reference_samples_per_s"] = (before + after) / 2
+    if name == REFERENCE:
+        row["samples_per_s"] = row["reference_samples_per_s"]
     row["ratio_to_numpy"] = row["samples_per_s"] / row["reference_samples_per_s"]
     row["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    row["blas"] = blas
+    row["threads"] = used
+    row["blas"] = _blas()
     return row
+
+
+def measure_epoch(name: str, threads: int | None = None, samples: int | None = None):
+    """Time one training epoch on Fashion-MNIST and the reference on as many samples.
+
+    The epoch is ``arsim run`` with ``--data fashion-mnist`` and the default training
+    options (data loading, the backprop baseline, metrics and test evaluation included) in
+    the row's precision; the reference is the float64 :func:`numpy_reference` on the same
+    training images, timed in the same process. ``samples`` limits the training set (the
+    whole 60,000 by default).
+    """
+    used = thread_policy.apply(threads)
+    model = load_model(PAPER_MODEL)
+    protocol = load_protocol(PAPER_PROTOCOL)
+    protocol = replace(protocol, precision="single" if name in SINGLE else "double")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = load_dataset("fashion-mnist", train_limit=samples)
+        _, status = train(
+            model, protocol, dataset, Path(folder) / "run", 1, train_samples=samples,
+            progress=False,
+        )  # fmt: skip
+    epoch = time.perf_counter() - start
+    images = dataset.train_images
+    targets = dataset.one_hot(dataset.train_labels)
+    params = oracle.init_params(model)
+    start = time.perf_counter()
+    numpy_reference(model, replace(protocol, precision="double"), params, images, targets)
+    reference = time.perf_counter() - start
+    return {
+        "mode": name,
+        "batch_size": protocol.batch_size,
+        "precision": protocol.precision,
+        "samples": len(images),
+        "epoch_s": epoch,
+        "reference_s": reference,
+        "epoch_ratio": epoch / reference,
+        "samples_per_s": len(images) / epoch,
+        "reference_samples_per_s": len(images) / reference,
+        "ratio_to_numpy": reference / epoch,
+        "ar_test_acc": status.get("ar_test_acc"),
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "threads": used,
+        "blas": _blas(),
+    }
+
+
+def _blas() -> list[dict]:
+    keys = ("internal_api", "num_threads", "version", "architecture")
+    return [{k: info.get(k) for k in keys} for info in threadpool_info()]
 
 
 def machine(threads: int) -> dict:
@@ -163,41 +269,127 @@ def machine(threads: int) -> dict:
     }
 
 
+def start_competitor() -> subprocess.Popen:
+    """A CPU-bound process (a busy Python loop) pinned to the last core this process may use."""
+    core = max(os.sched_getaffinity(0))
+    return subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+    )
+
+
+def _measure_in_child(request: dict, environment: dict) -> dict:
+    """Run :func:`measure` (or :func:`measure_epoch`) in a fresh process; its row or error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "arsim.bench", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    if done.returncode != 0:
+        return {
+            "mode": request["name"],
+            "error": (done.stderr.strip().splitlines() or ["failed"])[-1],
+        }
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _contended(request: dict, environment: dict, row: dict) -> dict:
+    """``row`` with the same measurement repeated while a competitor occupies one core."""
+    competitor = start_competitor()
+    try:
+        busy = _measure_in_child(request, environment)
+    finally:
+        competitor.kill()
+        competitor.wait()
+    if "error" in busy:
+        return row | {"contended_error": busy["error"]}
+    return row | {
+        "contended_samples_per_s": busy["samples_per_s"],
+        "contended_reference_samples_per_s": busy["reference_samples_per_s"],
+        "contended_ratio": busy["samples_per_s"] / row["samples_per_s"],
+    }
+
+
+def _line(row: dict) -> str:
+    """One line of the printed table."""
+    name = row["mode"]
+    if "error" in row:
+        return f"{name:<24} failed: {row['error']}"
+    if "epoch_s" in row:
+        return (
+            f"{name:<24}{row['samples_per_s']:>11.1f}{row['ratio_to_numpy']:>8.3f}"
+            f"{row['reference_samples_per_s']:>11.1f}   epoch {row['epoch_s']:.1f} s, "
+            f"reference {row['reference_s']:.1f} s, epoch_ratio {row['epoch_ratio']:.3f}"
+        )
+    text = (
+        f"{name:<24}{row['samples_per_s']:>11.1f}{row['ratio_to_numpy']:>8.3f}"
+        f"{row['reference_samples_per_s']:>11.1f}{row['build_s']:>9.2f}{row['compile_s']:>11.2f}"
+        f"{row['peak_memory_mib']:>10.0f}"
+    )
+    if "contended_ratio" in row:
+        text += f"{row['contended_ratio']:>11.3f}"
+    return text
+
+
 def run_benchmark(
-    modes: list[str], threads: int = 2, out: Path | None = None, echo=print
+    modes: list[str],
+    threads: int | None = None,
+    out: Path | None = None,
+    echo=print,
+    contended: bool = False,
+    batch: int = DEFAULT_BATCH,
+    epoch_samples: int | None = None,
 ) -> list[dict]:
-    """Measure ``modes`` (each in a subprocess) and print the table; optionally write JSON."""
-    environment = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    facts = machine(threads)
+    """Measure ``modes`` (each in a subprocess) and print the table; optionally write JSON.
+
+    Parameters
+    ----------
+    modes : list of str
+        Rows to measure (:data:`ROWS`).
+    threads : int, optional
+        BLAS/OpenMP threads of every measurement (default: :func:`arsim.threads.resolve`).
+    out : Path, optional
+        Write the rows as a JSON list here.
+    echo : callable
+        Prints a line of the table.
+    contended : bool
+        Measure every row (not the epochs) a second time while a CPU-bound process occupies
+        one core; adds ``contended_samples_per_s`` and ``contended_ratio`` (contended ÷
+        idle samples per second).
+    batch : int
+        Minibatch size of the modes and the reference (the epochs keep the protocol's 64).
+    epoch_samples : int, optional
+        Training samples of the epoch rows (default: all 60,000).
+    """
+    count = thread_policy.resolve(threads)
+    environment = dict(os.environ) | {
+        variable: str(count) for variable in thread_policy.THREAD_VARIABLES
+    }
+    facts = machine(count)
+    echo(
+        f"arsim bench: paper network 784-300-300-100-10, 100 relaxation steps, batch {batch}, "
+        f"{count} BLAS threads" + (", contended: a busy process on one core" if contended else "")
+    )
+    echo(
+        f"{'mode':<24}{'samples/s':>11}{'ratio':>8}{'numpy ref':>11}{'build s':>9}"
+        f"{'compile s':>11}{'peak MiB':>10}" + (f"{'contended':>11}" if contended else "")
+    )
     rows = []
-    echo(
-        f"arsim bench: paper network 784-300-300-100-10, 100 relaxation steps, batch 64, "
-        f"{threads} BLAS threads"
-    )
-    echo(
-        f"{'mode':<22}{'samples/s':>11}{'ratio':>8}{'numpy ref':>11}{'build s':>9}"
-        f"{'compile s':>11}{'peak MiB':>10}"
-    )
     for name in modes:
-        done = subprocess.run(
-            [sys.executable, "-m", "arsim.bench", name, str(threads)],
-            capture_output=True,
-            text=True,
-            env=environment,
-        )
-        if done.returncode != 0:
-            message = (done.stderr.strip().splitlines() or ["failed"])[-1]
-            rows.append({"mode": name, "error": message})
-            echo(f"{name:<22} failed: {message}")
-            continue
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        row.update(machine=facts, arsim=__version__)
+        request = {"name": name, "threads": count}
+        if name in EPOCHS:
+            request["samples"] = epoch_samples
+        else:
+            request["batch"] = batch
+        row = _measure_in_child(request, environment)
+        if contended and "error" not in row and name not in EPOCHS:
+            row = _contended(request, environment, row)
+        if "error" not in row:
+            row.update(machine=facts, arsim=__version__)
         rows.append(row)
-        echo(
-            f"{name:<22}{row['samples_per_s']:>11.1f}{row['ratio_to_numpy']:>8.3f}"
-            f"{row['reference_samples_per_s']:>11.1f}{row['build_s']:>9.2f}{row['compile_s']:>11.2f}"
-            f"{row['peak_memory_mib']:>10.0f}"
-        )
+        echo(_line(row))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=2))
@@ -205,5 +397,13 @@ def run_benchmark(
     return rows
 
 
-if __name__ == "__main__":  # one measurement, as a child of run_benchmark
-    print(json.dumps(measure(sys.argv[1], int(sys.argv[2]))))
+def _main(request: dict) -> dict:
+    """One measurement, as a child of :func:`run_benchmark`."""
+    name = request.pop("name")
+    if name in EPOCHS:
+        return measure_epoch(name, **request)
+    return measure(name, **request)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_main(json.loads(sys.argv[1]))))

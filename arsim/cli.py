@@ -16,12 +16,12 @@ and key), 3 the simulation diverged (the run folder keeps what was recorded).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import arsim
-from arsim import bench
+from arsim import bench, threads
 from arsim.datasets import DATASET_NAMES
 from arsim.jobs import (
     BASELINES,
@@ -35,6 +35,7 @@ from arsim.jobs import (
 from arsim.modes import DEVICES, MODES
 from arsim.spec import (
     CODEGEN_TARGETS,
+    PRECISIONS,
     ModelSpec,
     ProtocolSpec,
     SpecError,
@@ -111,6 +112,23 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "then one program run per minibatch)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="floating point of the simulation, overriding the protocol's precision key "
+        "(single: float32 neurons and BLAS in the dense mode; the oracle stays float64)",
+    )
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads N`` (BLAS/OpenMP threads per process, :mod:`arsim.threads`)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help=f"BLAS/OpenMP threads per process (default: ${threads.VARIABLE}, else "
+        f"{threads.DEFAULT_THREADS}; more threads collapse when another process takes a core)",
+    )
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +153,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=50,
         help="a metrics row every N minibatches (default 50) besides one per epoch",
+    )
+    group.add_argument(
+        "--compare-every",
+        type=positive_int,
+        default=Training.compare_every,
+        help="compare AR's update with backprop (the angles) on every K-th minibatch and the "
+        "last of each metrics row (default 10: about 2 %% of an epoch; 1: every minibatch)",
     )
     group.add_argument(
         "--baseline",
@@ -179,6 +204,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=positive_int, metavar="N", help="run only the first N points"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_argument(parser)
     parser.add_argument(
         "sweep", type=Path, help="sweep file (TOML), e.g. sweeps/relaxation-memory.toml"
     )
@@ -190,11 +216,29 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=[bench.REFERENCE, *(name for name in bench.MODES if name != "synapses-numpy")],
-        choices=[bench.REFERENCE, *bench.MODES],
-        help="what to measure (default: all but synapses-numpy)",
+        choices=bench.ROWS,
+        help="what to measure (default: every mode but synapses-numpy and the epochs; with "
+        "--epoch: the epochs only)",
     )
-    parser.add_argument("--threads", type=positive_int, default=2, help="BLAS threads (default 2)")
+    parser.add_argument(
+        "--contended",
+        action="store_true",
+        help="measure every mode again while a CPU-bound process occupies one core "
+        "(contended_ratio = contended / idle samples per second)",
+    )
+    parser.add_argument(
+        "--batch", type=positive_int, default=bench.DEFAULT_BATCH, help="minibatch size (64)"
+    )
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one Fashion-MNIST training epoch in single and double precision against "
+        "the NumPy reference on the same samples (epoch_s, epoch_ratio)",
+    )
+    parser.add_argument(
+        "--epoch-samples", type=positive_int, help="training samples of an epoch (all 60,000)"
+    )
+    add_threads_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +290,7 @@ def job_from_args(
         epochs=args.epochs,
         train_samples=args.train_samples,
         metrics_every=args.metrics_every,
+        compare_every=getattr(args, "compare_every", Training.compare_every),
         baseline=args.baseline,
         resume=args.resume,
         **common,
@@ -264,6 +309,8 @@ def _run(args: argparse.Namespace) -> int:
     except SpecError as error:
         print(f"arsim: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if getattr(args, "precision", None):
+        protocol = replace(protocol, precision=args.precision)
     return run_from_args(args, model, protocol)
 
 
@@ -272,7 +319,7 @@ def _sweep(args: argparse.Namespace) -> int:
         settings = dict(parse_setting(text) for text in args.set)
         sweep = load_sweep(args.sweep, settings)
         if args.limit:
-            sweep = dataclasses.replace(sweep, points=sweep.points[: args.limit])
+            sweep = replace(sweep, points=sweep.points[: args.limit])
         table = run_sweep(
             sweep,
             args.out,
@@ -296,7 +343,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    rows = bench.run_benchmark(args.modes, args.threads, args.out)
+    modes = args.modes or ([] if args.epoch else list(bench.DEFAULT_ROWS))
+    modes += [name for name in bench.EPOCHS if args.epoch and name not in modes]
+    rows = bench.run_benchmark(
+        modes, args.threads, args.out, contended=args.contended, batch=args.batch,
+        epoch_samples=args.epoch_samples,
+    )  # fmt: skip
     return EXIT_SOME_FAILED if any("error" in row for row in rows) else EXIT_COMPLETED
 
 
@@ -306,6 +358,11 @@ COMMANDS = {"run": _run, "sweep": _sweep, "bench": _bench}
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``arsim`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    try:
+        args.threads = threads.apply(args.threads)
+    except ValueError as error:  # $ARSIM_THREADS is not a positive integer
+        print(f"arsim: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return COMMANDS[args.command](args)
 
 

@@ -16,9 +16,18 @@ import numpy as np
 from arsim import operators
 from arsim.activations import SOFTMAX, activate, output_gradient
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
-from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
+from arsim.network import ARNetwork, Feature
 from arsim.params import Params
 from arsim.spec.schedule import Schedule
+
+
+def cast_params(params: Params, dtype: type) -> Params:
+    """Copies of the weights, biases and ψ of ``params`` as ``dtype`` (a NumPy float type)."""
+
+    def cast(arrays: list) -> list:
+        return [None if a is None else a.astype(dtype) for a in arrays]
+
+    return Params(cast(params.W), cast(params.b), cast(params.psi))
 
 
 class DenseNetwork(ARNetwork):
@@ -35,11 +44,17 @@ class DenseNetwork(ARNetwork):
     products: cheaper than one more Brian2 code object per layer and step, even compiled."""
 
     batches_per_chunk = 32
+    chunk_samples_at_least = 2048
+    """Small minibatches: as many per Brian2 ``run()`` as make this many samples, because
+    every ``run()`` costs about 0.1–0.5 s of preparation (at batch 1 a sixth of the time)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
-        if batches_per_chunk is not None:
-            self.batches_per_chunk = batches_per_chunk
+        if batches_per_chunk is None:
+            batches_per_chunk = max(
+                self.batches_per_chunk, -(-self.chunk_samples_at_least // protocol.batch_size)
+            )
+        self.batches_per_chunk = batches_per_chunk
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
         self._views = {}
@@ -51,7 +66,10 @@ class DenseNetwork(ARNetwork):
         """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
         self._delays = self.schedule.delay_steps
         self._delay_buffers = {
-            c: np.zeros((delay + 1, self.replicas, model.layer(model.connections[c].target).size))
+            c: np.zeros(
+                (delay + 1, self.replicas, model.layer(model.connections[c].target).size),
+                dtype=self.dtype,
+            )
             for c, delay in enumerate(self._delays)
             if delay
         }
@@ -279,9 +297,10 @@ class DenseNetwork(ARNetwork):
         """
         x = self._view(role.index, "x")
         np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
-        if not abs(x.sum()) < DIVERGENCE_LIMIT:  # NaN, inf or huge somewhere: find where
+        limit = self.namespace["divergence_limit"]
+        if not abs(x.sum()) < limit:  # NaN, inf or huge somewhere: find where
             t_bad = self.groups[role.index].variables["t_bad"].get_value()
-            bad = ~(np.abs(x.ravel()) < DIVERGENCE_LIMIT)
+            bad = ~(np.abs(x.ravel()) < limit)
             t_bad[bad] = np.minimum(t_bad[bad], since)
 
     def _after_step(self, t) -> None:
@@ -321,7 +340,8 @@ class DenseNetwork(ARNetwork):
         factors ``(δ, p, has_bias)`` (copies; none without ``keep``).
         """
         rate, feedback_rate = rates
-        rate, feedback_rate = fraction * rate, fraction * feedback_rate
+        # as the matrices' float type, so that a float32 matrix is not updated in float64
+        rate, feedback_rate = self.dtype(fraction * rate), self.dtype(fraction * feedback_rate)
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
             delta = delta_of(target)[mask]
@@ -390,16 +410,16 @@ class DenseNetwork(ARNetwork):
 
     # -- parameters ------------------------------------------------------------------------------
     def set_params(self, params: Params) -> None:
-        """Load weights, biases and ψ (copies)."""
-        copy = params.copy()
+        """Load weights, biases and ψ (copies, as the protocol's float type)."""
+        copy = cast_params(params, self.dtype)
         self.W, self.b, self.psi = copy.W, copy.b, copy.psi
         for c, (_, target, _) in enumerate(self._connections):
             if self.b[c] is not None:
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
 
     def get_params(self) -> Params:
-        """Current weights, biases and ψ (copies)."""
-        return Params(self.W, self.b, self.psi).copy()
+        """Current weights, biases and ψ (float64 copies, whatever the precision)."""
+        return cast_params(Params(self.W, self.b, self.psi), np.float64)
 
     # -- running ---------------------------------------------------------------------------------
     def locate(self, rows, steps, layer_size):

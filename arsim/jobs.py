@@ -29,7 +29,7 @@ from arsim.modes import ExecutionError
 from arsim.run import run_to_folder
 from arsim.runfolder import RunFolderError, default_run_folder
 from arsim.spec import ModelSpec, ProtocolSpec, SpecError
-from arsim.train import TrainError, _find_resume_folder, train
+from arsim.train import TrainError, TrainingOptions, _find_resume_folder, train
 
 EXIT_COMPLETED = 0
 EXIT_SOME_FAILED = 1
@@ -100,6 +100,8 @@ class Training(Job):
         Use only the first N training samples (None: the run's own when resuming, else all).
     metrics_every : int
         A metrics row every this many minibatches.
+    compare_every : int
+        Compare with backprop on every this many minibatches (and each row's last).
     baseline : str
         One of :data:`BASELINES`.
     resume : Path or None
@@ -111,6 +113,7 @@ class Training(Job):
     epochs: int | None = None
     train_samples: int | None = None
     metrics_every: int = 50
+    compare_every: int = TrainingOptions.compare_every
     baseline: str = "backprop"
     resume: Path | None = None
 
@@ -237,6 +240,7 @@ def _train_resolved(job: Training, progress: bool) -> Outcome:
         seed,
         train_samples=job.train_samples,
         metrics_every=job.metrics_every,
+        compare_every=job.compare_every,
         baseline=job.baseline == "backprop",
         resume=job.resume is not None,
         progress=progress,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from arsim import oracle
 from arsim.metrics import batch_metrics
 from arsim.params import Params
 from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
@@ -166,6 +167,10 @@ class ChunkLoop:
         Presentation order (indices into ``inputs``); in the given order by default.
     bar : tqdm.tqdm, optional
         Progress bar counting presentation slots from its current count.
+    compare : callable, optional
+        ``compare(index)``: whether minibatch ``index`` is compared with backprop (its full
+        :func:`~arsim.metrics.batch_metrics`); the others get their ``loss`` only. Default:
+        every minibatch.
 
     Attributes
     ----------
@@ -185,8 +190,10 @@ class ChunkLoop:
         params: Params,
         order: np.ndarray | None = None,
         bar=None,
+        compare=None,
     ):
         self.network, self.model, self.protocol = network, model, protocol
+        self.compare = compare
         self.inputs, self.targets, self.params = inputs, targets, params
         self.order = np.arange(len(inputs)) if order is None else order
         self.bar, self._bar_start = bar, 0 if bar is None else bar.n
@@ -244,7 +251,10 @@ class ChunkLoop:
         x, y = self._rows(swept)
         rate, _ = Schedule(None, self.protocol).learning_rates(len(swept))
         with np.errstate(all="ignore"):
-            row = batch_metrics(self.model, before, after, x, y, rate)
+            if self.compare is None or self.compare(index):
+                row = batch_metrics(self.model, before, after, x, y, rate)
+            else:  # the loss only: a forward sweep, no backprop gradient
+                row = {"loss": float(oracle.loss(self.model, before, x, y).mean())}
         return Minibatch(index, first, last, swept, x, y, rate, before, after, signals, row)
 
     def _watch(self, start: int, stop: int) -> None:

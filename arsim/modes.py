@@ -53,6 +53,8 @@ _REFUSALS = {
     "far; use --mode {modes}",
     Feature.CONTINUOUS_PLASTICITY: "only the {modes} mode changes the weights at every "
     "relaxation step so far; use --mode {modes}",
+    Feature.SINGLE_PRECISION: "only the {modes} mode runs in single precision so far; "
+    "use --mode {modes} or precision = 'double'",
     Feature.CARRY_OVER: "only the {modes} mode carries the state over between samples (a "
     "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
     Feature.PHASE_JITTER: "only the {modes} mode moves the phase boundary per minibatch so far; "
@@ -91,6 +93,8 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature(c.operation), f"{model.source}: connection {c.source} -> {c.target}"))
     if protocol.noise > 0:
         needs.append((Feature.NOISE, f"{source}: noise"))
+    if protocol.precision == "single":
+        needs.append((Feature.SINGLE_PRECISION, f"{source}: precision"))
     if protocol.forward.leaky:
         needs.append((Feature.LEAKY_FORWARD, f"{source}: feedforward.kind"))
         if not protocol.forward.reset:

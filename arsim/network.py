@@ -60,6 +60,13 @@ DIVERGENCE_LIMIT = 1e300
 """An activity that is NaN, infinite or beyond this magnitude counts as diverged."""
 NEVER = 1e9
 """``t_bad`` of a neuron that never diverged, in seconds."""
+FLOAT_DTYPES = {"double": np.float64, "single": np.float32}
+"""NumPy dtype of each protocol ``precision``."""
+
+
+def divergence_limit(dtype: type) -> float:
+    """:data:`DIVERGENCE_LIMIT`, or the largest finite value of a narrower float type."""
+    return min(DIVERGENCE_LIMIT, float(np.finfo(dtype).max))
 
 
 class Feature(StrEnum):
@@ -83,6 +90,7 @@ class Feature(StrEnum):
     CONTINUOUS_PLASTICITY = "continuous plasticity"
     CARRY_OVER = "forward state carried from one sample to the next"
     PHASE_JITTER = "a phase boundary jittered per minibatch"
+    SINGLE_PRECISION = "single precision"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -119,6 +127,8 @@ class ARNetwork:
         One per layer, in layer order.
     monitors : dict
         ``layer name -> StateMonitor``.
+    dtype : type
+        NumPy float type of the groups' variables (the protocol's ``precision``).
     """
 
     mode = "base"
@@ -139,6 +149,9 @@ class ARNetwork:
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
     ):
         self.model, self.protocol = model, protocol
+        self.dtype = FLOAT_DTYPES[protocol.precision]
+        # Brian2's preference is global: every network sets it for the groups it makes
+        b2.prefs.core.default_float_dtype = self.dtype
         self.schedule = Schedule(model, protocol)
         self.roles = layer_roles(model)
         self.steps_per_sample = self.schedule.sample_steps
@@ -160,7 +173,7 @@ class ARNetwork:
             "loss_scale": model.loss_scale,
             "stimulus_stream": self.stimulus,
             "target_stream": self.targets,
-            "divergence_limit": DIVERGENCE_LIMIT,
+            "divergence_limit": divergence_limit(self.dtype),
             "never": NEVER * b2.second,
             "step_dt": self.dt,
             "noise_sigma": protocol.noise,

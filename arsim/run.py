@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from arsim import threads
 from arsim.loop import ChunkLoop, presentation_slots
 from arsim.metrics import sample_metrics
 from arsim.modes import (
@@ -184,6 +185,7 @@ def run_to_folder(
         raise ValueError(f"--samples: expected a positive number of samples, got {n_samples}")
     target = resolve_codegen_target(target, n_samples)
     set_codegen_target(target)
+    used_threads = threads.apply()
     seed = model.seed if seed is None else seed
     partial = prepare_run_folder(out)
     params = init_params(model, seed)
@@ -208,6 +210,7 @@ def run_to_folder(
         "codegen_target": target,
         "mode": mode,
         "device": device,
+        "threads": threads.describe(used_threads),
         "versions": versions(),
         "command": sys.argv,
     }

@@ -18,6 +18,7 @@ import brian2 as b2
 import numpy as np
 from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
 
+from arsim import threads as thread_policy
 from arsim.params import Params
 from arsim.synapses import SynapsesNetwork
 
@@ -64,8 +65,8 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     build_dir : path, optional
         Where the C++ program is built (default: :func:`default_build_dir`).
     threads : int, optional
-        OpenMP threads of the summed top-down input (default: the cores this process may use,
-        as the dense mode's BLAS does). Results do not depend on it: every sum keeps its order.
+        OpenMP threads of the summed top-down input (default: the thread policy,
+        :func:`arsim.threads.resolve`). Results do not depend on it: every sum keeps its order.
 
     Notes
     -----
@@ -82,7 +83,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     def __init__(self, model, protocol, params, record=True, build_dir=None, threads=None):
         self.build_dir = Path(build_dir or default_build_dir(model, protocol))
         self.build_dir.mkdir(parents=True, exist_ok=True)
-        self.threads = threads or len(os.sched_getaffinity(0))
+        self.threads = threads or thread_policy.resolve()
         b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
         # Brian2's default `make -j` starts a compiler per source file at once (about 20 here),
         # which swamps a busy machine; as many jobs as usable cores compile as fast when idle.

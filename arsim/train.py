@@ -25,9 +25,11 @@ The run folder::
 ``batch``              minibatches done in the run (global count); ``samples`` likewise
 ``ar_loss``            mean per-sample training loss of AR's minibatches since the last row
                        (each before its update); ``bp_loss`` the baseline's
-``angle_deg``          mean over those minibatches of the angle between AR's update
-                       (−ΔW, all matrices and biases flattened into one vector) and the
-                       backprop gradient of the same weights and batch; ``angle_deg_max``,
+``angle_deg``          mean over those minibatches compared with backprop (the first of the
+                       epoch, every ``compare_every``-th and the row's last) of the angle
+                       between AR's update (−ΔW, all matrices and biases flattened into one
+                       vector) and the backprop gradient of the same weights and batch;
+                       ``angle_deg_max``,
                        ``angle_deg_last``; ``angle_deg_W<l>`` per weight matrix (mean)
 ``relax_relerr_<layer>``  ``|x − ∂L/∂x̂| / |∂L/∂x̂|`` per hidden layer after the protocol's
                        relaxation (NumPy oracle) on the last minibatch, AR's weights
@@ -57,7 +59,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from arsim import oracle
+from arsim import oracle, threads
 from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
 from arsim.metrics import evaluate, relaxation_errors
@@ -156,12 +158,21 @@ class TrainingOptions:
         Train the backprop baseline beside AR.
     eval_samples : int
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
+    compare_every : int
+        Compare AR's update with backprop (the angles of ``metrics.csv``) on every this many
+        minibatches of an epoch (the first, then every ``compare_every``-th) and on the last
+        one of every ``batch`` row; the weights do not depend on it.
     """
 
     seed: int
     metrics_every: int = 50
     baseline: bool = True
     eval_samples: int = 10000
+    compare_every: int = 10
+
+    def compared(self, index: int) -> bool:
+        """Whether minibatch ``index`` (0-based, in its epoch) is compared with backprop."""
+        return index % self.compare_every == 0 or (index + 1) % self.metrics_every == 0
 
 
 class Training:
@@ -241,8 +252,10 @@ class Training:
                 "metrics_every": options.metrics_every,
                 "baseline": options.baseline,
                 "eval_samples": options.eval_samples,
+                "compare_every": options.compare_every,
                 "codegen_target": target,
                 "mode": "dense",
+                "threads": threads.describe(threads.apply()),
             },
             "versions": versions(),
             "command": sys.argv,
@@ -268,6 +281,7 @@ class Training:
         self.options = TrainingOptions(
             config["seed"], options["metrics_every"], options["baseline"], options["eval_samples"]
         )
+        self.options.compare_every = options.get("compare_every", 1)  # 1: runs made before it
         config["epochs"] = epochs
         config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
         write_json(self.folder / "config.json", config)
@@ -342,8 +356,9 @@ class Training:
         network = build_network(model, protocol, self.ar, "dense", record=False)
         network.seed_key = (seed, epoch)
         loop = ChunkLoop(
-            network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar
-        )
+            network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar,
+            compare=self.options.compared,
+        )  # fmt: skip
         n_layers = len(model.connections)
         window, epoch_window = Window(n_layers), Window(n_layers)
         for batch in loop:
@@ -480,6 +495,7 @@ def train(
     progress: bool = True,
     eval_samples: int = 10000,
     target: str = "auto",
+    compare_every: int = TrainingOptions.compare_every,
 ) -> tuple[Path, dict]:
     """Train AR (Brian2, dense mode) and the backprop baseline; write the run folder.
 
@@ -511,6 +527,8 @@ def train(
     target : {'auto', 'numpy', 'cython'}
         Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
         (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations).
+    compare_every : int
+        Compare with backprop on every this many minibatches (:class:`TrainingOptions`).
 
     Returns
     -------
@@ -522,6 +540,8 @@ def train(
         raise TrainError(f"--epochs: expected a positive number of epochs, got {epochs}")
     if metrics_every < 1:
         raise TrainError(f"--metrics-every: expected a positive integer, got {metrics_every}")
+    if compare_every < 1:
+        raise TrainError(f"--compare-every: expected a positive integer, got {compare_every}")
     images, labels = _training_set(dataset, model, train_samples)
     data = {
         "name": dataset.name,
@@ -533,12 +553,13 @@ def train(
     }
     target = resolve_codegen_target(target, len(images) * epochs)
     set_codegen_target(target)
+    threads.apply()
     training = Training(model, protocol, dataset, images, labels)
     if resume:
         training.resume(Path(out), epochs, data)
     else:
         seed = model.seed if seed is None else seed
-        options = TrainingOptions(seed, metrics_every, baseline, eval_samples)
+        options = TrainingOptions(seed, metrics_every, baseline, eval_samples, compare_every)
         training.start(Path(out), epochs, data, options, target)
     message = training.run(epochs, progress)
     return training.finish(message)

@@ -43,17 +43,23 @@ class Window:
         """Add a minibatch: its :func:`arsim.metrics.batch_metrics` and the baseline's loss."""
         self.ar_loss.append(metrics["loss"])
         self.bp_loss.append(bp_loss)
+        if "angle_deg" not in metrics:  # not compared with backprop (``compare_every``)
+            return
         self.angle.append(metrics["angle_deg"])
         self.layer_angles.append([metrics[f"angle_deg_W{c}"] for c in range(self.n_layers)])
 
     def summary(self) -> dict:
-        """Means of the losses and angles (degrees), the largest and the last angle."""
-        if not self.angle:
+        """Means of the losses and angles (degrees), the largest and the last angle.
+
+        The angles are those of the minibatches compared with backprop.
+        """
+        if not self.ar_loss:
             return {}
+        row = {"ar_loss": float(np.mean(self.ar_loss)), "bp_loss": float(np.mean(self.bp_loss))}
+        if not self.angle:
+            return row
         layer_angles = np.array(self.layer_angles)
-        row = {
-            "ar_loss": float(np.mean(self.ar_loss)),
-            "bp_loss": float(np.mean(self.bp_loss)),
+        row |= {
             "angle_deg": float(np.mean(self.angle)),
             "angle_deg_max": float(np.max(self.angle)),
             "angle_deg_last": float(self.angle[-1]),

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arsim import oracle
+from arsim import oracle, threads
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
 from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
@@ -91,6 +91,12 @@ def relaxation_history(traces, protocol, layer, n_samples):
     )
     assert not np.isnan(history).any(), f"missing trace rows for layer {layer}"
     return history
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _thread_policy():
+    """The tests run with the thread policy every arsim command applies."""
+    threads.apply()
 
 
 @pytest.fixture(autouse=True)

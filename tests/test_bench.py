@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 from conftest import make_model, make_protocol, random_batch
 
 from arsim import oracle
-from arsim.bench import numpy_reference, run_benchmark
+from arsim.bench import numpy_reference, run_benchmark, start_competitor, timed_samples
+from arsim.datasets import DatasetError, find_dataset_folder
 from arsim.spec.schedule import Schedule
 
 
@@ -44,3 +47,49 @@ def test_bench_writes_a_json_row_per_mode(tmp_path):
         assert row["samples_per_s"] > 0 and row["machine"]["blas_threads"] == 1
     assert saved[0]["ratio_to_numpy"] == 1.0
     assert any(line.startswith("dense") for line in lines)
+
+
+def test_contended_single_precision_rows_at_another_batch_size(tmp_path):
+    """``contended`` adds the busy-machine speed and its ratio to the idle one; ``batch``
+    reaches the measurement; the single-precision reference is compared with the float64
+    one."""
+    rows = run_benchmark(
+        ["numpy-reference-single"], threads=1, echo=lambda line: None, contended=True, batch=8
+    )
+    (row,) = rows
+    assert row["mode"] == "numpy-reference-single" and "error" not in row
+    assert row["batch_size"] == 8 and row["precision"] == "single" and row["threads"] == 1
+    assert row["ratio_to_numpy"] == row["samples_per_s"] / row["reference_samples_per_s"]
+    assert row["contended_ratio"] == row["contended_samples_per_s"] / row["samples_per_s"]
+    assert row["contended_samples_per_s"] > 0
+
+
+def test_competitor_is_pinned_to_one_core():
+    competitor = start_competitor()
+    try:
+        assert os.sched_getaffinity(competitor.pid) == {max(os.sched_getaffinity(0))}
+        assert competitor.poll() is None  # still busy
+    finally:
+        competitor.kill()
+        competitor.wait()
+
+
+def test_timed_samples_shrink_with_the_batch():
+    assert timed_samples("dense", 64) == 2048
+    assert timed_samples("dense", 1) == 64
+    assert timed_samples("dense", 8) == 256
+    assert timed_samples("dense", 256) == 2048
+
+
+def test_epoch_row_times_a_training_epoch_and_the_reference(tmp_path):
+    """A tiny epoch (128 samples): its seconds, the reference's on the same images, and
+    their ratio."""
+    try:
+        find_dataset_folder("fashion-mnist")
+    except DatasetError as error:
+        pytest.skip(f"Fashion-MNIST not installed: {error}")
+    (row,) = run_benchmark(["epoch-single"], threads=1, echo=lambda line: None, epoch_samples=128)
+    assert "error" not in row, row.get("error")
+    assert row["samples"] == 128 and row["precision"] == "single" and row["batch_size"] == 64
+    assert row["epoch_ratio"] == row["epoch_s"] / row["reference_s"]
+    assert 0 <= row["ar_test_acc"] <= 1

@@ -21,6 +21,7 @@ from arsim.spec.model import (
     topological_order,
 )
 from arsim.spec.protocol import (
+    PRECISIONS,
     OscillationSpec,
     ProtocolSpec,
     RecordSpec,
@@ -42,6 +43,7 @@ from arsim.spec.schema import (
 __all__ = [
     "CODEGEN_TARGETS",
     "PHASES",
+    "PRECISIONS",
     "ConnectionSpec",
     "InitSpec",
     "LayerSpec",

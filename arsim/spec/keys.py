@@ -69,6 +69,9 @@ PROTOCOL_KEYS: dict[str, str] = {
     "name": "Protocol name (default: the file's stem); it names the run folder.",
     "tau": "τ of the leaky-integrator neurons; the relaxation rate `η_x = dt/τ` is derived.",
     "dt": "Forward Euler step (below 2 τ).",
+    "precision": "Floating point of the simulation: `double` (float64, default) or `single` "
+    "(float32 NeuronGroups, matrices and BLAS in the dense mode; the synapses modes refuse; "
+    "`--precision` overrides).",
     "noise": "σ of additive white noise on the relaxation, `τ dx/dt = −x + fb + σ √τ ξ` "
     "(activity units), drawn from the run's seed.",
     "layer_tau": "Time constants of particular layers, overriding `tau`.",

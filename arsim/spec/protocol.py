@@ -26,6 +26,7 @@ from arsim.spec.schema import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "OscillationSpec",
     "ProtocolSpec",
     "RecordSpec",
@@ -33,6 +34,9 @@ __all__ = [
     "load_protocol",
     "protocol_from_dict",
 ]
+
+PRECISIONS = ("double", "single")
+"""Floating point of a simulation (the protocol's ``precision``): float64 or float32."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,9 @@ class ProtocolSpec:
         The forward dynamics, relaxation onsets and output error unit (``[feedforward]``).
     plasticity : PlasticitySpec
         When the weights change (``[plasticity]``).
+    precision : {'double', 'single'}
+        Floating point of the simulation: float64 (default) or float32 neurons, weights and
+        matrix products (dense mode only; the NumPy oracle stays float64).
     source : str
         File the protocol was read from.
     """
@@ -181,6 +188,7 @@ class ProtocolSpec:
     dwell: float = 0.0
     forward: FeedforwardSpec = field(default_factory=FeedforwardSpec)
     plasticity: PlasticitySpec = field(default_factory=PlasticitySpec)
+    precision: str = "double"
     source: str = "<spec>"
 
     def to_dict(self) -> dict:
@@ -215,6 +223,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     relaxation_start, tolerance = _phases(phases, oscillation, durations, dt, dt_text)
     jitter = _jitter(phases, oscillation, durations, dt, dt_text)
     noise = root.number("noise", ProtocolSpec.noise, low=0.0)
+    precision = root.get("precision", str, ProtocolSpec.precision, choices=PRECISIONS)
     phases.finish()
     dwell = _stimulus(root.table("stimulus"), dt, dt_text)
     rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
@@ -248,6 +257,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         dwell=dwell,
         forward=forward,
         plasticity=plasticity,
+        precision=precision,
         source=str(source),
     )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from arsim import threads
 from arsim.runfolder import versions
 from arsim.sweep.declaration import Sweep, load_sweep, point_payload
 from arsim.sweep.points import (
@@ -90,9 +91,8 @@ def run_sweep(
         Address of a Dask scheduler (``tcp://host:port``); its workers need arsim installed
         and ``out`` at the same path (a shared file system). Default: a local cluster.
     workers : int, optional
-        Worker processes of the local cluster (default: the number of cores). With more than
-        one, each point's BLAS runs on ``cores // workers`` threads (on a scheduler's cluster:
-        1 thread).
+        Worker processes of the local cluster (default: the number of cores). Each point's
+        BLAS runs on the threads of :func:`arsim.threads.resolve` (1 unless ``--threads``).
     client : distributed.Client, optional
         Use this client instead of making one (BLAS threads: 1).
     progress : bool
@@ -233,7 +233,7 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         The local cluster made here (or None), the client (None when there is nothing to
         run), the BLAS threads of each point process and a description for ``sweep.json``.
     """
-    cluster, blas_threads = None, 1
+    cluster, blas_threads = None, threads.resolve()  # the thread policy, per point process
     if not todo:
         return None, None, None, {"scheduler": None, "points_to_run": 0}
     if client is None:
@@ -259,7 +259,6 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
             except BaseException:
                 cluster.close()
                 raise
-            blas_threads = max(1, available_cores() // workers)
     info = client.scheduler_info(n_workers=-1)
     executor = {
         "scheduler": scheduler or info.get("address"),

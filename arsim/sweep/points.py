@@ -30,6 +30,7 @@ STATUSES = ("completed", "diverged", "failed")
 FINISHED = ("completed", "diverged")
 """Statuses written by a run into its folder; a point with one of them is not run again."""
 BLAS_THREAD_VARIABLES = (
+    "ARSIM_THREADS",  # arsim.threads.VARIABLE: the point's run applies it
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
