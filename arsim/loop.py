@@ -19,7 +19,7 @@ import pandas as pd
 
 from arsim.metrics import batch_metrics
 from arsim.params import Params
-from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
+from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
 
@@ -166,6 +166,8 @@ class ChunkLoop:
         Presentation order (indices into ``inputs``); in the given order by default.
     bar : tqdm.tqdm, optional
         Progress bar counting presentation slots from its current count.
+    recorder : arsim.recording.MemoryRecorder or arsim.traces.TraceWriter, optional
+        Receives the recorded traces after every chunk (default: kept in memory).
 
     Attributes
     ----------
@@ -185,6 +187,7 @@ class ChunkLoop:
         params: Params,
         order: np.ndarray | None = None,
         bar=None,
+        recorder=None,
     ):
         self.network, self.model, self.protocol = network, model, protocol
         self.inputs, self.targets, self.params = inputs, targets, params
@@ -194,7 +197,7 @@ class ChunkLoop:
         if protocol.dwell > 0:  # the stream shows the samples; the chunks count sample periods
             network.set_stream(*self._rows(np.arange(len(self.order))))
         self.divergence: Divergence | None = None
-        self._frames: list[pd.DataFrame] = []
+        self.recorder = recorder if recorder is not None else MemoryRecorder(protocol)
         wanted = protocol.record.samples
         self._wanted = None if wanted is None else set(wanted)
 
@@ -225,8 +228,7 @@ class ChunkLoop:
             with np.errstate(all="ignore"):  # divergence: checked below
                 network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
             self._advance(stop)
-            if getattr(network, "traces_per_chunk", False):  # each program run starts afresh
-                self._frames.append(monitors_to_frame(network, self.slots))
+            record_chunk(network, self.recorder, start, stop, self.slots, self._wanted)
             self.divergence = self._divergence(stop)
             if self.divergence is not None:
                 return
@@ -275,10 +277,6 @@ class ChunkLoop:
         kept = stop - 1 if self.network.monitors else None
         return Divergence(layer, neuron, sample, t, phase_name(step, self.protocol), kept)
 
-    def traces(self) -> pd.DataFrame:
-        """The recorded traces of the slots presented (long format, :mod:`arsim.recording`)."""
-        if getattr(self.network, "traces_per_chunk", False):
-            if self._frames:
-                return concat_traces(self._frames)
-            return monitors_to_frame(self.network, 0)
-        return monitors_to_frame(self.network, self.slots)
+    def traces(self) -> pd.DataFrame | None:
+        """The recorded traces (long format, :mod:`arsim.recording`); None when streamed."""
+        return self.recorder.frame()
