@@ -19,7 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+
+from arsim.traces import load  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,18 +29,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, default=0, help="sample index (default 0)")
     parser.add_argument("--out", type=Path, help="figure file (PNG)")
     args = parser.parse_args(argv)
-    traces_file = args.run / "traces.parquet"
-    if not traces_file.exists():
-        print(
-            f"plot_relaxation: error: {traces_file}: no traces (is this a run folder?)",
-            file=sys.stderr,
-        )
+    try:
+        rows = load(args.run, samples=[args.sample])
+    except FileNotFoundError as error:
+        print(f"plot_relaxation: error: {error} (is this a run folder?)", file=sys.stderr)
         return 2
-    traces = pd.read_parquet(traces_file)
     config = json.loads((args.run / "config.json").read_text())
-    rows = traces[traces["sample"] == args.sample]
     if rows.empty:
-        recorded = sorted(traces["sample"].unique())
+        recorded = sorted(load(args.run, neurons=[0])["sample"].unique())
         print(
             f"plot_relaxation: error: --sample {args.sample}: not recorded; recorded: {recorded}",
             file=sys.stderr,

@@ -18,6 +18,7 @@ from arsim.activations import SOFTMAX, activate, output_gradient
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
 from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
 from arsim.params import Params
+from arsim.recording import chunk_values_cap
 from arsim.spec.schedule import Schedule
 
 
@@ -40,6 +41,9 @@ class DenseNetwork(ARNetwork):
         self.replicas = protocol.batch_size
         if batches_per_chunk is not None:
             self.batches_per_chunk = batches_per_chunk
+        elif record:  # the state monitors hold one chunk of recorded values at a time
+            cap = chunk_values_cap(model, protocol, self.replicas)
+            self.batches_per_chunk = min(self.batches_per_chunk, cap)
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
         self._views = {}

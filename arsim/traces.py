@@ -282,7 +282,7 @@ def load_summary(run_dir, layers=None, epochs=None) -> pd.DataFrame:
 
 
 def _to_xarray(found: list, t):
-    import xarray as xr  # optional dependency: only for as_xarray=True
+    import xarray as xr  # optional heavy dependency: only for as_xarray=True
 
     arrays = {}
     for meta, blocks in found:
