@@ -215,6 +215,13 @@ class ChunkLoop:
         return self._rows(np.arange(start, stop))
 
     def __iter__(self) -> Iterator[Minibatch]:
+        try:
+            yield from self._iterate()
+        finally:  # the trace files stay readable with the chunks written, however it ends
+            if hasattr(self.recorder, "close"):
+                self.recorder.close()
+
+    def _iterate(self) -> Iterator[Minibatch]:
         network, protocol = self.network, self.protocol
         chunk, batch = network.chunk_samples, protocol.batch_size
         current = self.params
@@ -228,7 +235,8 @@ class ChunkLoop:
             with np.errstate(all="ignore"):  # divergence: checked below
                 network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
             self._advance(stop)
-            record_chunk(network, self.recorder, start, stop, self.slots, self._wanted)
+            rows = self._rows if protocol.dwell == 0 else None  # summaries: backprop reference
+            record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
             self.divergence = self._divergence(stop)
             if self.divergence is not None:
                 return
@@ -253,7 +261,9 @@ class ChunkLoop:
         """Switch the monitors on if the chunk holds a sample to record."""
         if getattr(self.network, "traces_per_chunk", False):  # fixed once a program is built
             return
-        wanted = self._wanted is None or bool(self._wanted.intersection(range(start, stop + 1)))
+        # the tick ending the chunk records the first step of the next minibatch
+        ahead = range(start, stop + self.protocol.batch_size)
+        wanted = self._wanted is None or bool(self._wanted.intersection(ahead))
         for monitor in self.network.monitors.values():
             monitor.active = wanted
 

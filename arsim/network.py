@@ -332,9 +332,9 @@ class ARNetwork:
                 continue
             variables = [v for v in record.variables if v in group.variables]
             size = role.spec.size
-            neurons = (
+            neurons = (  # summaries are over every neuron
                 list(range(size))
-                if record.neurons is None
+                if record.neurons is None or record.summary
                 else [n for n in record.neurons if n < size]
             )
             if not variables or not neurons:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from arsim.spec import PHASES, ProtocolSpec
+from arsim import oracle
+from arsim.spec import PHASES, ProtocolSpec, RecordSpec
 from arsim.spec.schedule import Schedule
 
 TRACE_COLUMNS = ("sample", "phase", "t", "layer", "neuron", "variable", "value")
@@ -195,8 +196,17 @@ def blocks_to_frame(blocks: list[Block], timeline: tuple[float, int, list[int]])
             )
         )
     if not frames:
-        frame = pd.DataFrame({column: [] for column in TRACE_COLUMNS})
-        frame["phase"] = frame["phase"].astype(np.int64)
+        frame = pd.DataFrame(
+            {
+                "sample": np.empty(0, np.int32),
+                "phase": np.empty(0, np.int64),
+                "t": np.empty(0),
+                "layer": np.empty(0, str),
+                "neuron": np.empty(0, np.int32),
+                "variable": np.empty(0, str),
+                "value": np.empty(0),
+            }
+        )
     else:
         frame = pd.concat(frames, ignore_index=True)
     frame["phase"] = pd.Categorical.from_codes(frame["phase"].to_numpy(np.int64), categories=PHASES)
@@ -219,7 +229,63 @@ def concat_traces(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return _tidy(frame)
 
 
-class MemoryRecorder:
+def _split(block: Block, stop: int) -> tuple[Block | None, Block | None]:
+    """The rows of ``block`` before sample ``stop`` and those from it on (None if none)."""
+    late = block.sample >= stop
+    parts = []
+    for rows in (~late, late):
+        if not rows.any():
+            parts.append(None)
+            continue
+        values = np.asfortranarray(block.values[rows])
+        sample, step = block.sample[rows], block.step[rows]
+        parts.append(Block(block.layer, block.variable, sample, step, block.neurons, values))
+    return parts[0], parts[1]
+
+
+def _join(first: Block, second: Block) -> Block:
+    """Rows of two blocks of the same layer, variable and neurons, sorted by sample and step."""
+    sample = np.concatenate([first.sample, second.sample])
+    step = np.concatenate([first.step, second.step])
+    order = np.lexsort((step, sample))
+    values = np.asfortranarray(np.concatenate([first.values, second.values])[order])
+    return Block(first.layer, first.variable, sample[order], step[order], first.neurons, values)
+
+
+class Recorder:
+    """What every recorder shares: a chunk holds exactly the rows of its own samples.
+
+    A chunk of a mode whose network time runs on records, at the tick that ends it, the first
+    step of the next samples; those rows are held back and written with the next chunk (so a
+    run stopped after k chunks keeps exactly the rows of the samples of those k chunks).
+    """
+
+    def __init__(self):
+        self.rows = 0
+        self._pending: dict[tuple[str, str], Block] = {}
+
+    def write_chunk(self, blocks: list[Block], stop: int) -> None:
+        """Write the rows of samples before ``stop``; hold back the later ones."""
+        pending, self._pending = self._pending, {}
+        for block in blocks:
+            key = (block.layer, block.variable)
+            pending[key] = _join(pending[key], block) if key in pending else block
+        ready = []
+        for key, block in pending.items():
+            now, later = _split(block, stop)
+            if later is not None:
+                self._pending[key] = later
+            if now is not None:
+                ready.append(now)
+        self.rows += sum(block.values.size for block in ready)
+        self.write(ready)
+
+    def write(self, blocks: list[Block]) -> None:
+        """Store a chunk's blocks."""
+        raise NotImplementedError
+
+
+class MemoryRecorder(Recorder):
     """A recorder that keeps the blocks in memory (a run without a run folder).
 
     Parameters
@@ -229,21 +295,102 @@ class MemoryRecorder:
     """
 
     def __init__(self, protocol: ProtocolSpec):
+        super().__init__()
         self.protocol = protocol
         self.blocks: list[Block] = []
-        self.rows = 0
+        self.summaries: list[pd.DataFrame] = []
 
     def write(self, blocks: list[Block]) -> None:
         """Keep a chunk's blocks."""
         self.blocks += blocks
-        self.rows += sum(block.values.size for block in blocks)
+
+    def write_summary(self, layer: str, table: pd.DataFrame) -> None:
+        """Keep a chunk's summary rows of ``layer`` (:func:`summarize`)."""
+        self.summaries.append(table.assign(layer=layer))
 
     def frame(self) -> pd.DataFrame:
         """The tidy table of everything kept (:func:`blocks_to_frame`)."""
         return blocks_to_frame(self.blocks, timing(self.protocol))
 
 
-def record_chunk(network, recorder, start: int, stop: int, slots: int, samples=None) -> None:
+def chunk_gradients(model, protocol, before, after, start: int, rows, slots) -> dict:
+    """The backprop gradients ``∂L/∂x̂`` of every layer for some slots of a chunk.
+
+    Parameters
+    ----------
+    model, protocol : ModelSpec, ProtocolSpec
+        What ran.
+    before : Params
+        Weights before the chunk.
+    after : list of Params
+        Weights after each of its minibatches.
+    start : int
+        The chunk's first slot.
+    rows : callable
+        Slots (array) → their ``(inputs, targets)``.
+    slots : iterable of int
+        Slots of the chunk.
+
+    Returns
+    -------
+    dict
+        Slot → list of per-layer gradient vectors (oracle backprop with the weights its
+        minibatch started from).
+    """
+    weights = [before, *after]
+    slots = np.array(sorted(slots), dtype=np.int64)
+    found = {}
+    for batch in np.unique((slots - start) // protocol.batch_size):
+        if batch >= len(weights):
+            continue
+        chosen = slots[(slots - start) // protocol.batch_size == batch]
+        inputs, targets = rows(chosen)
+        activity = oracle.backprop(model, weights[batch], inputs, targets).activity
+        for k, slot in enumerate(chosen):
+            found[int(slot)] = [a[k] for a in activity]
+    return found
+
+
+def summarize(blocks: list[Block], model, gradients: dict) -> dict[str, pd.DataFrame]:
+    """Per layer: sample, step and, per variable, the mean and std over the block's neurons.
+
+    ``x_grad_distance`` is ``‖x − g‖ / ‖g‖`` with ``g`` the sample's backprop gradient
+    ``∂L/∂x̂`` of the layer (:func:`chunk_gradients`; NaN where it is not known).
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    for block in blocks:
+        table = tables.setdefault(
+            block.layer, pd.DataFrame({"sample": block.sample, "step": block.step})
+        )
+        table[f"{block.variable}_mean"] = block.values.mean(axis=1)
+        table[f"{block.variable}_std"] = block.values.std(axis=1)
+        if block.variable == "x":
+            index = model.index(block.layer)
+            distance = np.full(len(block.sample), np.nan)
+            for slot in np.unique(block.sample):
+                if int(slot) in gradients:
+                    g = gradients[int(slot)][index]
+                    rows = block.sample == slot
+                    gap = np.linalg.norm(block.values[rows] - g, axis=1)
+                    distance[rows] = gap / np.linalg.norm(g)
+            table["x_grad_distance"] = distance
+    return tables
+
+
+def _select(block: Block, neurons) -> Block | None:
+    """``block`` with only the columns of ``neurons`` (all when None)."""
+    if neurons is None:
+        return block
+    columns = np.flatnonzero(np.isin(block.neurons, neurons))
+    if not columns.size:
+        return None
+    values = np.asfortranarray(block.values[:, columns])
+    return Block(
+        block.layer, block.variable, block.sample, block.step, block.neurons[columns], values
+    )
+
+
+def record_chunk(network, recorder, start: int, stop: int, slots: int, before=None, rows=None):
     """Hand the chunk ``start:stop`` just run to ``recorder`` and empty the monitors.
 
     Parameters
@@ -251,17 +398,34 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, samples=N
     network : arsim.network.ARNetwork
         The network that ran the chunk.
     recorder : MemoryRecorder or arsim.traces.TraceWriter
-        Receives the chunk's blocks (``write``).
+        Receives the chunk's blocks (``write``) and summaries (``write_summary``).
     start, stop : int
         The chunk's presentation slots.
     slots : int
         Presentation slots of the whole run.
-    samples : collection of int, optional
-        Slots to keep (all when None).
+    before : Params, optional
+        Weights before the chunk (summaries: the gradient distance).
+    rows : callable, optional
+        Slots → their ``(inputs, targets)`` (summaries; without it the distance is NaN).
     """
     if not network.monitors:
         return
+    record: RecordSpec = network.protocol.record
+    batch = network.protocol.batch_size
+    samples = None
+    if record.samples is not None or record.minibatches is not None:
+        samples = [s for s in range(start, stop + 1) if record.keeps(s, batch)]
     # a mode whose every chunk starts afresh records the next chunk's first step again there
     limit = stop if getattr(network, "traces_per_chunk", False) else slots
-    recorder.write(chunk_blocks(network, limit, samples))
+    blocks = chunk_blocks(network, limit, samples)
+    if record.summary:
+        seen = {int(s) for block in blocks for s in np.unique(block.sample)}
+        gradients = {}
+        if rows is not None and before is not None:
+            model, after = network.model, network.batch_params
+            gradients = chunk_gradients(model, network.protocol, before, after, start, rows, seen)
+        for layer, table in summarize(blocks, network.model, gradients).items():
+            recorder.write_summary(layer, table)
+        blocks = [b for b in (_select(b, record.neurons) for b in blocks) if b is not None]
+    recorder.write_chunk(blocks, stop)
     empty_monitors(network)

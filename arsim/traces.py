@@ -27,14 +27,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from arsim.recording import Block, blocks_to_frame, timing
+from arsim.recording import Block, Recorder, blocks_to_frame, timing
 from arsim.spec import PHASES
 
 FORMAT = "arsim-traces-1"
 """Format tag of ``meta.json``."""
 
 
-class TraceWriter:
+class TraceWriter(Recorder):
     """Streams recorded blocks to ``folder`` (see the module docstring), one row group a chunk.
 
     Use as a context manager (or call :meth:`close`): every file is closed, and stays readable
@@ -53,11 +53,11 @@ class TraceWriter:
     """
 
     def __init__(self, folder, protocol, epoch: int | None = None, images: dict | None = None):
+        super().__init__()
         self.folder = Path(folder)
         self.protocol = protocol
         self.folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
-        self.rows = 0
         dt, period, phase_steps = timing(protocol)
         meta = {
             "format": FORMAT,
@@ -82,7 +82,6 @@ class TraceWriter:
             for j, neuron in enumerate(block.neurons):
                 columns[f"n{neuron}"] = pa.array(block.values[:, j])
             self.write_table(block.layer, block.variable, pa.table(columns))
-            self.rows += block.values.size
 
     def write_table(self, layer: str, name: str, table: pa.Table) -> None:
         """Append ``table`` as a row group of ``<layer>/<name>.parquet``."""
@@ -93,6 +92,10 @@ class TraceWriter:
             self._writers[key] = pq.ParquetWriter(path, table.schema)
         self._writers[key].write_table(table)
 
+    def write_summary(self, layer: str, table: pd.DataFrame) -> None:
+        """Append a chunk's summary rows of ``layer`` to ``<layer>/summary.parquet``."""
+        self.write_table(layer, "summary", pa.Table.from_pandas(table, preserve_index=False))
+
     def frame(self) -> None:
         """Nothing is held in memory: read the traces back with :func:`load`."""
         return None
@@ -102,6 +105,20 @@ class TraceWriter:
         writers, self._writers = self._writers, {}
         for writer in writers.values():
             writer.close()
+
+
+def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWriter | None:
+    """The writer of training epoch ``epoch`` (``folder/epoch-E``), or None if not recorded.
+
+    ``order`` is the epoch's presentation order (training-set index of each slot); the slots
+    the protocol records (``[record] samples`` and ``minibatches``) are kept with their image.
+    """
+    record = protocol.record
+    if record.epochs is None or epoch not in record.epochs:
+        return None
+    kept = [s for s in range(len(order)) if record.keeps(s, protocol.batch_size)]
+    images = {s: int(order[s]) for s in kept}
+    return TraceWriter(Path(folder) / f"epoch-{epoch}", protocol, epoch, images)
 
 
 def _timing(meta: dict) -> tuple[float, int, list[int]]:

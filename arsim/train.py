@@ -74,6 +74,7 @@ from arsim.runfolder import (
 )
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 from arsim.spec.schedule import Schedule
+from arsim.traces import epoch_recorder
 from arsim.trainlog import MetricsTable, Window
 
 
@@ -339,9 +340,10 @@ class Training:
         model, protocol, seed = self.model, self.protocol, self.options.seed
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
-        network = build_network(model, protocol, self.ar, "dense", record=False)
+        recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)
+        network = build_network(model, protocol, self.ar, "dense", record=recorder is not None)
         loop = ChunkLoop(
-            network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar
+            network, model, protocol, self.images, self.targets, self.ar, order, bar, recorder
         )
         n_layers = len(model.connections)
         window, epoch_window = Window(n_layers), Window(n_layers)
