@@ -80,6 +80,7 @@ def bytes_read_by_slice(run: Path) -> dict:
 
 
 def main(argv=None) -> int:
+    """Run the measurements and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 1024, 4096])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "recording.json")
