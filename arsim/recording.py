@@ -220,15 +220,6 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
 
-def concat_traces(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One trace table from several (categories re-made, rows sorted)."""
-    frames = [frame for frame in frames if len(frame)] or frames[:1]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["phase"] = pd.Categorical(frame["phase"].astype(str), categories=PHASES)
-    frame[["sample", "neuron"]] = frame[["sample", "neuron"]].astype(np.int32)
-    return _tidy(frame)
-
-
 def _split(block: Block, stop: int) -> tuple[Block | None, Block | None]:
     """The rows of ``block`` before sample ``stop`` and those from it on (None if none)."""
     late = block.sample >= stop
