@@ -20,6 +20,7 @@ from arsim.network import DIVERGENCE_LIMIT, ARNetwork, Feature
 from arsim.params import Params
 from arsim.recording import chunk_values_cap
 from arsim.spec.schedule import Schedule
+from arsim.tracebuffer import TraceBuffer
 
 
 class DenseNetwork(ARNetwork):
@@ -36,6 +37,9 @@ class DenseNetwork(ARNetwork):
     products: cheaper than one more Brian2 code object per layer and step, even compiled."""
 
     batches_per_chunk = 32
+    trace_buffer: TraceBuffer | None = None
+    """Records the layers' arrays at every step (None: nothing recorded, or StateMonitors for
+    a recording ``interval`` longer than dt)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -408,6 +412,14 @@ class DenseNetwork(ARNetwork):
         sample = tick * self.replicas + replica
         return sample, neuron, sample * self.steps_per_sample + step_in_sample
 
+    def _make_monitors(self) -> dict:
+        interval = self.protocol.record.interval
+        layers = self._recorded_layers()
+        if (interval is not None and not np.isclose(interval, self.protocol.dt)) or not layers:
+            return super()._make_monitors()
+        self.trace_buffer = TraceBuffer(self, layers)
+        return {"arrays": self.trace_buffer.operation}
+
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         batch, rows = self.replicas, self.batches_per_chunk + 1
         stimulus = self.stimulus.values.reshape(rows, batch, -1)
@@ -427,6 +439,8 @@ class DenseNetwork(ARNetwork):
             stimulus[len(self._batches), :count] = next_input[:count]
             target_values[len(self._batches), :count] = next_target[:count]
         self._chunk_start = self.ticks_done * self.steps_per_sample * self.protocol.dt
+        if self.trace_buffer is not None:
+            self.trace_buffer.start_chunk(len(self._batches))
         return len(self._batches)
 
     def _after_chunk(self) -> None:

@@ -151,7 +151,8 @@ def chunk_blocks(network, limit: int, samples=None) -> list[Block]:
 def empty_monitors(network) -> None:
     """Drop what the network's state monitors hold (they keep recording from there)."""
     for monitor in network.monitors.values():
-        monitor.resize(0)
+        if hasattr(monitor, "resize"):
+            monitor.resize(0)
 
 
 def timing(protocol: ProtocolSpec) -> tuple[float, int, list[int]]:
@@ -223,6 +224,8 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 def _split(block: Block, stop: int) -> tuple[Block | None, Block | None]:
     """The rows of ``block`` before sample ``stop`` and those from it on (None if none)."""
     late = block.sample >= stop
+    if not late.any():
+        return block, None
     parts = []
     for rows in (~late, late):
         if not rows.any():
@@ -408,7 +411,11 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         samples = [s for s in range(start, stop + 1) if record.keeps(s, batch)]
     # a mode whose every chunk starts afresh records the next chunk's first step again there
     limit = stop if getattr(network, "traces_per_chunk", False) else slots
-    blocks = chunk_blocks(network, limit, samples)
+    buffer = getattr(network, "trace_buffer", None)
+    if buffer is not None:  # the chunk's own rows, straight from the layers' arrays
+        blocks = buffer.blocks(min(stop, slots), record.phases, samples)
+    else:
+        blocks = chunk_blocks(network, limit, samples)
     if record.summary:
         seen = {int(s) for block in blocks for s in np.unique(block.sample)}
         gradients = {}

@@ -34,6 +34,17 @@ FORMAT = "arsim-traces-1"
 """Format tag of ``meta.json``."""
 
 
+PARQUET_OPTIONS = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "write_statistics": ["sample", "step"],
+}
+"""How trace files are written. Activities vary at every step, so a dictionary of a column's
+values costs time and, with about as many entries as values, space; LZ4 still shrinks the
+columns that repeat (x̂ between presentations, f' of rectified units, zeros). Row-group
+statistics are only needed on the columns a query filters (``sample``, ``step``)."""
+
+
 class TraceWriter(Recorder):
     """Streams recorded blocks to ``folder`` (see the module docstring), one row group a chunk.
 
@@ -89,7 +100,7 @@ class TraceWriter(Recorder):
         if key not in self._writers:
             path = self.folder / layer / f"{name}.parquet"
             path.parent.mkdir(exist_ok=True)
-            self._writers[key] = pq.ParquetWriter(path, table.schema)
+            self._writers[key] = pq.ParquetWriter(path, table.schema, **PARQUET_OPTIONS)
         self._writers[key].write_table(table)
 
     def write_summary(self, layer: str, table: pd.DataFrame) -> None:
