@@ -33,6 +33,9 @@ from arsim.spec import PHASES
 FORMAT = "arsim-traces-1"
 """Format tag of ``meta.json``."""
 
+LEGACY = "traces.parquet"
+"""The long table earlier versions wrote in the run folder, which :func:`load` still reads."""
+
 
 PARQUET_OPTIONS = {
     "compression": "lz4",
@@ -174,16 +177,44 @@ def _filters(meta: dict, samples, phases, t) -> list | None:
     return [common + [("step", ">=", lo), ("step", "<", hi)] for lo, hi in ranges]
 
 
+def _may_match(group, filters) -> bool:
+    """Whether a row group's ``sample`` and ``step`` ranges can meet ``filters`` (DNF)."""
+    if filters is None:
+        return True
+    bounds = {}
+    for column in range(2):  # sample, step: the only columns with statistics
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        bounds[group.column(column).path_in_schema] = (stats.min, stats.max)
+    tests = {
+        "in": lambda lo, hi, v: any(lo <= x <= hi for x in v),
+        ">=": lambda lo, hi, v: hi >= v,
+        "<=": lambda lo, hi, v: lo <= v,
+        "<": lambda lo, hi, v: lo < v,
+    }
+    return any(
+        all(tests[op](*bounds[column], value) for column, op, value in term) for term in filters
+    )
+
+
 def read_blocks(path: Path, layer: str, variable: str, filters, neurons=None) -> Block | None:
     """One file's rows matching ``filters`` as a :class:`Block` (None if nothing matches).
 
     Only the columns ``sample``, ``step`` and those of ``neurons`` (all when None) are read.
     """
-    names = pq.read_schema(path).names
+    file = pq.ParquetFile(path)  # reads the footer, once
+    names = file.schema_arrow.names
     wanted = [n for n in names[2:] if neurons is None or int(n[1:]) in set(neurons)]
     if not wanted:
         return None
-    table = pq.read_table(path, columns=["sample", "step", *wanted], filters=filters)
+    metadata = file.metadata
+    groups = [
+        g for g in range(metadata.num_row_groups) if _may_match(metadata.row_group(g), filters)
+    ]
+    table = file.read_row_groups(groups, columns=["sample", "step", *wanted])
+    if filters is not None:
+        table = table.filter(pq.filters_to_expression(filters))
     if table.num_rows == 0:
         return None
     sample = table.column("sample").to_numpy()
@@ -223,7 +254,8 @@ def load(
     Parameters
     ----------
     run_dir : path
-        A run folder (``traces/`` inside it).
+        A run folder (``traces/`` inside it, or the single long table ``traces.parquet`` of
+        earlier versions, read with the same filters).
     layers, variables : list of str, optional
         Layers and variables to read (all when None).
     samples, neurons : list of int, optional
@@ -246,6 +278,11 @@ def load(
         layer, variable, neuron and t; training adds ``epoch`` and ``image`` first), exactly
         what the run produced in memory.
     """
+    legacy = Path(run_dir) / LEGACY
+    if legacy.exists() and not (Path(run_dir) / "traces").exists():
+        if as_xarray:
+            raise ValueError(f"{legacy}: as_xarray needs the traces/ layout of newer runs")
+        return _load_legacy(legacy, layers, variables, samples, neurons, phases, t)
     frames = []
     for folder, meta in _folders(run_dir):
         if epochs is not None and meta["epoch"] not in epochs:
@@ -273,6 +310,24 @@ def load(
     if not frames:
         return blocks_to_frame([], (1.0, 1, [1]))
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _load_legacy(path: Path, layers, variables, samples, neurons, phases, t) -> pd.DataFrame:
+    """:func:`load` of a run folder of earlier versions: one long table, ``traces.parquet``."""
+    filters = [
+        (column, "in", [int(v) for v in wanted] if numeric else [str(v) for v in wanted])
+        for column, wanted, numeric in (
+            ("layer", layers, False),
+            ("variable", variables, False),
+            ("phase", phases, False),
+            ("sample", samples, True),
+            ("neuron", neurons, True),
+        )
+        if wanted is not None
+    ]
+    if t is not None:
+        filters += [("t", ">=", float(t[0])), ("t", "<=", float(t[1]))]
+    return pd.read_parquet(path, filters=filters or None).reset_index(drop=True)
 
 
 def load_summary(run_dir, layers=None, epochs=None) -> pd.DataFrame:

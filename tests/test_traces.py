@@ -3,6 +3,8 @@ and a run stopped after k chunks keeps exactly their rows."""
 
 from __future__ import annotations
 
+import shutil
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from arsim.dense import DenseNetwork
 from arsim.loop import ChunkLoop
 from arsim.params import init_params
 from arsim.run import random_data, run_to_folder, simulate
-from arsim.spec import RecordSpec, load_model, load_protocol
+from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
 from arsim.spec.schedule import Schedule
 from arsim.traces import TraceWriter, load
 
@@ -29,6 +31,21 @@ def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("traces") / "run"
     run_to_folder(load_model(MODEL), load_protocol(PROTOCOL), out, 10, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def legacy_run(tmp_path_factory):
+    """A run folder of earlier versions: the long table ``traces.parquet``, no ``traces/``."""
+    out = tmp_path_factory.mktemp("legacy") / "run"
+    out.mkdir()
+    shutil.copy(REFERENCE, out / "traces.parquet")
+    return out
+
+
+def test_loader_reads_the_long_table_of_earlier_run_folders(legacy_run):
+    pd.testing.assert_frame_equal(load(legacy_run), pd.read_parquet(REFERENCE), check_exact=True)
+    with pytest.raises(ValueError, match="as_xarray"):
+        load(legacy_run, as_xarray=True)
 
 
 def test_loader_table_equals_the_reference_traces_parquet(small_run):
@@ -64,7 +81,9 @@ def test_on_disk_layout_is_wide_per_layer_and_variable(small_run):
         {"samples": [7]},  # not recorded
     ],
 )
-def test_filters_equal_filtering_the_whole_table(small_run, query):
+@pytest.mark.parametrize("folder", ["small_run", "legacy_run"])
+def test_filters_equal_filtering_the_whole_table(request, folder, query):
+    run = request.getfixturevalue(folder)
     full = pd.read_parquet(REFERENCE)
     keep = np.ones(len(full), bool)
     for key, column in (("layers", "layer"), ("variables", "variable"), ("samples", "sample")):
@@ -77,7 +96,7 @@ def test_filters_equal_filtering_the_whole_table(small_run, query):
     if "t" in query:
         keep &= ((full.t >= query["t"][0]) & (full.t <= query["t"][1])).to_numpy()
     expected = full[keep].reset_index(drop=True)
-    got = load(small_run, **query)
+    got = load(run, **query)
     assert len(got) == keep.sum()
     columns = ["sample", "t", "neuron", "value"]
     pd.testing.assert_frame_equal(got[columns], expected[columns], check_exact=True)
@@ -124,3 +143,48 @@ def test_run_stopped_after_k_chunks_keeps_exactly_their_rows(tmp_path, chunks_do
     expected = full[full["sample"] < chunks_done * protocol.batch_size].reset_index(drop=True)
     assert len(got) == len(expected) > 0
     pd.testing.assert_frame_equal(got, expected, check_exact=True, check_categorical=False)
+
+
+def _bytes_read() -> int:
+    """Bytes this process has passed through read system calls (``rchar``), cached or not."""
+    text = Path("/proc/self/io").read_text()
+    return int(text.split("rchar:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
+def test_slice_of_one_layer_variable_and_sample_reads_a_small_fraction(tmp_path):
+    """32 chunks of 32 samples, every neuron: loading h1's x of one sample opens one file and
+    reads its footer and one row group, under 5 % of the bytes of the trace files (about 2 %;
+    the whole h1/x file is about 45 %)."""
+    model = model_from_dict(
+        {
+            "name": "sliced",
+            "loss": "mse",
+            "layers": [
+                {"name": "input", "size": 16},
+                {"name": "h1", "size": 32, "activation": "tanh"},
+                {"name": "h2", "size": 32, "activation": "relu"},
+                {"name": "output", "size": 4, "activation": "linear"},
+            ],
+        }
+    )
+    data = tomllib.loads(PROTOCOL.read_text())
+    data["phases"]["relaxation"] = "20 ms"
+    data["learning"]["batch_size"] = 32
+    protocol = replace(
+        protocol_from_dict(data, PROTOCOL), record=RecordSpec(neurons=None, samples=None)
+    )
+    inputs, targets = random_data(model, 32 * 32, 0)
+    params = init_params(model, 0)
+    network = DenseNetwork(model, protocol, params.copy(), batches_per_chunk=1)
+    with TraceWriter(tmp_path / "run" / "traces", protocol) as writer:
+        for _ in ChunkLoop(network, model, protocol, inputs, targets, params, recorder=writer):
+            pass
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "run" / "traces").rglob("*.parquet"))
+    load(tmp_path / "run", layers=["output"], variables=["fp"], samples=[0])  # first use
+    before = _bytes_read()
+    table = load(tmp_path / "run", layers=["h1"], variables=["x"], samples=[700])
+    read = _bytes_read() - before
+    period = Schedule(None, protocol).sample_steps
+    assert len(table) == period * 32 and set(table["sample"]) == {700}
+    assert 0 < read < 0.05 * on_disk, (read, on_disk)
