@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -44,17 +45,23 @@ def protocol_file(folder: Path, record: bool) -> Path:
 
 
 def timed_run(protocol: Path, samples: int, out: Path) -> dict:
-    """Peak memory (GiB) and wall time (s) of one ``arsim run``."""
+    """Peak memory (GiB), wall time (s) and 1-minute load average of one ``arsim run``."""
     command = [
         "/usr/bin/time", "-v", sys.executable, "-m", "arsim", "run",
         str(ROOT / "models" / "paper-mlp.toml"), str(protocol), "--samples", str(samples),
         "--target", "numpy", "--out", str(out), "--quiet",
     ]  # fmt: skip
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
-    return {"peak_gib": peak_kb / 2**20, "wall_s": wall, "command": " ".join(command[2:])}
+    return {
+        "peak_gib": peak_kb / 2**20,
+        "wall_s": wall,
+        "load_1min": [load_before, os.getloadavg()[0]],  # the machine's, before and after
+        "command": " ".join(command[2:]),
+    }
 
 
 def bytes_read_by_slice(run: Path) -> dict:
