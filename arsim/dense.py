@@ -38,8 +38,9 @@ class DenseNetwork(ARNetwork):
 
     batches_per_chunk = 32
     trace_buffer: TraceBuffer | None = None
-    """Records the layers' arrays at every step (None: nothing recorded, or StateMonitors for
-    a recording ``interval`` longer than dt)."""
+    """Records the layers' arrays at every step (None: nothing recorded, or state monitors for
+    a recording ``interval`` longer than dt or a recorded subexpression such as ``fb``, which
+    has no array of its own)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -413,10 +414,18 @@ class DenseNetwork(ARNetwork):
         return sample, neuron, sample * self.steps_per_sample + step_in_sample
 
     def _make_monitors(self) -> dict:
+        """The :class:`TraceBuffer` (or state monitors, see :attr:`trace_buffer`)."""
         interval = self.protocol.record.interval
         layers = self._recorded_layers()
-        if (interval is not None and not np.isclose(interval, self.protocol.dt)) or not layers:
+        arrays = all(
+            isinstance(self.groups[index].variables[v], b2.core.variables.ArrayVariable)
+            for index, _, variables, _ in layers
+            for v in variables
+        )
+        if (interval is not None and not np.isclose(interval, self.protocol.dt)) or not arrays:
             return super()._make_monitors()
+        if not layers:
+            return {}
         self.trace_buffer = TraceBuffer(self, layers)
         return {"arrays": self.trace_buffer.operation}
 
