@@ -19,9 +19,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import pandas as pd  # noqa: E402
-
 from arsim import plot  # noqa: E402
+from arsim.traces import load  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,16 +31,13 @@ def main(argv=None) -> int:
     parser.add_argument("--neurons", help="comma-separated neuron indices (default: first 8)")
     parser.add_argument("--out", type=Path, help="figure file (PNG)")
     args = parser.parse_args(argv)
-    traces_file = args.run / "traces.parquet"
-    if not traces_file.exists():
-        print(
-            f"plot_relaxation: error: {traces_file}: no traces (is this a run folder?)",
-            file=sys.stderr,
-        )
+    try:
+        rows = load(args.run, samples=[args.sample])
+    except FileNotFoundError as error:
+        print(f"plot_relaxation: error: {error} (is this a run folder?)", file=sys.stderr)
         return 2
-    traces = pd.read_parquet(traces_file, columns=["sample"])
-    if args.sample not in set(traces["sample"]):
-        recorded = sorted(traces["sample"].unique())
+    if rows.empty:
+        recorded = sorted(load(args.run, neurons=[0])["sample"].unique())
         print(
             f"plot_relaxation: error: --sample {args.sample}: not recorded; recorded: {recorded}",
             file=sys.stderr,

@@ -18,7 +18,9 @@ from arsim.activations import SOFTMAX, activate, output_gradient
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
 from arsim.network import ARNetwork, Feature
 from arsim.params import Params
+from arsim.recording import chunk_values_cap
 from arsim.spec.schedule import Schedule
+from arsim.tracebuffer import TraceBuffer
 
 
 def cast_params(params: Params, dtype: type) -> Params:
@@ -47,6 +49,10 @@ class DenseNetwork(ARNetwork):
     chunk_samples_at_least = 2048
     """Small minibatches: as many per Brian2 ``run()`` as make this many samples, because
     every ``run()`` costs about 0.1–0.5 s of preparation (at batch 1 a sixth of the time)."""
+    trace_buffer: TraceBuffer | None = None
+    """Records the layers' arrays at every step (None: nothing recorded, or state monitors for
+    a recording ``interval`` longer than dt or a recorded subexpression such as ``fb``, which
+    has no array of its own)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -54,6 +60,9 @@ class DenseNetwork(ARNetwork):
             batches_per_chunk = max(
                 self.batches_per_chunk, -(-self.chunk_samples_at_least // protocol.batch_size)
             )
+            if record:  # one chunk of recorded values is held at a time
+                cap = chunk_values_cap(model, protocol, self.replicas)
+                batches_per_chunk = min(batches_per_chunk, cap)
         self.batches_per_chunk = batches_per_chunk
         self._batches = []  # (mask of real samples, rates) per minibatch of the running chunk
         self._chunk_start = 0.0
@@ -429,6 +438,22 @@ class DenseNetwork(ARNetwork):
         sample = tick * self.replicas + replica
         return sample, neuron, sample * self.steps_per_sample + step_in_sample
 
+    def _make_monitors(self) -> dict:
+        """The :class:`TraceBuffer` (or state monitors, see :attr:`trace_buffer`)."""
+        interval = self.protocol.record.interval
+        layers = self._recorded_layers()
+        arrays = all(
+            isinstance(self.groups[index].variables[v], b2.core.variables.ArrayVariable)
+            for index, _, variables, _ in layers
+            for v in variables
+        )
+        if (interval is not None and not np.isclose(interval, self.protocol.dt)) or not arrays:
+            return super()._make_monitors()
+        if not layers:
+            return {}
+        self.trace_buffer = TraceBuffer(self, layers)
+        return {"arrays": self.trace_buffer.operation}
+
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         batch, rows = self.replicas, self.batches_per_chunk + 1
         stimulus = self.stimulus.values.reshape(rows, batch, -1)
@@ -448,6 +473,8 @@ class DenseNetwork(ARNetwork):
             stimulus[len(self._batches), :count] = next_input[:count]
             target_values[len(self._batches), :count] = next_target[:count]
         self._chunk_start = self.ticks_done * self.steps_per_sample * self.protocol.dt
+        if self.trace_buffer is not None:
+            self.trace_buffer.start_chunk(len(self._batches))
         return len(self._batches)
 
     def _after_chunk(self) -> None:

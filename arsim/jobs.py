@@ -193,7 +193,7 @@ def _run_random(job: RandomRun, progress: bool) -> Outcome:
     last = result.metrics.iloc[-1]
     return Outcome(
         EXIT_COMPLETED,
-        f"arsim: wrote {folder} ({len(result.traces)} trace rows; last batch loss "
+        f"arsim: wrote {folder} ({result.trace_rows} trace rows; last batch loss "
         f"{last['loss']:.4g}, angle to backprop {last['angle_deg']:.3g} deg)",
         folder,
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from arsim import oracle
 from arsim.metrics import batch_metrics
 from arsim.params import Params
-from arsim.recording import concat_traces, monitors_to_frame, phase_of_step
+from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
 
@@ -171,6 +171,8 @@ class ChunkLoop:
         ``compare(index)``: whether minibatch ``index`` is compared with backprop (its full
         :func:`~arsim.metrics.batch_metrics`); the others get their ``loss`` only. Default:
         every minibatch.
+    recorder : arsim.recording.MemoryRecorder or arsim.traces.TraceWriter, optional
+        Receives the recorded traces after every chunk (default: kept in memory).
 
     Attributes
     ----------
@@ -191,6 +193,7 @@ class ChunkLoop:
         order: np.ndarray | None = None,
         bar=None,
         compare=None,
+        recorder=None,
     ):
         self.network, self.model, self.protocol = network, model, protocol
         self.compare = compare
@@ -201,7 +204,7 @@ class ChunkLoop:
         if protocol.dwell > 0:  # the stream shows the samples; the chunks count sample periods
             network.set_stream(*self._rows(np.arange(len(self.order))))
         self.divergence: Divergence | None = None
-        self._frames: list[pd.DataFrame] = []
+        self.recorder = recorder if recorder is not None else MemoryRecorder(protocol)
         wanted = protocol.record.samples
         self._wanted = None if wanted is None else set(wanted)
 
@@ -219,6 +222,13 @@ class ChunkLoop:
         return self._rows(np.arange(start, stop))
 
     def __iter__(self) -> Iterator[Minibatch]:
+        try:
+            yield from self._iterate()
+        finally:  # the trace files stay readable with the chunks written, however it ends
+            if hasattr(self.recorder, "close"):
+                self.recorder.close()
+
+    def _iterate(self) -> Iterator[Minibatch]:
         network, protocol = self.network, self.protocol
         chunk, batch = network.chunk_samples, protocol.batch_size
         current = self.params
@@ -232,8 +242,8 @@ class ChunkLoop:
             with np.errstate(all="ignore"):  # divergence: checked below
                 network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
             self._advance(stop)
-            if getattr(network, "traces_per_chunk", False):  # each program run starts afresh
-                self._frames.append(monitors_to_frame(network, self.slots))
+            rows = self._rows if protocol.dwell == 0 else None  # summaries: backprop reference
+            record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
             self.divergence = self._divergence(stop)
             if self.divergence is not None:
                 return
@@ -261,7 +271,9 @@ class ChunkLoop:
         """Switch the monitors on if the chunk holds a sample to record."""
         if getattr(self.network, "traces_per_chunk", False):  # fixed once a program is built
             return
-        wanted = self._wanted is None or bool(self._wanted.intersection(range(start, stop + 1)))
+        # the tick ending the chunk records the first step of the next minibatch
+        ahead = range(start, stop + self.protocol.batch_size)
+        wanted = self._wanted is None or bool(self._wanted.intersection(ahead))
         for monitor in self.network.monitors.values():
             monitor.active = wanted
 
@@ -285,10 +297,6 @@ class ChunkLoop:
         kept = stop - 1 if self.network.monitors else None
         return Divergence(layer, neuron, sample, t, phase_name(step, self.protocol), kept)
 
-    def traces(self) -> pd.DataFrame:
-        """The recorded traces of the slots presented (long format, :mod:`arsim.recording`)."""
-        if getattr(self.network, "traces_per_chunk", False):
-            if self._frames:
-                return concat_traces(self._frames)
-            return monitors_to_frame(self.network, 0)
-        return monitors_to_frame(self.network, self.slots)
+    def traces(self) -> pd.DataFrame | None:
+        """The recorded traces (long format, :mod:`arsim.recording`); None when streamed."""
+        return self.recorder.frame()

@@ -360,29 +360,36 @@ class ARNetwork:
                 name=f"{group.name}_onset",
             )
 
-    def _make_monitors(self) -> dict[str, b2.StateMonitor]:
+    def _recorded_layers(self) -> list[tuple[int, str, list[str], np.ndarray]]:
+        """Group index, layer name, variables and neurons of every layer the protocol records."""
         record = self.protocol.record
-        monitors = {}
+        found = []
         for role, group in zip(self.roles, self.groups, strict=True):
             if record.layers is not None and role.spec.name not in record.layers:
                 continue
             variables = [v for v in record.variables if v in group.variables]
             size = role.spec.size
-            neurons = (
+            neurons = (  # summaries are over every neuron
                 list(range(size))
-                if record.neurons is None
+                if record.neurons is None or record.summary
                 else [n for n in record.neurons if n < size]
             )
-            if not variables or not neurons:
-                continue
-            rows = [r * size + n for r in range(self.replicas) for n in neurons]
-            monitors[role.spec.name] = b2.StateMonitor(
-                group,
+            if variables and neurons:
+                found.append((role.index, role.spec.name, variables, np.array(neurons)))
+        return found
+
+    def _make_monitors(self) -> dict[str, b2.StateMonitor]:
+        monitors = {}
+        for index, name, variables, neurons in self._recorded_layers():
+            size = self.model.layers[index].size
+            rows = [r * size + int(n) for r in range(self.replicas) for n in neurons]
+            monitors[name] = b2.StateMonitor(
+                self.groups[index],
                 variables,
                 record=rows,
-                dt=(record.interval or self.protocol.dt) * b2.second,
+                dt=(self.protocol.record.interval or self.protocol.dt) * b2.second,
                 when="end",
-                name=f"record_{group.name}",
+                name=f"record_{self.groups[index].name}",
             )
         return monitors
 

@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from arsim import traces as trace_files
+
 __all__ = ["learning_curves", "load_run", "save", "sweep_results", "too_little_data", "traces"]
 
 PHASE_COLOURS = {"feedforward": "0.97", "relaxation": "0.90", "update": "0.97"}
@@ -22,12 +24,21 @@ LINE_STYLES = {"x": "-", "xhat": "--", "fp": ":", "delta": "-.", "fb": (0, (1, 3
 """Line style of each recorded variable in :func:`traces`."""
 
 
-def load_run(run: str | Path) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
-    """A run folder's ``config.json``, ``traces.parquet`` and ``metrics.csv`` (None if absent)."""
+def load_run(
+    run: str | Path, samples=None, variables=None
+) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
+    """A run folder's ``config.json``, traces and ``metrics.csv`` (None if absent).
+
+    The traces are read with :func:`arsim.traces.load`, only ``samples`` and ``variables``
+    when given.
+    """
     run = Path(run)
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    traces_file, metrics_file = run / "traces.parquet", run / "metrics.csv"
-    recorded = pd.read_parquet(traces_file) if traces_file.exists() else None
+    metrics_file = run / "metrics.csv"
+    try:
+        recorded = trace_files.load(run, samples=samples, variables=variables)
+    except FileNotFoundError:
+        recorded = None
     metrics = pd.read_csv(metrics_file) if metrics_file.exists() else None
     return config, recorded, metrics
 
@@ -63,7 +74,7 @@ def traces(
     Parameters
     ----------
     run : str or Path
-        A run folder with ``traces.parquet``.
+        A run folder with recorded traces (:mod:`arsim.traces`).
     sample : int
         Sample index (as recorded).
     variables : sequence of str
@@ -83,7 +94,7 @@ def traces(
         Time (ms) within the sample on x; the phases shaded (:data:`PHASE_COLOURS`) and the
         plasticity step marked by a vertical line.
     """
-    config, recorded, _ = load_run(run)
+    config, recorded, _ = load_run(run, samples=[sample], variables=list(variables))
     rows = pd.DataFrame() if recorded is None else recorded[recorded["sample"] == sample]
     rows = rows[rows.variable.isin(variables)] if not rows.empty else rows
     names = [layer["name"] for layer in config["model"]["layers"]]
@@ -141,7 +152,8 @@ def learning_curves(run: str | Path) -> Figure:
         for a random-data run; right: the angle to backprop (overall and per weight matrix).
         A panel with fewer than two points says so instead of drawing.
     """
-    _, _, metrics = load_run(run)
+    metrics_file = Path(run) / "metrics.csv"
+    metrics = pd.read_csv(metrics_file) if metrics_file.exists() else None
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     metrics = pd.DataFrame() if metrics is None else metrics
     if "kind" in metrics:

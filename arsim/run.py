@@ -5,7 +5,7 @@ A run folder holds::
     config.json          resolved model and protocol, seed, sample count, versions
     weights/initial.npz  W0, b0, psi0, … before the first sample (W{l}: (n_{l+1}, n_l))
     weights/final.npz    the same after the last sample
-    traces.parquet       recorded neuron traces, long format (see arsim.recording)
+    traces/              recorded neuron traces, streamed chunk by chunk (see arsim.traces)
     metrics.csv          one row per minibatch: loss and the AR update against backprop
     samples.csv          one row per sample (dense mode): its own update against its backprop
                          gradient (angle over all weights, per weight matrix, relative error)
@@ -40,6 +40,7 @@ from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.runfolder import prepare_run_folder, publish, save_npz, versions, write_json
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 from arsim.spec.schedule import Schedule
+from arsim.traces import TraceWriter
 
 
 def random_data(model: ModelSpec, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +59,8 @@ class RunResult:
     ----------
     params : Params
         Weights after the run.
-    traces : pandas.DataFrame
-        Recorded traces (long format).
+    traces : pandas.DataFrame or None
+        Recorded traces (long format); None when streamed to a run folder.
     metrics : pandas.DataFrame
         One row per minibatch.
     diverged : str or None
@@ -77,6 +78,8 @@ class RunResult:
     diverged: str | None = None
     relaxation_steps: np.ndarray | None = None
     samples: pd.DataFrame | None = None
+    trace_rows: int = 0
+    """Rows of the long trace table recorded."""
 
 
 def simulate(
@@ -90,6 +93,7 @@ def simulate(
     mode: str = DEFAULT_MODE,
     device: str = "runtime",
     seed: int = 0,
+    recorder=None,
 ) -> RunResult:
     """Run the samples through the Brian2 network, some minibatches per simulation chunk.
 
@@ -109,6 +113,8 @@ def simulate(
         Create the state monitors the protocol asks for.
     mode : {'dense', 'synapses'}
         Execution mode (see :data:`MODES`); both compute the same numbers.
+    recorder : arsim.traces.TraceWriter, optional
+        Where the traces go chunk by chunk (default: kept in memory, returned).
     device : {'runtime', 'cpp_standalone'}
         Brian2 device of the synapses mode: runtime (NumPy or Cython code generation) or a
         compiled C++ program built once and run once per minibatch.
@@ -128,20 +134,20 @@ def simulate(
     network = build_network(model, protocol, params, mode, device, record)
     network.seed_key = (seed,)
     try:
-        return _simulate(network, model, protocol, inputs, targets, params, progress)
+        return _simulate(network, model, protocol, inputs, targets, params, progress, recorder)
     finally:
         if hasattr(network, "close"):
             network.close()
 
 
-def _simulate(network, model, protocol, inputs, targets, params, progress) -> RunResult:
+def _simulate(network, model, protocol, inputs, targets, params, progress, recorder) -> RunResult:
     bar = tqdm(
         total=presentation_slots(protocol, len(inputs)),
         unit="sample",
         disable=not progress,
         desc=f"{model.name}/{protocol.name}",
     )
-    loop = ChunkLoop(network, model, protocol, inputs, targets, params, bar=bar)
+    loop = ChunkLoop(network, model, protocol, inputs, targets, params, bar=bar, recorder=recorder)
     rows, per_sample = [], []
     for batch in loop:
         t = batch.last * network.schedule.sample_duration
@@ -160,7 +166,10 @@ def _simulate(network, model, protocol, inputs, targets, params, progress) -> Ru
     samples = pd.concat(per_sample, ignore_index=True) if per_sample else None
     diverged = None if loop.divergence is None else loop.divergence.message()
     metrics = pd.DataFrame(rows)
-    return RunResult(network.get_params(), loop.traces(), metrics, diverged, steps, samples)
+    traces = loop.traces()
+    result = RunResult(network.get_params(), traces, metrics, diverged, steps, samples)
+    result.trace_rows = loop.recorder.rows
+    return result
 
 
 def run_to_folder(
@@ -216,19 +225,20 @@ def run_to_folder(
     }
     write_json(partial / "config.json", config)
     save_npz(partial / "weights" / "initial.npz", **params.to_arrays())
-    result = simulate(
-        model,
-        protocol,
-        inputs,
-        targets,
-        params,
-        progress=progress,
-        mode=mode,
-        device=device,
-        seed=seed,
-    )
+    with TraceWriter(partial / "traces", protocol) as writer:
+        result = simulate(
+            model,
+            protocol,
+            inputs,
+            targets,
+            params,
+            progress=progress,
+            mode=mode,
+            device=device,
+            seed=seed,
+            recorder=writer,
+        )
     save_npz(partial / "weights" / "final.npz", **result.params.to_arrays())
-    result.traces.to_parquet(partial / "traces.parquet", index=False)
     result.metrics.to_csv(partial / "metrics.csv", index=False)
     if result.samples is not None:
         result.samples.to_csv(partial / "samples.csv", index=False)

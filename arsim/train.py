@@ -76,6 +76,7 @@ from arsim.runfolder import (
 )
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 from arsim.spec.schedule import Schedule
+from arsim.traces import epoch_recorder
 from arsim.trainlog import MetricsTable, Window
 
 
@@ -353,11 +354,12 @@ class Training:
         model, protocol, seed = self.model, self.protocol, self.options.seed
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
-        network = build_network(model, protocol, self.ar, "dense", record=False)
+        recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)
+        network = build_network(model, protocol, self.ar, "dense", record=recorder is not None)
         network.seed_key = (seed, epoch)
         loop = ChunkLoop(
             network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar,
-            compare=self.options.compared,
+            compare=self.options.compared, recorder=recorder,
         )  # fmt: skip
         n_layers = len(model.connections)
         window, epoch_window = Window(n_layers), Window(n_layers)

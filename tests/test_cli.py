@@ -15,6 +15,7 @@ from conftest import PAPER_MODEL, PAPER_PROTOCOL, ROOT
 
 from arsim import oracle
 from arsim.spec import load_model
+from arsim.traces import load as load_traces
 
 
 def arsim(*args, cwd=ROOT):
@@ -55,7 +56,7 @@ def test_run_paper_network_writes_a_complete_run_folder(tmp_path):
     np.testing.assert_array_equal(initial["W2"], oracle.init_params(model, seed=0).W[2])
     assert not np.array_equal(initial["W0"], final["W0"])
 
-    traces = pd.read_parquet(out / "traces.parquet")
+    traces = load_traces(out)
     assert list(traces.columns) == ["sample", "phase", "t", "layer", "neuron", "variable", "value"]
     assert set(traces.phase) == {"feedforward", "relaxation", "update"}
     assert set(traces["sample"]) == {0, 1} and set(traces.layer) == {
@@ -203,7 +204,7 @@ def test_diverging_run_exits_3_and_keeps_the_recording(tmp_path):
     assert done.stderr.count("\n") == 1, done.stderr
     assert "diverged" in done.stderr and "layer 'h1'" in done.stderr and "sample 0" in done.stderr
     assert json.loads((out / "status.json").read_text())["status"] == "diverged"
-    assert len(pd.read_parquet(out / "traces.parquet")) > 0
+    assert len(load_traces(out)) > 0
 
 
 def test_cli_usage_error_exits_2():

@@ -58,6 +58,15 @@ class RecordSpec:
         Phases whose rows are kept.
     samples : tuple of int or None
         Sample indices whose rows are kept; None means all samples.
+    minibatches : tuple of int or None
+        Minibatch indices (of the run, or of each recorded training epoch) whose samples are
+        kept, together with ``samples`` (a sample is kept when both allow it); None: all.
+    epochs : tuple of int or None
+        Training epochs (0-based) recorded by ``arsim train``; None: training records nothing.
+    summary : bool
+        Also store per layer and step the mean and standard deviation over all the layer's
+        neurons of every recorded variable and the relative distance of x to the backprop
+        gradient ``∂L/∂x̂`` (oracle, weights of the sample's minibatch).
     """
 
     variables: tuple[str, ...] = ("x", "xhat", "fp")
@@ -66,6 +75,14 @@ class RecordSpec:
     interval: float | None = None
     phases: tuple[str, ...] = PHASES
     samples: tuple[int, ...] | None = (0, 1)
+    minibatches: tuple[int, ...] | None = None
+    epochs: tuple[int, ...] | None = None
+    summary: bool = False
+
+    def keeps(self, slot: int, batch_size: int) -> bool:
+        """Whether the rows of presentation slot ``slot`` are kept."""
+        in_samples = self.samples is None or slot in self.samples
+        return in_samples and (self.minibatches is None or slot // batch_size in self.minibatches)
 
 
 @dataclass(frozen=True)
@@ -423,6 +440,9 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
     for phase in phases:
         if phase not in PHASES:
             raise table.error("phases", f"expected names from {PHASES}, got {phase!r}")
+    minibatches = _index_list(table, "minibatches", RecordSpec.minibatches)
+    epochs = _index_list(table, "epochs", RecordSpec.epochs)
+    summary = table.get("summary", bool, RecordSpec.summary)
     table.finish()
     return RecordSpec(
         tuple(variables),
@@ -431,6 +451,9 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
         interval,
         tuple(phases),
         samples,
+        minibatches,
+        epochs,
+        summary,
     )
 
 

@@ -1,0 +1,135 @@
+"""Recording straight from a layer's own arrays into one chunk-sized array per variable.
+
+The dense mode runs a whole minibatch as replicas of every layer, so the values of one step
+are the rows of each group's ``(replicas, size)`` array. Instead of Brian2 ``StateMonitor`` s
+(which grow a dynamic array per variable at every step and are then indexed row by row), one
+``NetworkOperation`` copies those arrays at the end of every step, contiguously, into arrays of
+shape ``(ticks, P, replicas, neurons)`` allocated once per chunk; after the chunk, one transposed
+copy to ``(neurons, ticks, replicas, P)`` gives the :class:`~arsim.recording.Block` values
+(rows ordered by sample and step, one contiguous column per neuron, as the Parquet writer
+reads them). Copying a step's rows to where they end up directly would touch one cache line
+per value and cost several times more.
+
+The tick that ends a chunk records the first step of the next samples; that step is carried
+into the next chunk's arrays, so every chunk hands over exactly the rows of its own samples.
+"""
+
+from __future__ import annotations
+
+import brian2 as b2
+import numpy as np
+
+from arsim.recording import Block, phase_of_step
+from arsim.spec import PHASES
+
+
+class TraceBuffer:
+    """Per-step copies of the recorded layers of a network whose replicas are samples.
+
+    Parameters
+    ----------
+    network : arsim.dense.DenseNetwork
+        Its ``groups``, ``roles``, ``replicas``, ``steps_per_sample``, ``batches_per_chunk``,
+        ``ticks_done`` and ``step_clock``; tick ``c`` relaxes samples ``c·B + r``.
+    layers : list of (int, str, list of str, ndarray)
+        Group index, layer name, variables and neuron indices of every recorded layer.
+
+    Attributes
+    ----------
+    operation : brian2.NetworkOperation
+        The per-step copy (``when="end"``, where a ``StateMonitor`` records); its ``active``
+        switches the recording.
+    """
+
+    def __init__(self, network, layers):
+        self.network = network
+        self.layers = layers
+        self.operation = b2.NetworkOperation(
+            self._record, clock=network.step_clock, when="end", name="record_arrays"
+        )
+        self._counter = network.step_clock.variables["timestep"].get_value()
+        self._sources = []  # (buffer key, group array as (replicas, size), neurons or None)
+        for index, layer, variables, neurons in layers:
+            size = network.model.layers[index].size
+            every = len(neurons) == size and np.array_equal(neurons, np.arange(size))
+            for variable in variables:
+                flat = network.groups[index].variables[variable].get_value()
+                view = flat.reshape(network.replicas, size)
+                self._sources.append(((layer, variable), view, None if every else neurons))
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._first_tick = 0
+        self._recorded = False  # a step of the running chunk was copied
+        self._carried = False  # slot 0 holds the first step of the chunk's first tick
+
+    def start_chunk(self, ticks: int) -> None:
+        """New arrays for a chunk of ``ticks`` sample ticks (and the tick that ends it)."""
+        period, replicas = self.network.steps_per_sample, self.network.replicas
+        done = self.network.ticks_done
+        carried = self._recorded and done == self._first_tick + self._ticks
+        previous, self._arrays = self._arrays, {}
+        for key, view, neurons in self._sources:
+            columns = view.shape[1] if neurons is None else len(neurons)
+            array = np.empty((ticks + 1, period, replicas, columns), dtype=view.dtype)
+            if carried:
+                array[0, 0] = previous[key][self._ticks, 0]
+            self._arrays[key] = array
+        self._first_tick, self._ticks = done, ticks
+        # the first chunk records its first step itself
+        self._carried, self._recorded = carried or done == 0, False
+
+    _ticks = 0
+
+    def _record(self, t) -> None:
+        tick, step = divmod(int(self._counter[0]), self.network.steps_per_sample)
+        slot = tick - self._first_tick
+        for key, view, neurons in self._sources:
+            source = view if neurons is None else view[:, neurons]
+            self._arrays[key][slot, step] = source
+        self._recorded = True
+
+    def blocks(self, stop: int, phases, samples=None) -> list[Block]:
+        """The chunk's blocks: rows of samples before ``stop``, in ``phases`` and ``samples``.
+
+        Parameters
+        ----------
+        stop : int
+            First sample slot not kept (later replicas of the last tick are padding).
+        phases : sequence of str
+            Phases to keep.
+        samples : collection of int, optional
+            Sample slots to keep (all when None).
+
+        Returns
+        -------
+        list of Block
+            One per recorded layer and variable, empty if the chunk recorded nothing.
+        """
+        if not self._recorded:
+            return []
+        network = self.network
+        period, replicas = network.steps_per_sample, network.replicas
+        first = self._first_tick * replicas
+        count = min(self._ticks * replicas, stop - first)
+        sample = np.repeat(np.arange(first, first + count, dtype=np.int32), period)
+        step = np.tile(np.arange(period, dtype=np.int32), count)
+        keep = np.isin(phase_of_step(step, network.protocol), [PHASES.index(p) for p in phases])
+        if samples is not None:
+            keep &= np.isin(sample, np.fromiter(samples, dtype=np.int64))
+        if not self._carried:  # step 0 of the first tick was not recorded (recording off)
+            keep &= (sample >= first + replicas) | (step > 0)
+        rows = None if keep.all() else np.flatnonzero(keep)
+        if rows is not None and rows.size == 0:
+            return []
+        ticks = -(-count // replicas)
+        blocks = []
+        for _, layer, variables, neurons in self.layers:
+            for variable in variables:
+                array = self._arrays[layer, variable][:ticks].transpose(3, 0, 2, 1)
+                columns = np.ascontiguousarray(array).reshape(len(neurons), -1)
+                values = columns[:, : count * period].T
+                if rows is None:
+                    blocks.append(Block(layer, variable, sample, step, neurons, values))
+                else:
+                    values = np.asfortranarray(values[rows])
+                    blocks.append(Block(layer, variable, sample[rows], step[rows], neurons, values))
+        return blocks

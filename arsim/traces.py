@@ -1,0 +1,394 @@
+"""Trace files of a run folder: written chunk by chunk, read back with filters.
+
+Layout (``traces/`` in the run folder; a training run has one such folder per recorded epoch,
+``traces/epoch-E/``)::
+
+    traces/meta.json               dt, steps per sample, phase steps, training epoch and images
+    traces/<layer>/<variable>.parquet
+        columns sample (int32), step (int32, 0 … P − 1 within the sample's period) and one
+        float column per recorded neuron, ``n<index>``; one row group per chunk
+    traces/<layer>/summary.parquet  (``[record] summary``) sample, step and per variable
+        ``<variable>_mean``, ``<variable>_std``, and ``x_grad_distance``
+
+A value of sample ``s`` at step ``k`` holds at ``t = (s·P + k + 1)·dt`` seconds. Nothing
+repeats per value: the sample and step once per row, the layer and variable once per file, the
+neuron once per column. :func:`load` returns the tidy (long) table of
+:data:`arsim.recording.TRACE_COLUMNS` and reads only the files, columns and row groups a query
+needs (Parquet column selection and row-group statistics).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from arsim.recording import Block, Recorder, blocks_to_frame, timing
+from arsim.spec import PHASES
+
+FORMAT = "arsim-traces-1"
+"""Format tag of ``meta.json``."""
+
+LEGACY = "traces.parquet"
+"""The long table earlier versions wrote in the run folder, which :func:`load` still reads."""
+
+
+PARQUET_OPTIONS = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "write_statistics": ["sample", "step"],
+}
+"""How trace files are written. Activities vary at every step, so a dictionary of a column's
+values costs time and, with about as many entries as values, space; LZ4 still shrinks the
+columns that repeat (x̂ between presentations, f' of rectified units, zeros). Row-group
+statistics are only needed on the columns a query filters (``sample``, ``step``)."""
+
+
+class TraceWriter(Recorder):
+    """Streams recorded blocks to ``folder`` (see the module docstring), one row group a chunk.
+
+    Use as a context manager (or call :meth:`close`): every file is closed, and stays readable
+    with the chunks written so far, however the run ends.
+
+    Parameters
+    ----------
+    folder : path
+        The ``traces`` folder to create.
+    protocol : ProtocolSpec
+        The run's protocol.
+    epoch : int, optional
+        Training epoch (0-based) this folder records.
+    images : dict of int to int, optional
+        Training: the training-set index of the image shown at each recorded sample slot.
+    """
+
+    def __init__(self, folder, protocol, epoch: int | None = None, images: dict | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.protocol = protocol
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        dt, period, phase_steps = timing(protocol)
+        meta = {
+            "format": FORMAT,
+            "dt": dt,
+            "steps_per_sample": period,
+            "phase_steps": phase_steps,
+            "epoch": epoch,
+            "images": None if images is None else {str(k): int(v) for k, v in images.items()},
+        }
+        (self.folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, blocks: list[Block]) -> None:
+        """Append a chunk's blocks (one row group per layer and variable)."""
+        for block in blocks:
+            columns = {"sample": pa.array(block.sample), "step": pa.array(block.step)}
+            for j, neuron in enumerate(block.neurons):
+                columns[f"n{neuron}"] = pa.array(block.values[:, j])
+            self.write_table(block.layer, block.variable, pa.table(columns))
+
+    def write_table(self, layer: str, name: str, table: pa.Table) -> None:
+        """Append ``table`` as a row group of ``<layer>/<name>.parquet``."""
+        key = (layer, name)
+        if key not in self._writers:
+            path = self.folder / layer / f"{name}.parquet"
+            path.parent.mkdir(exist_ok=True)
+            self._writers[key] = pq.ParquetWriter(path, table.schema, **PARQUET_OPTIONS)
+        self._writers[key].write_table(table)
+
+    def write_summary(self, layer: str, table: pd.DataFrame) -> None:
+        """Append a chunk's summary rows of ``layer`` to ``<layer>/summary.parquet``."""
+        self.write_table(layer, "summary", pa.Table.from_pandas(table, preserve_index=False))
+
+    def frame(self) -> None:
+        """Nothing is held in memory: read the traces back with :func:`load`."""
+        return None
+
+    def close(self) -> None:
+        """Close every file (each keeps the row groups written)."""
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            writer.close()
+
+
+def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWriter | None:
+    """The writer of training epoch ``epoch`` (``folder/epoch-E``), or None if not recorded.
+
+    ``order`` is the epoch's presentation order (training-set index of each slot); the slots
+    the protocol records (``[record] samples`` and ``minibatches``) are kept with their image.
+    """
+    record = protocol.record
+    if record.epochs is None or epoch not in record.epochs:
+        return None
+    kept = [s for s in range(len(order)) if record.keeps(s, protocol.batch_size)]
+    images = {s: int(order[s]) for s in kept}
+    return TraceWriter(Path(folder) / f"epoch-{epoch}", protocol, epoch, images)
+
+
+def _timing(meta: dict) -> tuple[float, int, list[int]]:
+    """:func:`arsim.recording.timing` from ``meta.json``."""
+    return meta["dt"], meta["steps_per_sample"], meta["phase_steps"]
+
+
+def _folders(run_dir: Path) -> list[tuple[Path, dict]]:
+    root = Path(run_dir) / "traces"
+    if (root / "meta.json").exists():
+        paths = [root]
+    else:
+        paths = sorted(root.glob("epoch-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir}: no recorded traces (expected {root}/meta.json)")
+    return [(path, json.loads((path / "meta.json").read_text())) for path in paths]
+
+
+def _step_ranges(meta: dict, phases) -> list[tuple[int, int]] | None:
+    """Steps ``[lo, hi)`` within the sample period of the wanted phases (None: all)."""
+    if phases is None:
+        return None
+    bounds = np.concatenate([[0], np.cumsum(meta["phase_steps"])])
+    for phase in phases:
+        if phase not in PHASES:
+            raise ValueError(f"phases: expected names from {PHASES}, got {phase!r}")
+    return [(int(bounds[PHASES.index(p)]), int(bounds[PHASES.index(p) + 1])) for p in phases]
+
+
+def _filters(meta: dict, samples, phases, t) -> list | None:
+    """Row filters (disjunctive normal form) that Parquet pushes down to row groups."""
+    common = []
+    if samples is not None:
+        common.append(("sample", "in", [int(s) for s in samples]))
+    if t is not None:  # t = (s·P + k + 1)·dt: samples whose period meets [start, stop]
+        period, dt = meta["steps_per_sample"], meta["dt"]
+        common.append(("sample", ">=", int(np.floor(t[0] / dt / period)) - 1))
+        common.append(("sample", "<=", int(np.ceil(t[1] / dt / period))))
+    ranges = _step_ranges(meta, phases)
+    if ranges is None:
+        return [common] if common else None
+    return [common + [("step", ">=", lo), ("step", "<", hi)] for lo, hi in ranges]
+
+
+def _may_match(group, filters) -> bool:
+    """Whether a row group's ``sample`` and ``step`` ranges can meet ``filters`` (DNF)."""
+    if filters is None:
+        return True
+    bounds = {}
+    for column in range(2):  # sample, step: the only columns with statistics
+        stats = group.column(column).statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        bounds[group.column(column).path_in_schema] = (stats.min, stats.max)
+    tests = {
+        "in": lambda lo, hi, v: any(lo <= x <= hi for x in v),
+        ">=": lambda lo, hi, v: hi >= v,
+        "<=": lambda lo, hi, v: lo <= v,
+        "<": lambda lo, hi, v: lo < v,
+    }
+    return any(
+        all(tests[op](*bounds[column], value) for column, op, value in term) for term in filters
+    )
+
+
+def read_blocks(path: Path, layer: str, variable: str, filters, neurons=None) -> Block | None:
+    """One file's rows matching ``filters`` as a :class:`Block` (None if nothing matches).
+
+    Only the columns ``sample``, ``step`` and those of ``neurons`` (all when None) are read.
+    """
+    file = pq.ParquetFile(path)  # reads the footer, once
+    names = file.schema_arrow.names
+    wanted = [n for n in names[2:] if neurons is None or int(n[1:]) in set(neurons)]
+    if not wanted:
+        return None
+    metadata = file.metadata
+    groups = [
+        g for g in range(metadata.num_row_groups) if _may_match(metadata.row_group(g), filters)
+    ]
+    table = file.read_row_groups(groups, columns=["sample", "step", *wanted])
+    if filters is not None:
+        table = table.filter(pq.filters_to_expression(filters))
+    if table.num_rows == 0:
+        return None
+    sample = table.column("sample").to_numpy()
+    step = table.column("step").to_numpy()
+    order = np.lexsort((step, sample))
+    values = np.empty((table.num_rows, len(wanted)), order="F")
+    for j, name in enumerate(wanted):
+        values[:, j] = table.column(name).to_numpy()[order]
+    neurons = np.array([int(n[1:]) for n in wanted])
+    return Block(layer, variable, sample[order], step[order], neurons, values)
+
+
+def _selected(folder: Path, layers, variables) -> list[tuple[str, str, Path]]:
+    found = []
+    for path in sorted(folder.glob("*/*.parquet")):
+        layer, variable = path.parent.name, path.stem
+        if variable == "summary":
+            continue
+        if (layers is None or layer in layers) and (variables is None or variable in variables):
+            found.append((layer, variable, path))
+    return found
+
+
+def load(
+    run_dir,
+    layers=None,
+    variables=None,
+    samples=None,
+    neurons=None,
+    phases=None,
+    t=None,
+    epochs=None,
+    as_xarray: bool = False,
+):
+    """The recorded traces of a run folder, reading only what is asked for.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (``traces/`` inside it, or the single long table ``traces.parquet`` of
+        earlier versions, read with the same filters).
+    layers, variables : list of str, optional
+        Layers and variables to read (all when None).
+    samples, neurons : list of int, optional
+        Sample slots and neuron indices (all when None).
+    phases : list of str, optional
+        Phases (:data:`~arsim.spec.PHASES`) to keep.
+    t : (float, float), optional
+        Keep rows with ``start <= t <= stop`` (seconds, the time at which the value holds).
+    epochs : list of int, optional
+        Training: the epochs (0-based) to read (all recorded when None).
+    as_xarray : bool
+        Return an ``xarray.Dataset`` instead: one ``DataArray`` per layer and variable, named
+        ``<layer>.<variable>``, with dimensions ``(sample, step, neuron)`` (plus ``epoch`` for
+        training; NaN where a row was not recorded).
+
+    Returns
+    -------
+    pandas.DataFrame or xarray.Dataset
+        The tidy table (columns :data:`arsim.recording.TRACE_COLUMNS`, rows sorted by sample,
+        layer, variable, neuron and t; training adds ``epoch`` and ``image`` first), exactly
+        what the run produced in memory.
+    """
+    legacy = Path(run_dir) / LEGACY
+    if legacy.exists() and not (Path(run_dir) / "traces").exists():
+        if as_xarray:
+            raise ValueError(f"{legacy}: as_xarray needs the traces/ layout of newer runs")
+        return _load_legacy(legacy, layers, variables, samples, neurons, phases, t)
+    frames = []
+    for folder, meta in _folders(run_dir):
+        if epochs is not None and meta["epoch"] not in epochs:
+            continue
+        filters = _filters(meta, samples, phases, t)
+        blocks = [
+            block
+            for layer, variable, path in _selected(folder, layers, variables)
+            if (block := read_blocks(path, layer, variable, filters, neurons)) is not None
+        ]
+        if as_xarray:
+            frames.append((meta, blocks))
+            continue
+        frame = blocks_to_frame(blocks, _timing(meta))
+        if t is not None:
+            frame = frame[(frame.t >= t[0]) & (frame.t <= t[1])].reset_index(drop=True)
+        if meta["epoch"] is not None:
+            images = meta["images"] or {}
+            image = [images.get(str(s), -1) for s in frame["sample"]]
+            frame.insert(0, "image", np.asarray(image, dtype=np.int64))
+            frame.insert(0, "epoch", np.int32(meta["epoch"]))
+        frames.append(frame)
+    if as_xarray:
+        return _to_xarray(frames, t)
+    if not frames:
+        return blocks_to_frame([], (1.0, 1, [1]))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _load_legacy(path: Path, layers, variables, samples, neurons, phases, t) -> pd.DataFrame:
+    """:func:`load` of a run folder of earlier versions: one long table, ``traces.parquet``."""
+    filters = [
+        (column, "in", [int(v) for v in wanted] if numeric else [str(v) for v in wanted])
+        for column, wanted, numeric in (
+            ("layer", layers, False),
+            ("variable", variables, False),
+            ("phase", phases, False),
+            ("sample", samples, True),
+            ("neuron", neurons, True),
+        )
+        if wanted is not None
+    ]
+    if t is not None:
+        filters += [("t", ">=", float(t[0])), ("t", "<=", float(t[1]))]
+    return pd.read_parquet(path, filters=filters or None).reset_index(drop=True)
+
+
+def load_summary(run_dir, layers=None, epochs=None) -> pd.DataFrame:
+    """The per-step population summaries (``[record] summary``) of a run folder.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer``, ``sample``, ``step``, ``t`` (seconds) and the summary columns
+        (``<variable>_mean``, ``<variable>_std``, ``x_grad_distance``); training adds ``epoch``.
+    """
+    frames = []
+    for folder, meta in _folders(run_dir):
+        if epochs is not None and meta["epoch"] not in epochs:
+            continue
+        for path in sorted(folder.glob("*/summary.parquet")):
+            if layers is not None and path.parent.name not in layers:
+                continue
+            frame = pq.read_table(path).to_pandas()
+            sequential = frame["sample"].to_numpy(np.int64) * meta["steps_per_sample"]
+            frame.insert(2, "t", (sequential + frame["step"].to_numpy() + 1) * meta["dt"])
+            frame.insert(0, "layer", path.parent.name)
+            if meta["epoch"] is not None:
+                frame.insert(0, "epoch", meta["epoch"])
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    return (
+        pd.concat(frames, ignore_index=True)
+        .sort_values(
+            [c for c in ("epoch", "sample", "layer", "step") if c in frames[0]], kind="stable"
+        )
+        .reset_index(drop=True)
+    )
+
+
+def _to_xarray(found: list, t):
+    import xarray as xr  # optional heavy dependency: only for as_xarray=True
+
+    arrays = {}
+    for meta, blocks in found:
+        for block in blocks:
+            samples, rows = np.unique(block.sample, return_inverse=True)
+            steps = np.arange(meta["steps_per_sample"])
+            cube = np.full((len(samples), len(steps), len(block.neurons)), np.nan)
+            cube[rows, block.step] = block.values
+            array = xr.DataArray(
+                cube,
+                dims=("sample", "step", "neuron"),
+                coords={"sample": samples, "step": steps, "neuron": block.neurons},
+                name=f"{block.layer}.{block.variable}",
+            )
+            if meta["epoch"] is not None:
+                array = array.expand_dims(epoch=[meta["epoch"]])
+            arrays.setdefault(array.name, []).append(array)
+    merged = {
+        name: parts[0] if len(parts) == 1 else xr.concat(parts, dim="epoch")
+        for name, parts in arrays.items()
+    }
+    dataset = xr.Dataset(merged)
+    if found:
+        meta = found[0][0]
+        dataset.attrs.update(dt=meta["dt"], steps_per_sample=meta["steps_per_sample"])
+    return dataset
