@@ -10,12 +10,17 @@ The run folder::
 
     config.json                 resolved model and protocol, data, seed, options, versions
     weights/initial.npz         W0, b0, psi0, … before training (``Params.to_arrays()``)
-    weights/final.npz           AR's weights after the last epoch
+    weights/final.npz           AR's weights after the last epoch (a completed run only)
     weights/backprop-final.npz  the backprop baseline's weights after the last epoch
+    weights/at-divergence.npz   a diverged run: AR's last finite weights (after the last
+                                minibatch before the one that diverged); backprop-at-…
+    weights/at-stop.npz         a run stopped by SIGINT or SIGTERM: AR's weights after the
+                                last minibatch done; backprop-at-stop.npz the baseline's
     metrics.csv                 one row every ``metrics_every`` minibatches and one per epoch
     checkpoints/epoch-<k>.npz   after epoch k (1-based): ``ar_W0 …`` and ``bp_W0 …``
     checkpoints/epoch-<k>.json  position (epochs, batches, samples done), metrics rows, shuffle
-    status.json                 running, completed or diverged (with the message)
+    status.json                 running, completed, diverged (with the message) or
+                                interrupted (with the signal); position reached
 
 ``metrics.csv`` columns (one row per point; AR and the baseline side by side):
 
@@ -41,8 +46,12 @@ The run folder::
 Shuffling: epoch ``e`` (0-based) presents ``default_rng([seed, 3, e]).permutation(n)``, so the
 epoch index is all a resumed run needs. A fresh Brian2 network is built at the start of every
 epoch from the current weights, in an uninterrupted run as in a resumed one, which is what
-makes a resumed run end bit-identical to an uninterrupted one (given the same number of BLAS
-threads, e.g. ``OPENBLAS_NUM_THREADS``: it decides how the matrix products split their sums).
+makes a resumed run end bit-identical to an uninterrupted one. The BLAS threads (they decide
+how the matrix products split their sums) and the code generation target are recorded in
+``config.json`` and a resumed run uses them again.
+
+A run stopped by SIGINT or SIGTERM (:mod:`arsim.stops`) ends at a minibatch boundary, keeps
+the metrics rows written so far, and resumes from its last epoch checkpoint.
 """
 
 from __future__ import annotations
@@ -57,9 +66,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from arsim import oracle
+from arsim import oracle, stops
 from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
+from arsim.memory import check_memory
 from arsim.metrics import evaluate, relaxation_errors
 from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
 from arsim.network import seed_noise
@@ -156,12 +166,15 @@ class TrainingOptions:
         Train the backprop baseline beside AR.
     eval_samples : int
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
+    blas_threads : int or None
+        BLAS threads of the matrix products (None: as the process has them).
     """
 
     seed: int
     metrics_every: int = 50
     baseline: bool = True
     eval_samples: int = 10000
+    blas_threads: int | None = None
 
 
 class Training:
@@ -214,6 +227,7 @@ class Training:
         self.bp: Params | None = None
         self.epochs_done = self.batches = self.samples = 0
         self.test_accuracy: dict = {}
+        self.stopped_by: int | None = None
         self.table = MetricsTable(self.folder / "metrics.csv", model)
 
     def _use_folder(self, folder: Path) -> None:
@@ -242,6 +256,7 @@ class Training:
                 "baseline": options.baseline,
                 "eval_samples": options.eval_samples,
                 "codegen_target": target,
+                "blas_threads": options.blas_threads,
                 "mode": "dense",
             },
             "versions": versions(),
@@ -266,8 +281,15 @@ class Training:
         self._check_same_run(config, data)
         options = config["options"]
         self.options = TrainingOptions(
-            config["seed"], options["metrics_every"], options["baseline"], options["eval_samples"]
+            config["seed"],
+            options["metrics_every"],
+            options["baseline"],
+            options["eval_samples"],
+            options.get("blas_threads"),
         )
+        for name in ("at-stop", "at-divergence"):  # the records of the stop resumed from
+            for prefix in ("", "backprop-"):
+                (self.folder / "weights" / f"{prefix}{name}.npz").unlink(missing_ok=True)
         config["epochs"] = epochs
         config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
         write_json(self.folder / "config.json", config)
@@ -323,7 +345,7 @@ class Training:
             with self.table:
                 for epoch in range(self.epochs_done, epochs):
                     message = self.epoch(epoch, bar)
-                    if message is not None:
+                    if message is not None or self.stopped_by is not None:
                         return message
                     self.checkpoint()
         finally:
@@ -359,6 +381,9 @@ class Training:
                 window = Window(n_layers)
         if loop.divergence is not None:
             return loop.divergence.message(epoch + 1)
+        if loop.interrupted is not None:
+            self.stopped_by = loop.interrupted
+            return None
         row = self.evaluate("epoch", epoch, epoch_window, full=True)
         self.table.write(row)
         self.test_accuracy = {key: row.get(key) for key in ("ar_test_acc", "bp_test_acc")}
@@ -433,18 +458,24 @@ class Training:
         RunFolderError
             If a folder with the final name holds something (the run stays where it is).
         """
-        np.savez(self.folder / "weights" / "final.npz", **self.ar.to_arrays())
+        state = "diverged" if message else "completed"
+        if not message and self.stopped_by is not None:
+            state = "interrupted"
+        name = {"completed": "final", "diverged": "at-divergence", "interrupted": "at-stop"}[state]
+        save_npz(self.folder / "weights" / f"{name}.npz", **self.ar.to_arrays())
         if self.bp is not None:
-            np.savez(self.folder / "weights" / "backprop-final.npz", **self.bp.to_arrays())
+            save_npz(self.folder / "weights" / f"backprop-{name}.npz", **self.bp.to_arrays())
         status = {
-            "status": "diverged" if message else "completed",
+            "status": state,
             "message": message,
             "epochs_done": _latest_checkpoint(self.folder),
             "batches": self.batches,
             "samples": self.samples,
         }
-        if message is None:
+        if state == "completed":
             status |= {key: self.test_accuracy.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        if state == "interrupted":
+            status["signal"] = stops.signal_name(self.stopped_by)
         write_json(self.folder / "status.json", status)
         return publish(self.folder), status
 
@@ -509,7 +540,11 @@ def train(
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
     target : {'auto', 'numpy', 'cython'}
         Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
-        (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations).
+        (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations), and
+        when resuming stands for the target the run recorded.
+
+    The run uses the BLAS threads the process has and records them; a resumed run uses the
+    recorded ones again.
 
     Returns
     -------
@@ -530,14 +565,30 @@ def train(
         "shuffle": f"epoch e presents default_rng([seed, {SeedStream.SHUFFLE:d}, e])"
         ".permutation(n)",
     }
+    check_memory(model, protocol, len(images))
+    threads = stops.blas_threads()
+    if resume:  # the run's own target and BLAS threads: the same numbers as an uninterrupted run
+        recorded = _recorded_options(Path(out))
+        target = recorded.get("codegen_target", target) if target == "auto" else target
+        threads = recorded.get("blas_threads") or threads
     target = resolve_codegen_target(target, len(images) * epochs)
     set_codegen_target(target)
     training = Training(model, protocol, dataset, images, labels)
-    if resume:
-        training.resume(Path(out), epochs, data)
-    else:
-        seed = model.seed if seed is None else seed
-        options = TrainingOptions(seed, metrics_every, baseline, eval_samples)
-        training.start(Path(out), epochs, data, options, target)
-    message = training.run(epochs, progress)
-    return training.finish(message)
+    with stops.blas_threads_limited(threads):
+        if resume:
+            training.resume(Path(out), epochs, data)
+        else:
+            seed = model.seed if seed is None else seed
+            options = TrainingOptions(seed, metrics_every, baseline, eval_samples, threads)
+            training.start(Path(out), epochs, data, options, target)
+        try:
+            message = training.run(epochs, progress)
+        except KeyboardInterrupt:
+            raise stops.StoppedAtOnce(training.folder) from None
+        return training.finish(message)
+
+
+def _recorded_options(out: Path) -> dict:
+    """The options recorded in ``config.json`` of the run to resume in ``out``."""
+    config = json.loads((_find_resume_folder(out) / "config.json").read_text())
+    return config.get("options", {})
