@@ -41,6 +41,8 @@ EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_ORPHANED = 4
+EXIT_INTERRUPTED = 130
+"""Exit status after SIGINT (128 + 2); after SIGTERM a run exits with 143."""
 
 BASELINES = ("backprop", "none")
 """Baselines a training runs beside AR: backprop from the same weights, or none."""

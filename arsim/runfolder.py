@@ -4,11 +4,19 @@ A run (random data or training) writes into ``.<name>.partial-<pid>`` beside its
 folder and renames it to ``<name>`` when it ends, so a folder with the final name is never
 half-written. JSON and ``.npz`` files are written under a temporary name and moved into
 place, so a file is either absent or whole.
+
+The default name is ``runs/<model>__<protocol>[__<data>]__seed<S>``; when that folder exists
+the first free one of ``…-2``, ``…-3``, … is used.
+
+Importing this module stops Brian2 from leaving its debug log and a copy of the script
+(``brian_debug_*.log``, ``brian_script_*.py``) in the temp folder (:func:`no_brian_files`):
+arsim reports its errors itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -18,9 +26,32 @@ from pathlib import Path
 import brian2 as b2
 import numpy as np
 import pandas as pd
+from brian2.utils.logger import BrianLogger
 
 import arsim
 from arsim.spec import ModelSpec, ProtocolSpec
+
+
+def no_brian_files() -> None:
+    """Remove Brian2's debug log and its copy of the script from the temp folder.
+
+    Brian2 writes neither again in this process.
+    """
+    b2.prefs.logging.file_log = False
+    b2.prefs.logging.save_script = False
+    handler = BrianLogger.file_handler
+    if handler is not None:
+        handler.close()
+        logging.getLogger("brian2").removeHandler(handler)
+        BrianLogger.file_handler = None
+    log, script = BrianLogger.tmp_log, BrianLogger.tmp_script
+    for path in (log, f"{log}.1" if log else None, script):
+        if path:
+            Path(path).unlink(missing_ok=True)
+    BrianLogger.tmp_log = BrianLogger.tmp_script = None
+
+
+no_brian_files()
 
 PARTIAL = ".partial-"
 """What separates the final name from the process id in a temporary folder's name."""
