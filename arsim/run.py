@@ -182,7 +182,10 @@ def _simulate(network, model, protocol, inputs, targets, params, progress, path)
         last = batch.after
         if batch.signals is not None:
             table = {"sample": batch.swept, "batch": np.full(len(batch.swept), batch.index)}
-            table |= sample_metrics(model, batch.before, batch.signals, batch.inputs, batch.targets)
+            with np.errstate(all="ignore"):  # a run about to diverge: its numbers are kept
+                table |= sample_metrics(
+                    model, batch.before, batch.signals, batch.inputs, batch.targets
+                )
             per_sample.append(pd.DataFrame(table))
     bar.close()
     steps = None

@@ -266,7 +266,7 @@ class ModelSpec:
 def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     """Validate a model declaration (the parsed TOML) into a :class:`ModelSpec`."""
     root = Table(data, source)
-    name = root.get("name", str, Path(str(source)).stem)
+    name = root.safe_name(Path(str(source)).stem)
     seed = root.integer("seed", ModelSpec.seed, low=0)
     loss = root.get("loss", str, ModelSpec.loss, choices=LOSSES)
     loss_scale = root.number("loss_scale", ModelSpec.loss_scale, low=0.0, low_open=True)

@@ -222,6 +222,13 @@ class Table:
             raise self.error(name, f"expected a number <= {high}, got {value!r}")
         return value
 
+    def safe_name(self, default: str) -> str:
+        """Entry ``name``, a name safe in a file name (:func:`check_name`), else ``default``."""
+        if "name" not in self.data:
+            self.used.add("name")
+            return default
+        return check_name(self.data["name"], self.file, self.key("name")) and self.get("name", str)
+
     def integer(self, name: str, default: Any = ..., low: int | None = None) -> int:
         """An integer of at least ``low``."""
         value = self.get(name, int, default)

@@ -88,6 +88,11 @@ def default_out_folder(sweep: Sweep) -> Path:
 def _check_out_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out}: exists and is not a folder; choose another --out")
+    if not out.exists():
+        try:  # before a cluster starts: a path under a file, no permission
+            out.mkdir(parents=True)
+        except OSError as error:
+            raise SweepError(f"{out}: cannot create the sweep folder: {error.strerror}") from None
     if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").is_file():
         raise SweepError(
             f"{out}: exists, is not empty and holds no sweep.json (not a sweep folder); "
