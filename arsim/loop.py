@@ -262,6 +262,9 @@ class ChunkLoop:
                 yield self._minibatch(first, last, current, after, signal)
                 current = after
                 self.batches_done, self.samples_done = self.batches_done + 1, last
+                if self.interrupted is None and stops.requested() is not None:
+                    self.interrupted = stops.requested()  # later minibatches are dropped
+                    return
             if divergence is not None:
                 divergence.batches_kept = self.batches_done
                 divergence.samples_kept = self.samples_done
