@@ -24,7 +24,8 @@ LAYER_NAMES = ("input", "h1", "h2", "h3", "output")
 def make_model(
     sizes, activations, loss="mse", bias=False, feedback="transpose", derivative=True, **extra
 ):
-    """A chain model from sizes and the activations of layers 1 … L."""
+    """A chain model from sizes and the activations of layers 1 … L; weights N(0, 0.05)
+    unless ``init`` says otherwise."""
     names = LAYER_NAMES[: len(sizes) - 1] + ("output",)
     layers = [{"name": names[0], "size": sizes[0]}]
     layers += [
@@ -38,6 +39,7 @@ def make_model(
         "defaults": {"bias": bias, "feedback": feedback, "derivative": derivative},
     }
     data.update(extra)
+    data["init"] = {"variance": 0.05} | data.get("init", {})  # the variance the tests assume
     return model_from_dict(data, "test-model.toml")
 
 
@@ -190,5 +192,6 @@ def every_feature_model(output_derivative=False, **connection_settings):
     for connection in connections:
         connection.update(connection_settings)
     data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers}
+    data["init"] = {"variance": 0.05}
     data["connections"] = connections
     return model_from_dict(data, "every-feature.toml")

@@ -132,14 +132,15 @@ class InitSpec:
     Attributes
     ----------
     variance : float
-        Variance of the normal distribution (the paper: 0.05).
+        Variance of the normal distribution (dimensionless; default 0.0025, a standard deviation
+        of 0.05 as the authors' code draws it; the paper's text says "variance 0.05").
     mean : float
         Mean of the normal distribution.
     bias : float
         Initial value of every bias.
     """
 
-    variance: float = 0.05
+    variance: float = 0.0025
     mean: float = 0.0
     bias: float = 0.0
 
