@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from arsim.params import init_params
 from arsim.spec import load_model
 
