@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from conftest import PAPER_MODEL, PAPER_PROTOCOL, ROOT
 
@@ -340,3 +341,78 @@ def test_the_loser_of_a_race_for_the_same_out_says_where_its_results_are(
     assert err.count("\n") == 1 and f"the run stays in {partial}" in err
     assert json.loads((partial / "status.json").read_text())["status"] == "completed"
     assert (partial / "weights" / "final.npz").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Ctrl-C on a sweep
+# --------------------------------------------------------------------------------------------
+def _sweep_command(tmp_path: Path) -> list[str]:
+    """``arsim sweep`` of 4 tiny points (40 samples each) on one local worker."""
+    model, protocol = tiny(tmp_path)
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        f'model = "{model.name}"\nprotocol = "{protocol.name}"\nseeds = [0]\n[grid]\n'
+        '"protocol.learning.rate" = [0.001, 0.002, 0.003, 0.004]\n[run]\nsamples = 40\n'
+    )
+    out = tmp_path / "out"
+    return [sys.executable, "-m", "arsim.cli", "sweep", str(sweep), "--out", str(out)] + [
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+
+
+def _point_processes(out: Path) -> list:
+    """Point processes of the sweep in ``out`` still alive."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(out) in part for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def test_ctrl_c_stops_a_sweep_with_one_line_and_a_rerun_finishes_it(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once a point is
+    done: exit 130, one line with the points finished and left, no traceback, no point process
+    left running; the same command again runs only the points left."""
+    command = _sweep_command(tmp_path)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        done = lambda: any((out / "points").glob("*/status.json"))  # noqa: E731
+        assert _wait_for(done, process), "no point finished before the sweep ended"
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr and stdout == "", stderr
+    words = stderr.split("sweep interrupted: ")[1].split()
+    finished, left = int(words[0]), int(words[3])
+    assert words[1:3] == ["points", "finished,"] and words[4] == "left", stderr
+    assert finished >= 1 and left >= 1 and finished + left == 4, stderr
+    assert f"in {out}" in stderr
+    kept = sorted(path.parent for path in (out / "points").glob("*/status.json"))
+    assert len(kept) == finished
+    stamps = [(folder / "status.json").stat().st_mtime_ns for folder in kept]
+    deadline = time.monotonic() + 60
+    while _point_processes(out) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _point_processes(out), "a point process outlived the sweep"
+    again = subprocess.run(
+        command, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"4 points: 4 completed, 0 diverged, 0 failed; {left} run, {finished}" in again.stdout
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["status"]) == ["completed"] * 4
+    assert stamps == [(folder / "status.json").stat().st_mtime_ns for folder in kept]

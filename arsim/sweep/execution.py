@@ -287,6 +287,8 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         # optional heavy dependency: distributed takes seconds to import; only a sweep needs it
         from distributed import Client, LocalCluster
 
+        from arsim.sweep.workers import IgnoreSigint
+
         if scheduler:
             try:
                 client = Client(scheduler, timeout="20s")
@@ -304,6 +306,7 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
                 )
             try:
                 client = Client(cluster)
+                client.register_plugin(IgnoreSigint())  # Ctrl-C is the sweep process's
             except BaseException:
                 cluster.close()
                 raise
