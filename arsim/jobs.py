@@ -32,7 +32,7 @@ from arsim import stops
 from arsim.datasets import DatasetError, load_dataset
 from arsim.modes import ExecutionError
 from arsim.run import RunResult, run_to_folder
-from arsim.runfolder import RunFolderError, default_run_folder
+from arsim.runfolder import RunFolderError, default_run_folder, final_name
 from arsim.spec import ModelSpec, ProtocolSpec, SpecError
 from arsim.train import TrainError, _find_resume_folder, train
 
@@ -165,10 +165,22 @@ def _interrupted(signal: int, folder: Path, done: str, then: str) -> Outcome:
 
 
 def io_failure(error: OSError) -> Outcome:
-    """The outcome of an I/O failure: exit status 2 and one line naming the path."""
+    """The outcome of an I/O failure: exit status 2 and one line naming the path.
+
+    A training's error names the unfinished run folder it leaves (``kept_folder``): the line
+    says where it stayed and how to continue it.
+    """
     where = error.filename if error.filename is not None else "run folder"
     reason = error.strerror or str(error)
-    return bad_input(f"{where}: {reason}")
+    kept = getattr(error, "kept_folder", None)
+    if kept is None:
+        return bad_input(f"{where}: {reason}")
+    return Outcome(
+        EXIT_BAD_INPUT,
+        f"arsim: error: {where}: {reason}; the unfinished run stays in {kept} "
+        f"(--resume {final_name(kept)} continues it from its last checkpoint)",
+        kept,
+    )
 
 
 def execute(job: Job, progress: bool = True) -> Outcome:
@@ -277,7 +289,11 @@ def _train(job: Training, progress: bool) -> Outcome:
         return _train_resolved(job, progress)
     try:  # the run folder to resume and its records may be missing or damaged
         return _train_resolved(_resumed(job), progress)
-    except (OSError, json.JSONDecodeError, KeyError) as error:
+    except OSError as error:
+        if getattr(error, "kept_folder", None) is not None:
+            return io_failure(error)  # a failure while training, not of the records
+        return bad_input(f"cannot resume: {error}")
+    except (json.JSONDecodeError, KeyError) as error:
         return bad_input(f"cannot resume: {error}")
 
 

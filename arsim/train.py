@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -268,8 +269,11 @@ class Training:
         np.savez(self.folder / "weights" / "initial.npz", **self.ar.to_arrays())
         self.table.keep(0)
 
-    def resume(self, out: Path, epochs: int, data: dict) -> None:
+    def resume(self, out: Path, epochs: int, data: dict, target: str, threads: int | None):
         """Continue the run in ``out`` (or its partial folder) from its last checkpoint.
+
+        ``config.json`` records the resumption: command, time, code generation ``target`` and
+        BLAS ``threads`` used.
 
         Raises
         ------
@@ -291,7 +295,8 @@ class Training:
             for prefix in ("", "backprop-"):
                 (self.folder / "weights" / f"{prefix}{name}.npz").unlink(missing_ok=True)
         config["epochs"] = epochs
-        config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
+        resumption = {"command": sys.argv, "time": time.time(), "codegen_target": target}
+        config.setdefault("resumed", []).append(resumption | {"blas_threads": threads})
         write_json(self.folder / "config.json", config)
         done = _latest_checkpoint(self.folder)
         kept_rows = 0
@@ -546,6 +551,10 @@ def train(
     The run uses the BLAS threads the process has and records them; a resumed run uses the
     recorded ones again.
 
+    An I/O failure (``OSError``, e.g. a full disk) while creating the run folder removes it;
+    later, the folder stays with its checkpoints for ``--resume``, and the error raised carries
+    it as ``kept_folder``.
+
     Returns
     -------
     (Path, dict)
@@ -576,16 +585,23 @@ def train(
     training = Training(model, protocol, dataset, images, labels)
     with stops.blas_threads_limited(threads):
         if resume:
-            training.resume(Path(out), epochs, data)
+            training.resume(Path(out), epochs, data, target, threads)
         else:
             seed = model.seed if seed is None else seed
             options = TrainingOptions(seed, metrics_every, baseline, eval_samples, threads)
-            training.start(Path(out), epochs, data, options, target)
+            try:
+                training.start(Path(out), epochs, data, options, target)
+            except OSError:  # nothing to resume from: no half-written folder is left
+                if training.folder != Path():
+                    shutil.rmtree(training.folder, ignore_errors=True)
+                raise
         try:
-            message = training.run(epochs, progress)
+            return training.finish(training.run(epochs, progress))
         except KeyboardInterrupt:
             raise stops.StoppedAtOnce(training.folder) from None
-        return training.finish(message)
+        except OSError as error:  # the folder keeps the checkpoints: --resume continues it
+            error.kept_folder = training.folder
+            raise
 
 
 def _recorded_options(out: Path) -> dict:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import brian2
 import numpy as np
 import pandas as pd
 import psutil
@@ -416,3 +417,74 @@ def test_ctrl_c_stops_a_sweep_with_one_line_and_a_rerun_finishes_it(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert list(results["status"]) == ["completed"] * 4
     assert stamps == [(folder / "status.json").stat().st_mtime_ns for folder in kept]
+
+
+# --------------------------------------------------------------------------------------------
+# Resumption: the recorded target and BLAS threads; an I/O failure keeps the training's folder
+# --------------------------------------------------------------------------------------------
+def test_resume_reuses_the_recorded_target_and_blas_threads(tmp_path, monkeypatch):
+    """A training started with target numpy and resumed with 'auto' (which compiles here:
+    the threshold is patched to 1 presentation) runs numpy again and ends bit-identical to an
+    uninterrupted numpy run; it uses the recorded BLAS threads, not the process's."""
+    _fashion_mnist_or_skip()
+    from arsim.datasets import load_dataset  # noqa: PLC0415 (after the skip)
+    from arsim.modes import resolve_codegen_target  # noqa: PLC0415 (patched threshold below)
+    from arsim.train import train  # noqa: PLC0415 (after the skip)
+
+    monkeypatch.setattr("arsim.modes.COMPILE_PAYS_OFF", 1)
+    if resolve_codegen_target("auto", 256) != "cython":
+        pytest.skip("Cython cannot compile here: 'auto' is numpy anyway")
+    model, protocol = load_model(PAPER_MODEL), load_protocol(PAPER_PROTOCOL)
+    data = load_dataset("fashion-mnist", train_limit=128, test_limit=500)
+    common = dict(train_samples=128, metrics_every=1, baseline=False, progress=False)
+    recorded = stops.blas_threads()
+    whole, _ = train(model, protocol, data, tmp_path / "whole", 2, target="numpy", **common)
+    part, _ = train(model, protocol, data, tmp_path / "part", 1, target="numpy", **common)
+    used = []
+    limited = stops.blas_threads_limited
+    monkeypatch.setattr(stops, "blas_threads", lambda: recorded + 1)  # another process
+    monkeypatch.setattr(stops, "blas_threads_limited", lambda n: used.append(n) or limited(n))
+    brian2.prefs.codegen.target = "cython"  # what a fresh process could have
+    resumed, status = train(model, protocol, data, part, 2, resume=True, **common)
+    assert status["status"] == "completed" and resumed == part
+    assert brian2.prefs.codegen.target == "numpy" and used == [recorded]
+    config = json.loads((part / "config.json").read_text())
+    assert config["options"]["codegen_target"] == "numpy"
+    assert config["resumed"][-1]["codegen_target"] == "numpy"
+    assert config["resumed"][-1]["blas_threads"] == recorded
+    a, b = np.load(whole / "weights" / "final.npz"), np.load(part / "weights" / "final.npz")
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert (whole / "metrics.csv").read_text() == (part / "metrics.csv").read_text()
+
+
+def test_an_io_failure_in_a_training_says_where_its_folder_stayed(tmp_path, monkeypatch, capsys):
+    """A full disk at the first checkpoint: exit 2, one line naming the file, the reason, the
+    temporary folder kept and how to resume; --resume then finishes the training."""
+    _fashion_mnist_or_skip()
+    import arsim.train  # noqa: PLC0415 (after the skip)
+    from arsim.jobs import Training  # noqa: PLC0415 (after the skip)
+
+    save = arsim.train.save_npz
+
+    def full_disk(path, **arrays):
+        if path.parent.name == "checkpoints":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        save(path, **arrays)
+
+    monkeypatch.setattr(arsim.train, "save_npz", full_disk)
+    out = tmp_path / "t"
+    model, protocol = load_model(PAPER_MODEL), load_protocol(PAPER_PROTOCOL)
+    options = dict(data="fashion-mnist", train_samples=64, epochs=1, metrics_every=1)
+    job = Training(model=model, protocol=protocol, out=out, baseline="none", **options)
+    assert execute(job, progress=False).report() == 2
+    err = capsys.readouterr().err
+    (partial,) = tmp_path.glob(".t.partial-*")
+    assert err.count("\n") == 1 and err.startswith("arsim: error: ")
+    assert os.strerror(errno.ENOSPC) in err and str(partial / "checkpoints" / "epoch-") in err
+    assert f"the unfinished run stays in {partial} (--resume {out} continues it" in err
+    assert not out.exists() and (partial / "config.json").is_file()
+    monkeypatch.setattr(arsim.train, "save_npz", save)
+    resume = Training(model=model, protocol=protocol, resume=out, **options)
+    assert execute(resume, progress=False).report() == 0
+    assert (out / "weights" / "final.npz").is_file() and not partial.exists()
