@@ -287,6 +287,7 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         # optional heavy dependency: distributed takes seconds to import; only a sweep needs it
         from distributed import Client, LocalCluster
 
+        # optional heavy dependency: arsim.sweep.workers imports distributed
         from arsim.sweep.workers import IgnoreSigint
 
         if scheduler:
