@@ -11,8 +11,9 @@ from __future__ import annotations
 import signal
 import threading
 
-import brian2  # noqa: F401  (Brian2 installs its own SIGINT handler when imported: first)
 from distributed import WorkerPlugin
+
+import arsim.runfolder  # noqa: F401  (imports Brian2, which sets its SIGINT handler, tidily)
 
 
 class IgnoreSigint(WorkerPlugin):
