@@ -10,7 +10,8 @@ points (see :mod:`arsim.sweep`; exit status 1 when some point did not complete).
 ``arsim bench`` measures samples per second of every execution mode (see :mod:`arsim.bench`).
 
 Exit status (see :mod:`arsim.jobs`): 0 done, 2 bad input (one line on stderr naming the file
-and key), 3 the simulation diverged (the run folder keeps what was recorded).
+and key, or the path of an I/O failure), 3 the simulation diverged (the run folder keeps what
+was recorded), 130 or 143 stopped by SIGINT or SIGTERM (the run folder keeps what was computed).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from arsim.jobs import (
     BASELINES,
     EXIT_BAD_INPUT,
     EXIT_COMPLETED,
+    EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
     RandomRun,
     Training,
     execute,
+    io_failure,
 )
 from arsim.modes import DEVICES, MODES
 from arsim.spec import (
@@ -42,7 +45,14 @@ from arsim.spec import (
     load_model,
     load_protocol,
 )
-from arsim.sweep import STATUSES, SweepError, load_sweep, parse_setting, run_sweep
+from arsim.sweep import (
+    STATUSES,
+    SweepError,
+    SweepInterrupted,
+    load_sweep,
+    parse_setting,
+    run_sweep,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -330,6 +340,16 @@ def _sweep(args: argparse.Namespace) -> int:
     except (SpecError, SweepError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:
+        print(io_failure(error).message, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SweepInterrupted as stop:
+        print(
+            f"arsim: sweep interrupted: {stop.finished} points finished, {stop.left} left in "
+            f"{stop.out}; run the same command again to finish them",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     counts = table.attrs["counts"]
     print(
         f"arsim: wrote {Path(table.attrs['out']) / 'results.csv'} ({len(table)} points: "

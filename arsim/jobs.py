@@ -14,7 +14,11 @@ Exit status of the ``arsim`` command and of a sweep point's process:
 2     bad input; nothing or an unfinished folder is written (:data:`EXIT_BAD_INPUT`)
 3     the simulation diverged; the run folder keeps what was recorded (:data:`EXIT_DIVERGED`)
 4     a sweep point's process whose launching worker died (:data:`EXIT_ORPHANED`)
+130   stopped by SIGINT (Ctrl-C); the run folder keeps what was computed (143: SIGTERM)
 ====  ======================================================================================
+
+An I/O failure around the run folder (a file in the way, no permission, a full disk) is bad
+input too: one line naming the path and the reason, exit status 2.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from arsim import stops
 from arsim.datasets import DatasetError, load_dataset
 from arsim.modes import ExecutionError
-from arsim.run import run_to_folder
-from arsim.runfolder import RunFolderError, default_run_folder
+from arsim.run import RunResult, run_to_folder
+from arsim.runfolder import RunFolderError, default_run_folder, final_name
 from arsim.spec import ModelSpec, ProtocolSpec, SpecError
 from arsim.train import TrainError, TrainingOptions, _find_resume_folder, train
 
@@ -36,6 +41,8 @@ EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 EXIT_ORPHANED = 4
+EXIT_INTERRUPTED = 130
+"""Exit status after SIGINT (128 + 2); after SIGTERM a run exits with 143."""
 
 BASELINES = ("backprop", "none")
 """Baselines a training runs beside AR: backprop from the same weights, or none."""
@@ -151,6 +158,34 @@ def _diverged(message: str, folder: Path) -> Outcome:
     return Outcome(EXIT_DIVERGED, f"arsim: error: {message}; run folder {folder}", folder)
 
 
+def _interrupted(signal: int, folder: Path, done: str, then: str) -> Outcome:
+    """A run stopped by ``signal`` at a minibatch boundary: exit status 128 + the signal."""
+    return Outcome(
+        stops.EXIT_STATUS[signal],
+        f"arsim: interrupted by {stops.signal_name(signal)} {done}; wrote {folder}; {then}",
+        folder,
+    )
+
+
+def io_failure(error: OSError) -> Outcome:
+    """The outcome of an I/O failure: exit status 2 and one line naming the path.
+
+    A training's error names the unfinished run folder it leaves (``kept_folder``): the line
+    says where it stayed and how to continue it.
+    """
+    where = error.filename if error.filename is not None else "run folder"
+    reason = error.strerror or str(error)
+    kept = getattr(error, "kept_folder", None)
+    if kept is None:
+        return bad_input(f"{where}: {reason}")
+    return Outcome(
+        EXIT_BAD_INPUT,
+        f"arsim: error: {where}: {reason}; the unfinished run stays in {kept} "
+        f"(--resume {final_name(kept)} continues it from its last checkpoint)",
+        kept,
+    )
+
+
 def execute(job: Job, progress: bool = True) -> Outcome:
     """Run ``job`` and map every error of bad input to its exit status and one-line message.
 
@@ -165,13 +200,34 @@ def execute(job: Job, progress: bool = True) -> Outcome:
     -------
     Outcome
         Exit status, one-line message and run folder.
+
+    SIGINT and SIGTERM stop the job at the next minibatch boundary (:mod:`arsim.stops`); a
+    second SIGINT stops it at once.
     """
     try:
-        if isinstance(job, Training):
-            return _train(job, progress)
-        return _run_random(job, progress)
+        with stops.StopRequests() as requests:
+            try:
+                if isinstance(job, Training):
+                    return _train(job, progress)
+                return _run_random(job, progress)
+            except stops.StoppedAtOnce as stopped:
+                return _stopped_at_once(stopped, requests.signal or 2)
     except BAD_INPUT_ERRORS as error:
         return bad_input(error)
+    except OSError as error:
+        return io_failure(error)
+
+
+def _stopped_at_once(stopped: stops.StoppedAtOnce, signal: int) -> Outcome:
+    if stopped.folder is None:
+        kept = "nothing was kept"
+    else:
+        kept = f"the unfinished folder {stopped.folder} is kept (--resume continues it)"
+    return Outcome(
+        stops.EXIT_STATUS.get(signal, 130),
+        f"arsim: stopped at once by a second SIGINT in the middle of a minibatch; {kept}",
+        stopped.folder,
+    )
 
 
 def _run_random(job: RandomRun, progress: bool) -> Outcome:
@@ -190,12 +246,25 @@ def _run_random(job: RandomRun, progress: bool) -> Outcome:
     )
     if result.diverged:
         return _diverged(result.diverged, folder)
+    if result.interrupted is not None:
+        return _random_interrupted(result, folder)
     last = result.metrics.iloc[-1]
     return Outcome(
         EXIT_COMPLETED,
         f"arsim: wrote {folder} ({result.trace_rows} trace rows; last batch loss "
         f"{last['loss']:.4g}, angle to backprop {last['angle_deg']:.3g} deg)",
         folder,
+    )
+
+
+def _random_interrupted(result: RunResult, folder: Path) -> Outcome:
+    done = f"after {result.batches_done} minibatches ({result.samples_done} samples)"
+    return _interrupted(
+        result.interrupted,
+        folder,
+        done,
+        "weights/at-stop.npz holds the weights; a run on random data does not resume "
+        "(run it again)",
     )
 
 
@@ -223,7 +292,11 @@ def _train(job: Training, progress: bool) -> Outcome:
         return _train_resolved(job, progress)
     try:  # the run folder to resume and its records may be missing or damaged
         return _train_resolved(_resumed(job), progress)
-    except (OSError, json.JSONDecodeError, KeyError) as error:
+    except OSError as error:
+        if getattr(error, "kept_folder", None) is not None:
+            return io_failure(error)  # a failure while training, not of the records
+        return bad_input(f"cannot resume: {error}")
+    except (json.JSONDecodeError, KeyError) as error:
         return bad_input(f"cannot resume: {error}")
 
 
@@ -248,6 +321,14 @@ def _train_resolved(job: Training, progress: bool) -> Outcome:
     )
     if status["status"] == "diverged":
         return _diverged(status["message"], folder)
+    if status["status"] == "interrupted":
+        done = (
+            f"in epoch {status['epochs_done'] + 1} after {status['batches']} minibatches "
+            f"({status['epochs_done']} epochs checkpointed)"
+        )
+        resume = f"continue with: arsim run {job.model.source} {job.protocol.source} --resume "
+        resume += str(folder)
+        return _interrupted(stops.signal_number(status["signal"]), folder, done, resume)
     accuracy = {key: status.get(key) for key in ("ar_test_acc", "bp_test_acc")}
     text = ", ".join(
         f"{who} {value:.4f}"

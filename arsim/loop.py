@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from arsim import oracle
+from arsim import oracle, stops
 from arsim.metrics import batch_metrics
 from arsim.params import Params
 from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
@@ -87,6 +87,11 @@ class Divergence:
         Phase of that step.
     kept : int or None
         Last sample slot whose recording is kept (None when nothing is recorded).
+    batches_kept : int
+        Minibatches of the network completed before the one that diverged (their metrics and
+        weights are kept); they end at sample slot ``samples_kept``.
+    samples_kept : int
+        Sample slots those minibatches presented.
     """
 
     layer: str
@@ -95,6 +100,8 @@ class Divergence:
     t: float
     phase: str
     kept: int | None = None
+    batches_kept: int = 0
+    samples_kept: int = 0
 
     def message(self, epoch: int | None = None) -> str:
         """One line naming layer, neuron, time, sample and phase (``epoch``: 1-based)."""
@@ -105,6 +112,9 @@ class Divergence:
             f"simulation diverged: non-finite activity in layer {self.layer!r} "
             f"(neuron {self.neuron}) {where} ({self.phase} phase)"
         )
+        text += f"; {self.batches_kept} minibatches before it kept"
+        if self.batches_kept:
+            text += f" (samples 0-{self.samples_kept - 1}: metrics and last finite weights)"
         if self.kept is not None:
             text += f"; recording kept up to sample {self.kept}"
         return text
@@ -179,7 +189,12 @@ class ChunkLoop:
     slots : int
         Presentation slots (:func:`presentation_slots`).
     divergence : Divergence or None
-        Set when the loop stopped at non-finite activity (after the chunk it happened in).
+        Set when the loop stopped at non-finite activity (after the chunk it happened in; the
+        minibatches of that chunk before the one that diverged are still yielded).
+    interrupted : int or None
+        The signal that stopped the loop before a chunk (:func:`arsim.stops.requested`).
+    batches_done, samples_done : int
+        Minibatches yielded and the presentation slots they span.
     """
 
     def __init__(
@@ -205,6 +220,8 @@ class ChunkLoop:
             network.set_stream(*self._rows(np.arange(len(self.order))))
         self.divergence: Divergence | None = None
         self.recorder = recorder if recorder is not None else MemoryRecorder(protocol)
+        self.interrupted: int | None = None
+        self.batches_done = self.samples_done = 0
         wanted = protocol.record.samples
         self._wanted = None if wanted is None else set(wanted)
 
@@ -233,26 +250,45 @@ class ChunkLoop:
         chunk, batch = network.chunk_samples, protocol.batch_size
         current = self.params
         for start in range(0, self.slots, chunk):
+            self.interrupted = stops.requested()
+            if self.interrupted is not None:  # a minibatch boundary: stop here
+                return
             stop = min(start + chunk, self.slots)
             self._watch(start, stop)
             inputs, targets = self._chunk_rows(start, stop)
             upcoming = (None, None)  # zeros; a stream shows the next samples itself
             if stop < self.slots and protocol.dwell == 0:
                 upcoming = self._chunk_rows(stop, min(stop + chunk, self.slots))
-            with np.errstate(all="ignore"):  # divergence: checked below
+            cut = getattr(network, "batches_per_chunk", 1) > 1  # collects each minibatch's weights
+            with np.errstate(all="ignore"), stops.cuttable(cut):  # divergence: checked below
                 network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
             self._advance(stop)
             rows = self._rows if protocol.dwell == 0 else None  # summaries: backprop reference
-            record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
-            self.divergence = self._divergence(stop)
-            if self.divergence is not None:
-                return
+            if getattr(network, "chunk_complete", True):  # a chunk cut short records nothing
+                record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
+            divergence = self._divergence(stop)
+            # a stop request ends the chunk early: the minibatches completed are kept
+            self.interrupted = stops.requested()
             signals = network.batch_signals or [None] * len(network.batch_params)
             for first, after, signal in zip(
-                range(start, stop, batch), network.batch_params, signals, strict=True
+                range(start, stop, batch), network.batch_params, signals, strict=False
             ):
-                yield self._minibatch(first, min(first + batch, self.slots), current, after, signal)
+                last = min(first + batch, self.slots)
+                if divergence is not None and last > divergence.sample:
+                    break  # this minibatch and the later ones saw non-finite activity
+                yield self._minibatch(first, last, current, after, signal)
                 current = after
+                self.batches_done, self.samples_done = self.batches_done + 1, last
+                if self.interrupted is None and stops.requested() is not None:
+                    self.interrupted = stops.requested()  # later minibatches are dropped
+                    return
+            if divergence is not None:
+                divergence.batches_kept = self.batches_done
+                divergence.samples_kept = self.samples_done
+                self.divergence = divergence
+                return
+            if self.interrupted is not None:
+                return
 
     def _minibatch(self, first, last, before, after, signals) -> Minibatch:
         index = first // self.protocol.batch_size

@@ -449,6 +449,8 @@ class ARNetwork:
             self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
         finally:
             gc.unfreeze()
+        self.chunk_complete = bool(self.network.t > end + 0.5 * self.dt)
+        """Whether the last chunk ran to its end (a stop request may cut it short)."""
         self.ticks_done += ticks
         self._after_chunk()
 

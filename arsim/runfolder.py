@@ -4,23 +4,86 @@ A run (random data or training) writes into ``.<name>.partial-<pid>`` beside its
 folder and renames it to ``<name>`` when it ends, so a folder with the final name is never
 half-written. JSON and ``.npz`` files are written under a temporary name and moved into
 place, so a file is either absent or whole.
+
+The default name is ``runs/<model>__<protocol>[__<data>]__seed<S>``; when that folder exists
+the first free one of ``…-2``, ``…-3``, … is used.
+
+Importing this module stops Brian2 from leaving files in the temp folder (its debug log, a
+copy of the script, the captured output of compilers: ``brian_debug_*.log``,
+``brian_script_*.py``, ``brian_stdout_*.log``, ``brian_stderr_*.log``) and from printing its
+"please report this bug" banner over an uncaught error (:func:`no_brian_files`): arsim reports
+its errors itself.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import os
 import platform
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import brian2 as b2
 import numpy as np
 import pandas as pd
+from brian2.utils.logger import BrianLogger, std_silent
 
 import arsim
 from arsim.spec import ModelSpec, ProtocolSpec
+
+
+def no_brian_files() -> None:
+    """Remove Brian2's debug log and its copy of the script from the temp folder.
+
+    Brian2 writes neither again in this process, prints no banner over an uncaught error (a
+    plain traceback instead), and captures the output of compilers (``std_silent``) in files
+    without a name in the temp folder (Linux; elsewhere they are removed at exit, even after
+    an error), so that even a killed process leaves nothing behind.
+    """
+    b2.prefs.logging.file_log = False
+    b2.prefs.logging.save_script = False
+    b2.prefs.logging.display_brian_error_message = False
+    _unnamed_output_capture()
+    handler = BrianLogger.file_handler
+    if handler is not None:
+        handler.close()
+        logging.getLogger("brian2").removeHandler(handler)
+        BrianLogger.file_handler = None
+    # Brian2's own log of an uncaught error then goes nowhere (not to logging's last resort)
+    logging.getLogger("brian2").addHandler(logging.NullHandler())
+    log, script = BrianLogger.tmp_log, BrianLogger.tmp_script
+    for path in (log, f"{log}.1" if log else None, script):
+        if path:
+            Path(path).unlink(missing_ok=True)
+    BrianLogger.tmp_log = BrianLogger.tmp_script = None
+
+
+def _unnamed_output_capture() -> None:
+    """Give Brian2's ``std_silent`` capture files that have no name in the temp folder.
+
+    ``std_silent`` reopens its files by name only to replay them after an error; on Linux
+    ``/proc/self/fd/N`` names an open file that has no other name.
+    """
+    if std_silent.dest_stdout is not None or not Path("/proc/self/fd").is_dir():
+        return
+    for stream in ("stdout", "stderr"):
+        handle = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open while the process lives)
+        setattr(std_silent, f"dest_{stream}", handle)
+        setattr(std_silent, f"dest_fname_{stream}", f"/proc/self/fd/{handle.fileno()}")
+
+
+def _remove_output_capture() -> None:
+    """Close and remove ``std_silent``'s files, which Brian2 keeps after an error."""
+    std_silent.close()
+    std_silent.dest_stdout = std_silent.dest_stderr = None
+
+
+no_brian_files()
+atexit.register(_remove_output_capture)
 
 PARTIAL = ".partial-"
 """What separates the final name from the process id in a temporary folder's name."""

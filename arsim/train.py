@@ -10,12 +10,17 @@ The run folder::
 
     config.json                 resolved model and protocol, data, seed, options, versions
     weights/initial.npz         W0, b0, psi0, … before training (``Params.to_arrays()``)
-    weights/final.npz           AR's weights after the last epoch
+    weights/final.npz           AR's weights after the last epoch (a completed run only)
     weights/backprop-final.npz  the backprop baseline's weights after the last epoch
+    weights/at-divergence.npz   a diverged run: AR's last finite weights (after the last
+                                minibatch before the one that diverged); backprop-at-…
+    weights/at-stop.npz         a run stopped by SIGINT or SIGTERM: AR's weights after the
+                                last minibatch done; backprop-at-stop.npz the baseline's
     metrics.csv                 one row every ``metrics_every`` minibatches and one per epoch
     checkpoints/epoch-<k>.npz   after epoch k (1-based): ``ar_W0 …`` and ``bp_W0 …``
     checkpoints/epoch-<k>.json  position (epochs, batches, samples done), metrics rows, shuffle
-    status.json                 running, completed or diverged (with the message)
+    status.json                 running, completed, diverged (with the message) or
+                                interrupted (with the signal); position reached
 
 ``metrics.csv`` columns (one row per point; AR and the baseline side by side):
 
@@ -43,14 +48,19 @@ The run folder::
 Shuffling: epoch ``e`` (0-based) presents ``default_rng([seed, 3, e]).permutation(n)``, so the
 epoch index is all a resumed run needs. A fresh Brian2 network is built at the start of every
 epoch from the current weights, in an uninterrupted run as in a resumed one, which is what
-makes a resumed run end bit-identical to an uninterrupted one (given the same number of BLAS
-threads, e.g. ``OPENBLAS_NUM_THREADS``: it decides how the matrix products split their sums).
+makes a resumed run end bit-identical to an uninterrupted one. The BLAS threads (they decide
+how the matrix products split their sums) and the code generation target are recorded in
+``config.json`` and a resumed run uses them again.
+
+A run stopped by SIGINT or SIGTERM (:mod:`arsim.stops`) ends at a minibatch boundary, keeps
+the metrics rows written so far, and resumes from its last epoch checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -59,9 +69,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from arsim import oracle, threads
+from arsim import oracle, stops
+from arsim import threads as thread_policy
 from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
+from arsim.memory import check_memory
 from arsim.metrics import evaluate, relaxation_errors
 from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
 from arsim.network import seed_noise
@@ -163,6 +175,8 @@ class TrainingOptions:
         Compare AR's update with backprop (the angles of ``metrics.csv``) on every this many
         minibatches of an epoch (the first, then every ``compare_every``-th) and on the last
         one of every ``batch`` row; the weights do not depend on it.
+    blas_threads : int or None
+        BLAS threads of the matrix products (None: as the process has them).
     """
 
     seed: int
@@ -170,6 +184,7 @@ class TrainingOptions:
     baseline: bool = True
     eval_samples: int = 10000
     compare_every: int = 10
+    blas_threads: int | None = None
 
     def compared(self, index: int) -> bool:
         """Whether minibatch ``index`` (0-based, in its epoch) is compared with backprop."""
@@ -226,6 +241,7 @@ class Training:
         self.bp: Params | None = None
         self.epochs_done = self.batches = self.samples = 0
         self.test_accuracy: dict = {}
+        self.stopped_by: int | None = None
         self.table = MetricsTable(self.folder / "metrics.csv", model)
 
     def _use_folder(self, folder: Path) -> None:
@@ -255,8 +271,9 @@ class Training:
                 "eval_samples": options.eval_samples,
                 "compare_every": options.compare_every,
                 "codegen_target": target,
+                "blas_threads": options.blas_threads,
                 "mode": "dense",
-                "threads": threads.describe(threads.apply()),
+                "threads": thread_policy.describe(options.blas_threads),
             },
             "versions": versions(),
             "command": sys.argv,
@@ -267,8 +284,11 @@ class Training:
         np.savez(self.folder / "weights" / "initial.npz", **self.ar.to_arrays())
         self.table.keep(0)
 
-    def resume(self, out: Path, epochs: int, data: dict) -> None:
+    def resume(self, out: Path, epochs: int, data: dict, target: str, threads: int | None):
         """Continue the run in ``out`` (or its partial folder) from its last checkpoint.
+
+        ``config.json`` records the resumption: command, time, code generation ``target`` and
+        BLAS ``threads`` used.
 
         Raises
         ------
@@ -280,11 +300,19 @@ class Training:
         self._check_same_run(config, data)
         options = config["options"]
         self.options = TrainingOptions(
-            config["seed"], options["metrics_every"], options["baseline"], options["eval_samples"]
+            config["seed"],
+            options["metrics_every"],
+            options["baseline"],
+            options["eval_samples"],
+            blas_threads=options.get("blas_threads"),
         )
         self.options.compare_every = options.get("compare_every", 1)  # 1: runs made before it
+        for name in ("at-stop", "at-divergence"):  # the records of the stop resumed from
+            for prefix in ("", "backprop-"):
+                (self.folder / "weights" / f"{prefix}{name}.npz").unlink(missing_ok=True)
         config["epochs"] = epochs
-        config.setdefault("resumed", []).append({"command": sys.argv, "time": time.time()})
+        resumption = {"command": sys.argv, "time": time.time(), "codegen_target": target}
+        config.setdefault("resumed", []).append(resumption | {"blas_threads": threads})
         write_json(self.folder / "config.json", config)
         done = _latest_checkpoint(self.folder)
         kept_rows = 0
@@ -338,7 +366,7 @@ class Training:
             with self.table:
                 for epoch in range(self.epochs_done, epochs):
                     message = self.epoch(epoch, bar)
-                    if message is not None:
+                    if message is not None or self.stopped_by is not None:
                         return message
                     self.checkpoint()
         finally:
@@ -377,6 +405,9 @@ class Training:
                 window = Window(n_layers)
         if loop.divergence is not None:
             return loop.divergence.message(epoch + 1)
+        if loop.interrupted is not None:
+            self.stopped_by = loop.interrupted
+            return None
         row = self.evaluate("epoch", epoch, epoch_window, full=True)
         self.table.write(row)
         self.test_accuracy = {key: row.get(key) for key in ("ar_test_acc", "bp_test_acc")}
@@ -451,18 +482,24 @@ class Training:
         RunFolderError
             If a folder with the final name holds something (the run stays where it is).
         """
-        np.savez(self.folder / "weights" / "final.npz", **self.ar.to_arrays())
+        state = "diverged" if message else "completed"
+        if not message and self.stopped_by is not None:
+            state = "interrupted"
+        name = {"completed": "final", "diverged": "at-divergence", "interrupted": "at-stop"}[state]
+        save_npz(self.folder / "weights" / f"{name}.npz", **self.ar.to_arrays())
         if self.bp is not None:
-            np.savez(self.folder / "weights" / "backprop-final.npz", **self.bp.to_arrays())
+            save_npz(self.folder / "weights" / f"backprop-{name}.npz", **self.bp.to_arrays())
         status = {
-            "status": "diverged" if message else "completed",
+            "status": state,
             "message": message,
             "epochs_done": _latest_checkpoint(self.folder),
             "batches": self.batches,
             "samples": self.samples,
         }
-        if message is None:
+        if state == "completed":
             status |= {key: self.test_accuracy.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        if state == "interrupted":
+            status["signal"] = stops.signal_name(self.stopped_by)
         write_json(self.folder / "status.json", status)
         return publish(self.folder), status
 
@@ -528,9 +565,17 @@ def train(
         Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
     target : {'auto', 'numpy', 'cython'}
         Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
-        (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations).
+        (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations), and
+        when resuming stands for the target the run recorded.
     compare_every : int
         Compare with backprop on every this many minibatches (:class:`TrainingOptions`).
+
+    The run uses the thread policy's BLAS threads (:mod:`arsim.threads`) and records them; a
+    resumed run uses the recorded ones again.
+
+    An I/O failure (``OSError``, e.g. a full disk) while creating the run folder removes it;
+    later, the folder stays with its checkpoints for ``--resume``, and the error raised carries
+    it as ``kept_folder``.
 
     Returns
     -------
@@ -553,15 +598,40 @@ def train(
         "shuffle": f"epoch e presents default_rng([seed, {SeedStream.SHUFFLE:d}, e])"
         ".permutation(n)",
     }
+    check_memory(model, protocol, len(images))
+    threads = thread_policy.resolve()
+    if resume:  # the run's own target and BLAS threads: the same numbers as an uninterrupted run
+        recorded = _recorded_options(Path(out))
+        target = recorded.get("codegen_target", target) if target == "auto" else target
+        threads = recorded.get("blas_threads") or threads
     target = resolve_codegen_target(target, len(images) * epochs)
     set_codegen_target(target)
-    threads.apply()
+    thread_policy.apply(threads)
     training = Training(model, protocol, dataset, images, labels)
-    if resume:
-        training.resume(Path(out), epochs, data)
-    else:
-        seed = model.seed if seed is None else seed
-        options = TrainingOptions(seed, metrics_every, baseline, eval_samples, compare_every)
-        training.start(Path(out), epochs, data, options, target)
-    message = training.run(epochs, progress)
-    return training.finish(message)
+    with stops.blas_threads_limited(threads):
+        if resume:
+            training.resume(Path(out), epochs, data, target, threads)
+        else:
+            seed = model.seed if seed is None else seed
+            options = TrainingOptions(
+                seed, metrics_every, baseline, eval_samples, compare_every, threads
+            )
+            try:
+                training.start(Path(out), epochs, data, options, target)
+            except OSError:  # nothing to resume from: no half-written folder is left
+                if training.folder != Path():
+                    shutil.rmtree(training.folder, ignore_errors=True)
+                raise
+        try:
+            return training.finish(training.run(epochs, progress))
+        except KeyboardInterrupt:
+            raise stops.StoppedAtOnce(training.folder) from None
+        except OSError as error:  # the folder keeps the checkpoints: --resume continues it
+            error.kept_folder = training.folder
+            raise
+
+
+def _recorded_options(out: Path) -> dict:
+    """The options recorded in ``config.json`` of the run to resume in ``out``."""
+    config = json.loads((_find_resume_folder(out) / "config.json").read_text())
+    return config.get("options", {})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from brian2.utils.logger import BrianLogger, std_silent
 
 from arsim import oracle, threads
 from arsim.modes import set_codegen_target
@@ -24,7 +28,8 @@ LAYER_NAMES = ("input", "h1", "h2", "h3", "output")
 def make_model(
     sizes, activations, loss="mse", bias=False, feedback="transpose", derivative=True, **extra
 ):
-    """A chain model from sizes and the activations of layers 1 … L."""
+    """A chain model from sizes and the activations of layers 1 … L; weights N(0, 0.05)
+    unless ``init`` says otherwise."""
     names = LAYER_NAMES[: len(sizes) - 1] + ("output",)
     layers = [{"name": names[0], "size": sizes[0]}]
     layers += [
@@ -38,6 +43,7 @@ def make_model(
         "defaults": {"bias": bias, "feedback": feedback, "derivative": derivative},
     }
     data.update(extra)
+    data["init"] = {"variance": 0.05} | data.get("init", {})  # the variance the tests assume
     return model_from_dict(data, "test-model.toml")
 
 
@@ -97,6 +103,34 @@ def relaxation_history(traces, protocol, layer, n_samples):
 def _thread_policy():
     """The tests run with the thread policy every arsim command applies."""
     threads.apply()
+
+
+def pytest_configure(config):
+    """The processes the tests start get a temp folder of their own (TMPDIR), which
+    :func:`pytest_sessionfinish` checks for Brian2's files and removes."""
+    if "ARSIM_TEST_TMPDIR" in os.environ:  # a pytest-xdist worker: its controller checks
+        return
+    build = Path(tempfile.gettempdir()) / "arsim-standalone"
+    os.environ.setdefault("ARSIM_BUILD_DIR", str(build))  # compiled programs stay reusable
+    folder = tempfile.mkdtemp(prefix="arsim-tests-")
+    os.environ["ARSIM_TEST_TMPDIR"] = os.environ["TMPDIR"] = folder
+    config.arsim_tmpdir = Path(folder)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the tests' processes left Brian2 files in their temp folder, or if
+    this process keeps named ones (debug log, script copy, captured compiler output)."""
+    folder = getattr(session.config, "arsim_tmpdir", None)
+    if folder is None:
+        return
+    left = sorted(path.name for path in folder.glob("brian_*"))
+    shutil.rmtree(folder, ignore_errors=True)
+    named = [BrianLogger.tmp_log, BrianLogger.tmp_script]
+    named.append(getattr(std_silent, "dest_fname_stdout", None))
+    left += [str(name) for name in named if name and not str(name).startswith("/proc/")]
+    if left:
+        print(f"\nBrian2 files left in the temp folder: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -196,5 +230,6 @@ def every_feature_model(output_derivative=False, **connection_settings):
     for connection in connections:
         connection.update(connection_settings)
     data = {"name": "every-feature", "loss": "cross-entropy", "layers": layers}
+    data["init"] = {"variance": 0.05}
     data["connections"] = connections
     return model_from_dict(data, "every-feature.toml")

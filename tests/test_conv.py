@@ -46,6 +46,7 @@ def cnn(case, **conv_settings) -> dict:
     return {
         "name": f"cnn{case}",
         "loss": loss,
+        "init": {"variance": 0.05},
         "layers": [
             {"name": "input", "shape": list(shape)},
             {"name": "h1", "shape": [channels, size, size], "activation": activation},
@@ -177,6 +178,7 @@ def test_learned_and_fixed_psi_reach_a_relaxing_conv_source():
     set_codegen_target("numpy")
     data = {
         "name": "deep",
+        "init": {"variance": 0.05},
         "layers": [
             {"name": "input", "size": 5},
             {"name": "h0", "shape": [1, 6, 6], "activation": "tanh"},

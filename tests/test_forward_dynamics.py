@@ -56,6 +56,7 @@ def dag_model(**defaults):
     """Two inputs, a skip connection and a fan-in: a → h1 → h2 → out, b → h2, h1 → out."""
     data = {
         "name": "dag",
+        "init": {"variance": 0.05},
         "layers": [
             {"name": "a", "size": 4},
             {"name": "b", "size": 3},

@@ -341,6 +341,7 @@ def test_declaration_order_of_the_layers_does_not_matter():
 def _graph(layers, edges, **extra):
     """A model from ``(name, size, activation)`` and ``(source, target)`` or dict edges."""
     data = {
+        "init": {"variance": 0.05},
         "layers": [{"name": n, "size": s, "activation": a} for n, s, a in layers],
         "connections": [
             e if isinstance(e, dict) else {"source": e[0], "target": e[1]} for e in edges

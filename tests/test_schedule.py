@@ -121,7 +121,7 @@ def test_unset_keys_take_the_dataclass_defaults():
     assert protocol.record.neurons == (0, 1, 2, 3, 4) and protocol.record.samples == (0, 1)
     model = model_from_dict({"layers": [{"name": "a", "size": 2}, {"name": "b", "size": 1}]})
     assert (model.loss, model.loss_scale, model.seed) == ("mse", 1.0, 0)
-    assert model.init == InitSpec() and model.init.variance == 0.05
+    assert model.init == InitSpec() and model.init.variance == 0.0025
     assert model.memory.kind == "ideal" and model.memory.tau == 0.0
     (connection,) = model.connections
     assert connection == ConnectionSpec("a", "b")

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arsim import oracle
+from arsim import oracle, stops
 from arsim.cli import add_train_arguments, run_from_args
 from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
 from arsim.metrics import angle_degrees
 from arsim.spec import load_model, load_protocol
+from arsim.sweep import BLAS_THREAD_VARIABLES
 from arsim.train import epoch_order, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,22 @@ def test_resume_after_an_epoch_is_bit_identical(fmnist, tmp_path):
     assert not np.array_equal(first["psi1"], _weights(resumed / "weights/final.npz")["psi1"])
 
 
+def _first(paths):
+    return next(iter(paths), None)
+
+
+def _wait_for(found, process, deadline_s: float = 900.0):
+    """Poll ``found()`` until it gives something (returned) or the process ends or the
+    deadline passes (None); a generous deadline: the machine may be busy."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and process.poll() is None:
+        result = found()
+        if result:
+            return result
+        time.sleep(0.05)
+    return found() or None
+
+
 def test_resume_after_kill_9_is_bit_identical(fmnist, tmp_path):
     model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(PAPER_PROTOCOL)
     common = dict(train_samples=512, metrics_every=1, progress=False)
@@ -137,18 +154,20 @@ def test_resume_after_kill_9_is_bit_identical(fmnist, tmp_path):
         "load_dataset('fashion-mnist', train_limit=512, test_limit=1000), "
         f"Path({str(killed)!r}), {epochs}, train_samples=512, metrics_every=1, progress=False)"
     )
-    # the same environment (BLAS threads) as this process: sums are split the same way
-    process = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ))
+    # The subprocess uses the BLAS threads this process uses, whatever the environment says
+    # (Dask's nanny, started by a sweep test in this process, leaves OPENBLAS_NUM_THREADS=1 in
+    # os.environ while this process's BLAS keeps its threads): the sums are split the same way.
+    threads = stops.blas_threads()
+    env = dict(os.environ) | {name: str(threads) for name in BLAS_THREAD_VARIABLES}
+    process = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
-        deadline = time.time() + 120
-        checkpoint = None
-        while time.time() < deadline and process.poll() is None:
-            found = list(tmp_path.glob(".killed.partial-*/checkpoints/epoch-1.json"))
-            if found:
-                checkpoint = found[0]
-                break
-            time.sleep(0.02)
-        time.sleep(0.3)  # into the second epoch: some of its metric rows are written
+        checkpoint = _wait_for(
+            lambda: _first(tmp_path.glob(".killed.partial-*/checkpoints/epoch-1.json")), process
+        )
+        if checkpoint is not None:  # into the second epoch: some of its metric rows are written
+            kept = json.loads(checkpoint.read_text())["metrics_rows"]
+            metrics = checkpoint.parents[1] / "metrics.csv"
+            _wait_for(lambda: len(metrics.read_text().splitlines()) > kept + 1 or None, process)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
     finally:
@@ -158,6 +177,7 @@ def test_resume_after_kill_9_is_bit_identical(fmnist, tmp_path):
     assert not killed.exists(), "the run finished before it was killed; nothing was tested"
     partial = checkpoint.parents[1]
     assert json.loads((partial / "status.json").read_text())["status"] == "running"
+    assert json.loads((partial / "config.json").read_text())["options"]["blas_threads"] == threads
     resumed, status = train(model, protocol, fmnist, killed, epochs, resume=True, **common)
     assert resumed == killed and status["status"] == "completed"
     whole, _ = train(model, protocol, fmnist, tmp_path / "whole", epochs, **common)

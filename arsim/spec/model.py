@@ -132,14 +132,15 @@ class InitSpec:
     Attributes
     ----------
     variance : float
-        Variance of the normal distribution (the paper: 0.05).
+        Variance of the normal distribution (dimensionless; default 0.0025, a standard deviation
+        of 0.05 as the authors' code draws it; the paper's text says "variance 0.05").
     mean : float
         Mean of the normal distribution.
     bias : float
         Initial value of every bias.
     """
 
-    variance: float = 0.05
+    variance: float = 0.0025
     mean: float = 0.0
     bias: float = 0.0
 
@@ -266,7 +267,7 @@ class ModelSpec:
 def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     """Validate a model declaration (the parsed TOML) into a :class:`ModelSpec`."""
     root = Table(data, source)
-    name = root.get("name", str, Path(str(source)).stem)
+    name = root.safe_name(Path(str(source)).stem)
     seed = root.integer("seed", ModelSpec.seed, low=0)
     loss = root.get("loss", str, ModelSpec.loss, choices=LOSSES)
     loss_scale = root.number("loss_scale", ModelSpec.loss_scale, low=0.0, low_open=True)

@@ -222,7 +222,7 @@ def _is_multiple(duration: float, dt: float) -> bool:
 def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpec:
     """Validate a protocol declaration (the parsed TOML) into a :class:`ProtocolSpec`."""
     root = Table(data, source)
-    name = root.get("name", str, Path(str(source)).stem)
+    name = root.safe_name(Path(str(source)).stem)
     tau, dt = _time_step(root)
     dt_text = data["dt"]
     layer_tau = _named_durations(

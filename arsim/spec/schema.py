@@ -95,9 +95,36 @@ def parse_with_unit(
         raise SpecError(
             file,
             key,
-            f"expected {what} with a unit ({', '.join(units)}) such as '{example}', got {text!r}",
+            f"expected {what} with a unit ({', '.join(units)}) such as '{example}', got "
+            f"{_shown(text)}",
         )
-    return float(match.group(1)) * units[match.group(2)]
+    value = float(match.group(1)) * units[match.group(2)]
+    if not math.isfinite(value):
+        raise SpecError(file, key, f"expected a finite quantity such as '{example}', got {text!r}")
+    return value
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+"""A name that is safe in a file name: letters, digits, ``._-``, not starting with a dot, at
+most 100 characters."""
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…({len(text)} characters)"
+
+
+def check_name(name: Any, file: str | Path | None, key: str) -> str:
+    """``name`` if it is safe in a file name (:data:`NAME_PATTERN`), else a :class:`SpecError`."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise SpecError(
+            file,
+            key,
+            "expected a name of letters, digits and ._- (not starting with a dot, at most 100 "
+            f"characters), got {_shown(name)}",
+        )
+    return name
 
 
 def parse_duration(text: Any, file: str | Path | None = None, key: str = "") -> float:
@@ -195,6 +222,13 @@ class Table:
             raise self.error(name, f"expected a number <= {high}, got {value!r}")
         return value
 
+    def safe_name(self, default: str) -> str:
+        """Entry ``name``, a name safe in a file name (:func:`check_name`), else ``default``."""
+        if "name" not in self.data:
+            self.used.add("name")
+            return default
+        return check_name(self.data["name"], self.file, self.key("name")) and self.get("name", str)
+
     def integer(self, name: str, default: Any = ..., low: int | None = None) -> int:
         """An integer of at least ``low``."""
         value = self.get(name, int, default)
@@ -251,6 +285,8 @@ def read_toml(path: str | Path) -> dict:
     except FileNotFoundError:
         raise SpecError(path, "", "file not found") from None
     except tomllib.TOMLDecodeError as error:
-        raise SpecError(path, "", f"TOML syntax error: {error}") from None
+        raise SpecError(path, "", f"TOML syntax error: {str(error).splitlines()[0]}") from None
+    except RecursionError:
+        raise SpecError(path, "", "tables or arrays nested too deeply") from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(path, "", f"cannot read: {error}") from None

@@ -42,7 +42,9 @@ A point id is a readable slug of its grid values and seed followed by a hash of 
 that decides its result (resolved model and protocol tables, seed, run options), so it is the
 same in every rerun and changes when any of that changes. A point whose run folder holds a
 ``completed`` or ``diverged`` status is finished: a rerun (and a task that Dask retries after
-losing a worker) reads its row from the folder instead of running it again.
+losing a worker) reads its row from the folder instead of running it again. Ctrl-C stops the
+workers (a running point stops at a minibatch boundary and is run again by a rerun) and raises
+:class:`SweepInterrupted` with the points finished and left.
 
 The package: :mod:`arsim.sweep.declaration` (the sweep file, its points and their
 validation), :mod:`arsim.sweep.points` (a point's process, outcome and results row) and
@@ -61,6 +63,7 @@ from arsim.sweep.declaration import (
 from arsim.sweep.execution import (
     RETRIES,
     SweepError,
+    SweepInterrupted,
     available_cores,
     default_out_folder,
     run_sweep,
@@ -89,6 +92,7 @@ __all__ = [
     "Point",
     "Sweep",
     "SweepError",
+    "SweepInterrupted",
     "available_cores",
     "default_out_folder",
     "finished_status",

@@ -30,6 +30,7 @@ from arsim.spec import (
     CODEGEN_TARGETS,
     SpecError,
     check_compatible,
+    check_name,
     model_from_dict,
     protocol_from_dict,
     read_toml,
@@ -369,9 +370,7 @@ def load_sweep(path: str | Path, settings: dict | None = None) -> Sweep:
         files[key] = source.parent / data[key]
         if not files[key].is_file():
             raise SpecError(source, key, f"file not found: {files[key]}")
-    name = data.get("name", source.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise SpecError(source, "name", f"expected a name of letters, digits, ._-; got {name!r}")
+    name = check_name(data["name"], source, "name") if "name" in data else source.stem
     seeds = data.get("seeds")
     if seeds is not None:
         if (

@@ -7,9 +7,12 @@ writes ``sweep.json`` and ``results.csv`` (refreshed atomically as points finish
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -38,6 +41,38 @@ class SweepError(ValueError):
     """A sweep that cannot start (output folder, scheduler); one-line message."""
 
 
+class SweepInterrupted(Exception):
+    """A sweep stopped by Ctrl-C (SIGINT): its workers are stopped, its folder is kept.
+
+    Attributes
+    ----------
+    out : Path
+        The sweep folder (a rerun finishes the points left).
+    finished, left : int
+        Points finished (``completed`` or ``diverged``) and points left to run.
+    """
+
+    def __init__(self, out: Path, finished: int, left: int):
+        super().__init__(f"{out}: {finished} points finished, {left} left")
+        self.out, self.finished, self.left = out, finished, left
+
+
+@contextlib.contextmanager
+def _environment_kept():
+    """Restore ``os.environ`` after the block.
+
+    Dask's nanny sets ``OPENBLAS_NUM_THREADS=1`` (and more) in this process's environment to
+    pass them to its workers and never sets them back; a process started later (a run, a
+    test's subprocess) would then use other BLAS threads than this one, and so other sums.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def available_cores() -> int:
     """Cores this process may run on."""
     try:
@@ -54,6 +89,11 @@ def default_out_folder(sweep: Sweep) -> Path:
 def _check_out_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise SweepError(f"{out}: exists and is not a folder; choose another --out")
+    if not out.exists():
+        try:  # before a cluster starts: a path under a file, no permission
+            out.mkdir(parents=True)
+        except OSError as error:
+            raise SweepError(f"{out}: cannot create the sweep folder: {error.strerror}") from None
     if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").is_file():
         raise SweepError(
             f"{out}: exists, is not empty and holds no sweep.json (not a sweep folder); "
@@ -152,6 +192,7 @@ def run_sweep(
         if on_point is not None:
             on_point(row)
 
+    interrupted = False
     try:
         (out / "points").mkdir(parents=True, exist_ok=True)
         write_json(out / "sweep.json", _sweep_record(sweep, executor))
@@ -159,12 +200,18 @@ def run_sweep(
         if todo:
             payloads = {point.id: point_payload(sweep, point, out, blas_threads) for point in todo}
             ran = _run_points(client, payloads, record)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.close()
-        if own:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        with _sigint_ignored(), _environment_kept():  # stopping the workers is not cut short
+            if own:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+    if interrupted:
+        finished = sum(finished_status(out / "points" / pid) is not None for pid in order)
+        raise SweepInterrupted(out, finished, len(order) - finished)
     table = _write_results(out, rows, order, grid_keys)
     table.attrs = {
         "out": str(out),
@@ -240,6 +287,9 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         # optional heavy dependency: distributed takes seconds to import; only a sweep needs it
         from distributed import Client, LocalCluster
 
+        # optional heavy dependency: arsim.sweep.workers imports distributed
+        from arsim.sweep.workers import IgnoreSigint
+
         if scheduler:
             try:
                 client = Client(scheduler, timeout="20s")
@@ -247,15 +297,17 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
                 raise SweepError(f"--scheduler {scheduler}: cannot connect: {error}") from None
         else:
             workers = min(workers or available_cores(), todo)
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address="127.0.0.1:0",  # no fixed port to collide on
-                silence_logs=logging.ERROR,
-            )
+            with _environment_kept():
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",  # no fixed port to collide on
+                    silence_logs=logging.ERROR,
+                )
             try:
                 client = Client(cluster)
+                client.register_plugin(IgnoreSigint())  # Ctrl-C is the sweep process's
             except BaseException:
                 cluster.close()
                 raise
@@ -270,6 +322,19 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         "points_to_run": todo,
     }
     return cluster, client, blas_threads, executor
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT during the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _counts_text(rows) -> str:
