@@ -107,6 +107,13 @@ PROTOCOL_KEYS: dict[str, str] = {
     "record.samples": "Sample indices whose rows are kept, or `all`.",
     "record.interval": "Sampling interval, a multiple of dt (default: every step).",
     "record.phases": "Phases whose rows are kept.",
+    "record.minibatches": "Minibatch indices whose samples are kept, or `all` (a sample is "
+    "kept when both `samples` and `minibatches` allow it).",
+    "record.epochs": "Training only: the epochs (0-based) to record; without it training "
+    "records nothing.",
+    "record.summary": "Also store per layer and step the mean and standard deviation over all "
+    "of the layer's neurons of every recorded variable, and the relative distance of x to the "
+    "backprop gradient (`arsim.traces.load_summary`).",
     "oscillation": "An oscillation whose cycle is the sample period and whose phase gates the "
     "sweep, the relaxation and the plasticity (replaces the `[phases]` durations).",
     "oscillation.frequency": "Cycles per second; the period 1/f is a whole number of steps.",
