@@ -23,7 +23,9 @@ from arsim.traces import TraceWriter, load
 DATA = Path(__file__).resolve().parent / "data" / "traces"
 MODEL, PROTOCOL = DATA / "small-mlp.toml", DATA / "small.toml"
 REFERENCE = DATA / "reference-traces.parquet"
-"""``arsim run small-mlp.toml small.toml --samples 10 --target numpy`` by arsim cd88529."""
+"""The long trace table arsim cd88529 recorded for ``arsim run small-mlp.toml small.toml
+--samples 10``: its ``simulate`` of the inputs and targets that :func:`random_data` gives now
+(sample i no longer depends on the sample count) and the model's initial weights."""
 
 
 @pytest.fixture(scope="module")

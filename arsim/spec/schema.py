@@ -64,7 +64,13 @@ class SpecError(ValueError):
 
     def __init__(self, file: str | Path | None, key: str, message: str):
         self.file, self.key, self.message = str(file or "<spec>"), key, message
-        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+        file, key, message = (printable(part) for part in (self.file, key, message))
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+def printable(text: str) -> str:
+    r"""``text`` on one line: control and other unprintable characters as escapes (``\n``)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
 
 
 def parse_with_unit(

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -210,6 +211,7 @@ def run_sweep(
             if cluster is not None:
                 cluster.close()
     if interrupted:
+        _wait_for_point_processes(out / "points")
         finished = sum(finished_status(out / "points" / pid) is not None for pid in order)
         raise SweepInterrupted(out, finished, len(order) - finished)
     table = _write_results(out, rows, order, grid_keys)
@@ -220,6 +222,25 @@ def run_sweep(
         "counts": {status: int((table["status"] == status).sum()) for status in STATUSES},
     }
     return table
+
+
+def _wait_for_point_processes(points: Path, timeout: float = 120.0) -> None:
+    """Wait until the point processes still writing into ``points`` have ended.
+
+    Each unfinished point's folder is ``.NAME.partial-PID``; a point that was writing its
+    outputs when the sweep was stopped may still finish, so the count of finished points
+    waits for it (at most ``timeout`` seconds).
+    """
+    deadline = time.monotonic() + timeout
+    for folder in points.glob(".*.partial-*"):
+        suffix = folder.name.rsplit("-", 1)[1]
+        pid = int(suffix) if suffix.isdigit() else 0
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.1)
 
 
 def _run_points(client, payloads: dict, record: Callable[[str, dict], None]) -> int:
