@@ -322,7 +322,7 @@ def run_period(
         Keep the state at the start of every step.
     stream : callable, optional
         ``stream(k)``: the inputs and targets a stimulus stream shows from the start of step
-        ``k ≥ 1`` on, or None where they do not change (:func:`simulate_stream`).
+        ``k ≥ 1`` on, or None where they do not change (:func:`simulate_periods`).
 
     Returns
     -------
@@ -394,8 +394,11 @@ def simulate_periods(
     A period's final state carries into the next unless the forward dynamics reset it. The
     samples must fill whole minibatches. With ``[phases] jitter``, minibatch ``m`` has the
     phase boundary shifted by :func:`~arsim.params.phase_shift` of ``(*seed_key, m)``.
-    Returns the final weights and every period.
+    With a stimulus stream (``[stimulus] dwell``) the periods follow the stream instead
+    (:func:`_stream_periods`). Returns the final weights and every period.
     """
+    if protocol.dwell > 0:
+        return _stream_periods(model, protocol, params, (inputs, targets), keep_history)
     schedule = Schedule(model, protocol)
     seed, *key = seed_key
     batch = protocol.batch_size
@@ -422,22 +425,16 @@ def simulate_periods(
     return params, results
 
 
-def simulate_stream(
-    model: ModelSpec,
-    protocol: ProtocolSpec,
-    params: Params,
-    inputs: Array,
-    targets: Array,
-    keep_history: bool = False,
-) -> tuple[Params, list[PeriodResult]]:
+def _stream_periods(model, protocol, params, samples, keep_history):
     """The sample periods of a run whose stimulus is a stream (``[stimulus] dwell``).
 
-    The stream shows ``inputs`` in order, a minibatch at a time
+    ``samples`` are the inputs and targets; the stream shows them in order, a minibatch at a time
     (:meth:`~arsim.spec.Schedule.stream_samples`); every period presents what it shows at the
     period's first step and follows its changes step by step. The state carries from one
     period into the next unless the forward dynamics reset it. Returns the final weights and
     every period.
     """
+    inputs, targets = samples
     schedule = Schedule(model, protocol)
     timing, period_steps = timing_of(model, protocol), schedule.sample_steps
     rates = schedule.learning_rates(protocol.batch_size)

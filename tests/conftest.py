@@ -13,6 +13,7 @@ import pytest
 from brian2.utils.logger import BrianLogger, std_silent
 
 from arsim import oracle, threads
+from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
 from arsim.spec import RecordSpec, load_model, load_protocol, model_from_dict, protocol_from_dict
@@ -233,3 +234,14 @@ def every_feature_model(output_derivative=False, **connection_settings):
     data["init"] = {"variance": 0.05}
     data["connections"] = connections
     return model_from_dict(data, "every-feature.toml")
+
+
+def fashion_mnist_or_skip(train_limit: int | None = None, test_limit: int | None = None):
+    """Skip the test unless Fashion-MNIST is installed; with limits, load that much of it."""
+    try:
+        find_dataset_folder("fashion-mnist")
+    except DatasetError as error:
+        pytest.skip(f"Fashion-MNIST not installed: {error}")
+    if train_limit is None:
+        return None
+    return load_dataset("fashion-mnist", train_limit=train_limit, test_limit=test_limit)

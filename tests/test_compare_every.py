@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PAPER_MODEL, PAPER_PROTOCOL
+from conftest import PAPER_MODEL, PAPER_PROTOCOL, fashion_mnist_or_skip
 
 from arsim import oracle
-from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
 from arsim.metrics import batch_metrics
 from arsim.spec import load_model, load_protocol
 from arsim.train import TrainingOptions, train
@@ -17,11 +16,7 @@ from arsim.trainlog import Window
 
 @pytest.fixture(scope="module")
 def fmnist():
-    try:
-        find_dataset_folder("fashion-mnist")
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST not installed: {error}")
-    return load_dataset("fashion-mnist", train_limit=384, test_limit=500)
+    return fashion_mnist_or_skip(train_limit=384, test_limit=500)
 
 
 def test_comparing_every_kth_minibatch_leaves_the_weights_and_losses_alone(fmnist, tmp_path):

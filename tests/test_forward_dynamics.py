@@ -15,7 +15,7 @@ from arsim import oracle
 from arsim.metrics import angle_degrees, relative_error
 from arsim.modes import ExecutionError, check_execution
 from arsim.params import phase_shift
-from arsim.period_oracle import simulate_periods, simulate_stream
+from arsim.period_oracle import simulate_periods
 from arsim.spec import RecordSpec, SpecError, model_from_dict, protocol_from_dict
 from arsim.spec.schedule import Schedule
 
@@ -432,6 +432,4 @@ def test_leaky_forward_dynamics_follow_a_stimulus_stream_like_the_period_oracle(
         protocol_data(batch_size=2, feedforward=LEAKY | {"reset": reset}, stimulus=stream)
     )
     assert Schedule(None, protocol).stream_periods(10) == 2
-    assert_dense_matches_period_oracle(
-        every_feature_model(), protocol, n_samples=10, simulate=simulate_stream
-    )
+    assert_dense_matches_period_oracle(every_feature_model(), protocol, n_samples=10)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fashion_mnist_or_skip
 
 from arsim import oracle
-from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
 from arsim.params import init_params
 from arsim.recording import MemoryRecorder
 from arsim.run import random_data, simulate
@@ -100,11 +100,7 @@ def _weights_before_batches(model, protocol, inputs, targets, params):
 
 
 def _fashion_mnist():
-    try:
-        find_dataset_folder("fashion-mnist")
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST not installed: {error}")
-    return load_dataset("fashion-mnist", train_limit=128, test_limit=100)
+    return fashion_mnist_or_skip(train_limit=128, test_limit=100)
 
 
 def test_training_records_the_chosen_epochs_and_x_is_the_oracle_relaxation(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from conftest import PAPER_MODEL, PAPER_PROTOCOL, ROOT
+from conftest import PAPER_MODEL, PAPER_PROTOCOL, ROOT, fashion_mnist_or_skip
 
 import arsim.run
 from arsim import stops
@@ -155,18 +155,9 @@ def _training_args(samples: int) -> list:
     ]
 
 
-def _fashion_mnist_or_skip():
-    from arsim.datasets import DatasetError, find_dataset_folder  # noqa: PLC0415 (skip only)
-
-    try:
-        find_dataset_folder("fashion-mnist")
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST not installed: {error}")
-
-
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_training_and_it_resumes_bit_identically(tmp_path, number):
-    _fashion_mnist_or_skip()
+    fashion_mnist_or_skip()
     from arsim.datasets import load_dataset  # noqa: PLC0415 (after the skip)
     from arsim.train import train  # noqa: PLC0415 (after the skip)
 
@@ -426,7 +417,7 @@ def test_resume_reuses_the_recorded_target_and_blas_threads(tmp_path, monkeypatc
     """A training started with target numpy and resumed with 'auto' (which compiles here:
     the threshold is patched to 1 presentation) runs numpy again and ends bit-identical to an
     uninterrupted numpy run; it uses the recorded BLAS threads, not the process's."""
-    _fashion_mnist_or_skip()
+    fashion_mnist_or_skip()
     from arsim.datasets import load_dataset  # noqa: PLC0415 (after the skip)
     from arsim.modes import resolve_codegen_target  # noqa: PLC0415 (patched threshold below)
     from arsim.train import train  # noqa: PLC0415 (after the skip)
@@ -461,7 +452,7 @@ def test_resume_reuses_the_recorded_target_and_blas_threads(tmp_path, monkeypatc
 def test_an_io_failure_in_a_training_says_where_its_folder_stayed(tmp_path, monkeypatch, capsys):
     """A full disk at the first checkpoint: exit 2, one line naming the file, the reason, the
     temporary folder kept and how to resume; --resume then finishes the training."""
-    _fashion_mnist_or_skip()
+    fashion_mnist_or_skip()
     import arsim.train  # noqa: PLC0415 (after the skip)
     from arsim.jobs import Training  # noqa: PLC0415 (after the skip)
 

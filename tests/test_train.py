@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fashion_mnist_or_skip
 
 from arsim import oracle, stops
 from arsim.cli import add_train_arguments, run_from_args
-from arsim.datasets import DatasetError, find_dataset_folder, load_dataset
+from arsim.datasets import load_dataset
 from arsim.metrics import angle_degrees
 from arsim.spec import load_model, load_protocol
 from arsim.sweep import BLAS_THREAD_VARIABLES
@@ -30,16 +31,9 @@ PAPER_PROTOCOL = ROOT / "protocols" / "paper.toml"
 RELAX150 = ROOT / "protocols" / "paper-relax150.toml"
 
 
-def _fashion_mnist_or_skip():
-    try:
-        find_dataset_folder("fashion-mnist")
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST not installed: {error}")
-
-
 @pytest.fixture(scope="module")
 def fmnist():
-    _fashion_mnist_or_skip()
+    fashion_mnist_or_skip()
     return load_dataset("fashion-mnist", train_limit=640, test_limit=1000)
 
 
