@@ -13,7 +13,8 @@ no run diverged or failed. Usage::
     python analysis/unfrozen_variants.py SWEEP_OR_RUN_FOLDER [...] [--tolerance 1.0]
         [--out FIRST_FOLDER/unfrozen-variants-table.md]
 
-Writes the markdown table and a CSV beside it (``.csv`` instead of ``.md``).
+Writes the markdown table and a CSV beside it (``.csv`` instead of ``.md``). A variant and seed
+found more than once counts once: a finished run over a point that failed or never ran.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ def collect_runs(folders: list[Path]) -> list[dict]:
                 if ".partial-" not in status.parent.name:
                     rows.append(read_run(status.parent))
     return rows
+
+
+def latest_results(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per variant and seed: a finished run (completed or diverged) over a point
+    that failed or never ran, so that a rerun in another folder replaces the lost one."""
+    finished = runs["status"].isin(["completed", "diverged"])
+    order = runs.assign(_finished=finished).sort_values("_finished", kind="stable")
+    kept = order.drop_duplicates(["variant", "seed"], keep="last").drop(columns="_finished")
+    return kept.sort_index()
 
 
 def read_point(points: Path, payload: dict) -> dict:
@@ -265,7 +275,7 @@ def main(argv=None) -> int:
     if not rows:
         print(f"unfrozen_variants: no runs in {', '.join(map(str, args.folders))}")
         return 2
-    runs = pd.DataFrame(rows)
+    runs = latest_results(pd.DataFrame(rows))
     table = summarise(runs)
     _, text = verdict(table, args.tolerance)
     out = args.out or args.folders[0] / "unfrozen-variants-table.md"

@@ -116,6 +116,12 @@ def test_unfrozen_variants_table_counts_failed_and_unrun_sweep_points(tmp_path):
     assert table.completed.tolist() == [1, 0, 0]
     text = (tmp_path / "t.md").read_text()
     assert "f' at upper, seed 0: failed: it broke" in text and "DOES NOT HOLD" in text
+    # a rerun of the failed point in another folder replaces it: counted once, as completed
+    make_run(tmp_path / "rerun", 0, ar=0.10, bp=0.71, angle=80.0, derivative_at="upper")
+    assert script.main([str(sweep), str(tmp_path / "rerun"), "--out", str(tmp_path / "u.md")]) == 0
+    table = pd.read_csv(tmp_path / "u.csv").set_index("variant")
+    assert table.loc["f' at upper", ["runs", "completed", "failed"]].tolist() == [1, 1, 0]
+    assert table.loc["f' at upper", "ar_mean"] == pytest.approx(10.0)
 
 
 def test_forward_residual_figure_follows_the_euler_binomial_tail(tmp_path):
