@@ -69,7 +69,9 @@ DEFAULT_ROWS = tuple(name for name in ROWS if name != "synapses-numpy" and name 
 DEFAULT_BATCH = 64
 """The paper protocol's minibatch size."""
 REFERENCE_SAMPLES = 1024
-"""Samples the reference is timed on (twice per row)."""
+"""Samples the reference is timed on (``rounds + 1`` times per row)."""
+ROUNDS = 3
+"""Turns the row and the reference take (the median round's ratio is reported)."""
 LEAKY_FORWARD = FeedforwardSpec(kind="leaky", tau=0.002)
 """The forward dynamics of the ``dense-leaky`` row, over a feedforward phase of 10 ms."""
 
@@ -125,37 +127,42 @@ def timed_samples(name: str, batch: int) -> int:
     return max(samples * min(batch, DEFAULT_BATCH) // DEFAULT_BATCH, 4 * batch, 64)
 
 
-def _time_mode(name: str, model, protocol, params, rng) -> dict:
-    """Build the network of row ``name``, warm it up and time its samples."""
-    mode, device, target, _ = MODES[name]
-    samples = timed_samples(name, protocol.batch_size)
-    set_codegen_target(target or "numpy")
-    inputs = rng.random((samples + 64, model.input.size))
-    targets = np.eye(10)[rng.integers(0, 10, samples + 64)]
-    start = time.perf_counter()
-    network = build_network(model, protocol, params, mode, device, record=False)
-    build = time.perf_counter() - start
-    try:
-        warm = min(network.chunk_samples, 64)
+class _ModeTimer:
+    """The network of row ``name``, built and warmed up; :meth:`time` times its samples.
+
+    Each call of :meth:`time` simulates ``samples`` fresh samples (in chunks of the network's
+    :attr:`~arsim.network.ARNetwork.chunk_samples`) and returns its samples per second.
+    """
+
+    def __init__(self, name: str, model, protocol, params, rng):
+        mode, device, target, _ = MODES[name]
+        self.samples = timed_samples(name, protocol.batch_size)
+        set_codegen_target(target or "numpy")
+        self.rng, self.model = rng, model
         start = time.perf_counter()
-        network.run_chunk(inputs[:warm], targets[:warm])  # compiles (cython)
-        warm_time = time.perf_counter() - start
+        self.network = build_network(model, protocol, params, mode, device, record=False)
+        self.build_s = time.perf_counter() - start
+        inputs, targets = self._samples(min(self.network.chunk_samples, 64))
         start = time.perf_counter()
-        for begin in range(warm, warm + samples, network.chunk_samples):
-            stop = min(begin + network.chunk_samples, warm + samples)
-            network.run_chunk(inputs[begin:stop], targets[begin:stop])
-        elapsed = time.perf_counter() - start
-    finally:
-        if hasattr(network, "close"):
-            network.close()
-    speed = samples / elapsed
-    return {
-        "samples_per_s": speed,
-        "build_s": build,
-        "compile_s": max(0.0, warm_time - warm / speed),
-        "samples": samples,
-        "openmp_threads": getattr(network, "threads", None),
-    }
+        self.network.run_chunk(inputs, targets)  # compiles (cython)
+        self.warm_s, self.warm_samples = time.perf_counter() - start, len(inputs)
+
+    def _samples(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        inputs = self.rng.random((count, self.model.input.size))
+        return inputs, np.eye(10)[self.rng.integers(0, 10, count)]
+
+    def time(self) -> float:
+        """Samples per second of ``samples`` more samples."""
+        inputs, targets = self._samples(self.samples)
+        chunk = self.network.chunk_samples
+        start = time.perf_counter()
+        for begin in range(0, self.samples, chunk):
+            self.network.run_chunk(inputs[begin : begin + chunk], targets[begin : begin + chunk])
+        return self.samples / (time.perf_counter() - start)
+
+    def close(self) -> None:
+        if hasattr(self.network, "close"):
+            self.network.close()
 
 
 def _paper_setup(name: str, batch: int):
@@ -171,11 +178,16 @@ def _paper_setup(name: str, batch: int):
     return model, protocol
 
 
-def measure(name: str, threads: int | None = None, batch: int = DEFAULT_BATCH) -> dict:
+def measure(
+    name: str, threads: int | None = None, batch: int = DEFAULT_BATCH, rounds: int = ROUNDS
+) -> dict:
     """Time one configuration and the NumPy reference in this process (see module docstring).
 
-    The reference is float64 with the instant sweep whatever the row; it is timed before and
-    after the row and the mean reported, because the machine may change its pace meanwhile.
+    The reference is float64 with the instant sweep whatever the row. The row and the
+    reference take turns, ``rounds`` times: reference, row, reference, …, row, reference. Each
+    round's ratio divides the row's speed by the mean of the reference's speeds just before
+    and after it, and the round with the median ratio is reported (``round_ratios`` lists all),
+    because the pace of a shared machine changes from one second to the next.
     """
     used = thread_policy.apply(threads)
     model, protocol = _paper_setup(name, batch)
@@ -185,19 +197,41 @@ def measure(name: str, threads: int | None = None, batch: int = DEFAULT_BATCH) -
     reference_inputs = rng.random((REFERENCE_SAMPLES, model.input.size))
     reference_targets = np.eye(10)[rng.integers(0, 10, REFERENCE_SAMPLES)]
     timing = (model, reference_protocol, params, reference_inputs, reference_targets)
-    before = _time_reference(*timing)
     row = {"mode": name, "batch_size": batch, "precision": protocol.precision}
-    if name in (REFERENCE, REFERENCE_SINGLE):
+    timer = None
+    if name == REFERENCE:
+        row.update(build_s=0.0, compile_s=0.0, samples=REFERENCE_SAMPLES)
+    elif name == REFERENCE_SINGLE:
         dtype = FLOAT_DTYPES[protocol.precision]
-        speed = before if name == REFERENCE else _time_reference(*timing, dtype)
-        row.update(samples_per_s=speed, build_s=0.0, compile_s=0.0, samples=REFERENCE_SAMPLES)
+        row.update(build_s=0.0, compile_s=0.0, samples=REFERENCE_SAMPLES)
     else:
-        row |= _time_mode(name, model, protocol, params, rng)
-    after = _time_reference(*timing)
-    row["reference_samples_per_s"] = (before + after) / 2
+        timer = _ModeTimer(name, model, protocol, params, rng)
+        row.update(build_s=timer.build_s, samples=timer.samples)
+        row["openmp_threads"] = getattr(timer.network, "threads", None)
+    try:
+        references, speeds = [_time_reference(*timing)], []
+        for _ in range(rounds):
+            if name == REFERENCE:
+                speeds.append(references[-1])
+            elif name == REFERENCE_SINGLE:
+                speeds.append(_time_reference(*timing, dtype))
+            else:
+                speeds.append(timer.time())
+            references.append(_time_reference(*timing))
+    finally:
+        if timer is not None:
+            timer.close()
+    pairs = zip(references[:-1], references[1:], strict=True)
+    around = [(before + after) / 2 for before, after in pairs]
+    ratios = [speed / reference for speed, reference in zip(speeds, around, strict=True)]
+    median = sorted(range(rounds), key=ratios.__getitem__)[rounds // 2]
+    row["samples_per_s"], row["reference_samples_per_s"] = speeds[median], around[median]
     if name == REFERENCE:
         row["samples_per_s"] = row["reference_samples_per_s"]
     row["ratio_to_numpy"] = row["samples_per_s"] / row["reference_samples_per_s"]
+    row["round_ratios"] = [1.0] * rounds if name == REFERENCE else ratios
+    if timer is not None:
+        row["compile_s"] = max(0.0, timer.warm_s - timer.warm_samples / row["samples_per_s"])
     row["peak_memory_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     row["threads"] = used
     row["blas"] = _blas()
@@ -341,6 +375,7 @@ def run_benchmark(
     contended: bool = False,
     batch: int = DEFAULT_BATCH,
     epoch_samples: int | None = None,
+    rounds: int = ROUNDS,
 ) -> list[dict]:
     """Measure ``modes`` (each in a subprocess) and print the table; optionally write JSON.
 
@@ -362,6 +397,8 @@ def run_benchmark(
         Minibatch size of the modes and the reference (the epochs keep the protocol's 64).
     epoch_samples : int, optional
         Training samples of the epoch rows (default: all 60,000).
+    rounds : int
+        Turns each row (not the epochs) and the reference take (:func:`measure`).
     """
     count = thread_policy.resolve(threads)
     environment = dict(os.environ) | {
@@ -382,7 +419,7 @@ def run_benchmark(
         if name in EPOCHS:
             request["samples"] = epoch_samples
         else:
-            request["batch"] = batch
+            request |= {"batch": batch, "rounds": rounds}
         row = _measure_in_child(request, environment)
         if contended and "error" not in row and name not in EPOCHS:
             row = _contended(request, environment, row)

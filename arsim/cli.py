@@ -248,6 +248,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--epoch-samples", type=positive_int, help="training samples of an epoch (all 60,000)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=bench.ROUNDS,
+        help=f"turns each row and the NumPy reference take; the median round's ratio is "
+        f"reported ({bench.ROUNDS})",
+    )
     add_threads_argument(parser)
 
 
@@ -367,7 +374,7 @@ def _bench(args: argparse.Namespace) -> int:
     modes += [name for name in bench.EPOCHS if args.epoch and name not in modes]
     rows = bench.run_benchmark(
         modes, args.threads, args.out, contended=args.contended, batch=args.batch,
-        epoch_samples=args.epoch_samples,
+        epoch_samples=args.epoch_samples, rounds=args.rounds,
     )  # fmt: skip
     return EXIT_SOME_FAILED if any("error" in row for row in rows) else EXIT_COMPLETED
 

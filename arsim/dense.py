@@ -10,6 +10,8 @@ and W, ψ and the biases are matrices updated by the same rules.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import brian2 as b2
 import numpy as np
 
@@ -30,6 +32,26 @@ def cast_params(params: Params, dtype: type) -> Params:
         return [None if a is None else a.astype(dtype) for a in arrays]
 
     return Params(cast(params.W), cast(params.b), cast(params.psi))
+
+
+class FeedbackPlan(NamedTuple):
+    """What :meth:`DenseNetwork._feedback` does at every relaxation step.
+
+    Attributes
+    ----------
+    stores : list of tuple
+        Per relaxing layer ``(role, x, fp, delta)``: ``delta = x · fp`` is stored where a
+        product reads it (else ``delta`` is None) and x is watched for divergence.
+    products : list of tuple
+        ``(signal, B, fb)``: ``fb = signal B`` by one matrix product.
+    general : list of tuple
+        ``(connection, stored signal, fb)`` of the other connections (convolutions, delays,
+        f' taken at the current or upper activity).
+    """
+
+    stores: list
+    products: list
+    general: list
 
 
 class DenseNetwork(ARNetwork):
@@ -84,11 +106,14 @@ class DenseNetwork(ARNetwork):
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
-        self._feedback_paths = None
+        self._plan: FeedbackPlan | None = None
+        self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
 
     def apply_schedule(self, schedule: Schedule) -> None:
         """:meth:`ARNetwork.apply_schedule`, and the timing the dense operations read."""
         super().apply_schedule(schedule)
+        self._relax_start = self.namespace["relax_start"]
+        self._relax_span = self.namespace["relax_stop"] - self._relax_start
         self._continuous = schedule.continuous_steps
         self._forward_windows = [
             (role, schedule.forward_window(role.spec.name))
@@ -183,7 +208,7 @@ class DenseNetwork(ARNetwork):
 
     # -- the connection products -------------------------------------------------------------
     def _sweep_operation(self, role: LayerRole):
-        def sweep(t):
+        def sweep():
             self._sweep_into(role)
 
         return sweep
@@ -200,7 +225,7 @@ class DenseNetwork(ARNetwork):
             logits = total + self._view(role.index, "b")
             self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
 
-    def _forward_step(self, t) -> None:
+    def _forward_step(self) -> None:
         """Pre-activations of the layers in their forward window, from the step's start."""
         step = int(self._step_counter[0]) % self.steps_per_sample
         for role, (start, stop) in self._forward_windows:
@@ -227,31 +252,28 @@ class DenseNetwork(ARNetwork):
         a = operators.pre_activation(self.model, self._ops, params, target, self._activities())
         return x * activate(self.model, target, a)[1]
 
-    def _feedback(self, t) -> None:
+    def _feedback(self) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
-        ``delta = x · fp`` of the previous step is stored first (once per step for all layers:
-        the synapses mode does it after each step with
-        :func:`~arsim.equations.relaxation_step_code`), so that the products read the previous
-        step's activities.
+        ``delta = x · fp`` of the previous step is stored first where a product reads it (the
+        synapses mode does it after each step with
+        :func:`~arsim.equations.relaxation_step_code`), and every relaxing layer's x is
+        watched for divergence, so that the products read the previous step's activities.
         """
         step = int(self._step_counter[0])
-        relaxation_step = step % self.steps_per_sample - self.namespace["relax_start"]
-        if not 0 <= relaxation_step < self.namespace["relax_stop"] - self.namespace["relax_start"]:
+        relaxation_step = step % self.steps_per_sample - self._relax_start
+        if not 0 <= relaxation_step < self._relax_span:
             return  # the state updater multiplies fb by 0 outside the relaxation
-        for role in self._relaxing_roles:
-            self._store_delta(role, step * self.protocol.dt)
-        if self._feedback_paths is None:  # (connection, signal, fb) arrays, looked up once
-            self._feedback_paths = [
-                (
-                    c,
-                    self._view(target, "delta" if connection.derivative else "x"),
-                    self._view(source, f"fb_c{c}"),
-                )
-                for c, (source, target, connection) in enumerate(self._connections)
-                if self.roles[source].relaxes
-            ]
-        for c, signal, fb in self._feedback_paths:
+        if self._plan is None:
+            self._plan = self._feedback_plan()
+        since = step * self.protocol.dt
+        for role, x, fp, delta in self._plan.stores:
+            if delta is not None:
+                np.multiply(x, fp, out=delta)
+            self._watch(role, x, since)
+        for signal, matrix, fb in self._plan.products:  # dense, stored signal, no delay
+            np.matmul(signal, matrix, out=fb)
+        for c, signal, fb in self._plan.general:
             signal = self._signal(c, signal)
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
@@ -259,6 +281,40 @@ class DenseNetwork(ARNetwork):
             self._ops[c].backward(signal, feedback, out=fb)
         if self.protocol.tolerance > 0:
             self._stop_converged(relaxation_step)
+
+    def _feedback_plan(self) -> FeedbackPlan:
+        """The arrays :meth:`_feedback` works on, looked up once per set of parameters.
+
+        A product is a plain ``np.matmul`` where the connection is dense, reads the stored δ
+        (or x without f') and has no delay; B is W itself for a transposed ψ (``signal W``) or
+        the transposed view of ψ (``signal ψᵀ``), both updated in place by the plasticity.
+        """
+        products, general, read_delta = [], [], set()
+        for c, (source, target, connection) in enumerate(self._connections):
+            if not self.roles[source].relaxes:
+                continue
+            signal = self._view(target, "delta" if connection.derivative else "x")
+            fb = self._view(source, f"fb_c{c}")
+            stored = not connection.derivative or connection.derivative_at == "stored"
+            if connection.derivative and connection.derivative_at == "stored":
+                read_delta.add(target)
+            if self._ops[c].kind == "dense" and stored and not self._delays[c]:
+                matrix = self.W[c] if self.psi[c] is None else self.psi[c].T
+                products.append((signal, matrix, fb))
+            else:
+                general.append((c, signal, fb))
+        if general:  # the general signals may read any layer's δ
+            read_delta = {role.index for role in self._relaxing_roles}
+        stores = [
+            (
+                role,
+                self._view(role.index, "x"),
+                self._view(role.index, "fp"),
+                self._view(role.index, "delta") if role.index in read_delta else None,
+            )
+            for role in self._relaxing_roles
+        ]
+        return FeedbackPlan(stores, products, general)
 
     def _stop_converged(self, relaxation_step: int) -> None:
         """Freeze the replicas whose every hidden neuron has ``|−x + fb| < tolerance``."""
@@ -297,29 +353,40 @@ class DenseNetwork(ARNetwork):
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""
         step = int(self._step_counter[0]) % self.steps_per_sample
-        return self.namespace["relax_start"] <= step < self.namespace["relax_stop"]
+        return 0 <= step - self._relax_start < self._relax_span
 
     def _store_delta(self, role: LayerRole, since: float) -> None:
-        """``delta = x · fp``; neurons whose x is non-finite are marked bad since ``since`` (s).
-
-        "Non-finite" includes beyond the divergence limit; an earlier mark is kept.
-        """
+        """``delta = x · fp``, and the divergence watch of :meth:`_watch`."""
         x = self._view(role.index, "x")
         np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
-        limit = self.namespace["divergence_limit"]
-        if not abs(x.sum()) < limit:  # NaN, inf or huge somewhere: find where
-            t_bad = self.groups[role.index].variables["t_bad"].get_value()
-            bad = ~(np.abs(x.ravel()) < limit)
-            t_bad[bad] = np.minimum(t_bad[bad], since)
+        self._watch(role, x, since)
 
-    def _after_step(self, t) -> None:
+    def _watch(self, role: LayerRole, x: np.ndarray, since: float) -> None:
+        """Mark the neurons of ``role`` whose x is non-finite as bad since ``since`` (s).
+
+        "Non-finite" includes beyond the divergence limit; an earlier mark is kept. The watch
+        is the sum of x (a BLAS dot product, the cheapest reduction): NaN, infinite or huge
+        as soon as one neuron is.
+        """
+        flat = x.reshape(-1)
+        ones = self._ones.get(flat.size)
+        if ones is None:
+            ones = self._ones[flat.size] = np.ones(flat.size, dtype=flat.dtype)
+        limit = self.namespace["divergence_limit"]
+        if abs(np.dot(flat, ones)) < limit:
+            return
+        t_bad = self.groups[role.index].variables["t_bad"].get_value()
+        bad = ~(np.abs(flat) < limit)
+        t_bad[bad] = np.minimum(t_bad[bad], since)
+
+    def _after_step(self) -> None:
         """δ after every relaxation step, only so that a recording of ``delta`` shows it."""
         if self._relaxing():
             step_end = (int(self._step_counter[0]) + 1) * self.protocol.dt
             for role in self._relaxing_roles:
                 self._store_delta(role, step_end)
 
-    def _plasticity(self, t) -> None:
+    def _plasticity(self) -> None:
         """At a minibatch's plasticity step: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise.
 
         That step is the next tick, or the oscillation's plasticity phase
@@ -334,7 +401,7 @@ class DenseNetwork(ARNetwork):
             return  # the first tick of all: no minibatch has ended
         mask, rates = self._batches[ended]
         for role in self._relaxing_roles:  # δ after the last relaxation step
-            self._store_delta(role, float(t / b2.second))
+            self._store_delta(role, step * self.protocol.dt)
         if self._continuous is None:
             signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
             if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
@@ -367,7 +434,7 @@ class DenseNetwork(ARNetwork):
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
         return signals
 
-    def _continuous_step(self, t) -> None:
+    def _continuous_step(self) -> None:
         """``η/K`` of the rule at the end of every step of the continuous-plasticity window.
 
         The rule reads the activities after the step.
@@ -392,7 +459,7 @@ class DenseNetwork(ARNetwork):
         self._stream = (inputs, targets)
         self._shown = None
 
-    def _show_stream(self, t) -> None:
+    def _show_stream(self) -> None:
         """Show the stream's current samples: the input's x̂ and the output's target.
 
         Where the samples change outside a sweep the output keeps its x̂ and its clamp
@@ -422,6 +489,7 @@ class DenseNetwork(ARNetwork):
         """Load weights, biases and ψ (copies, as the protocol's float type)."""
         copy = cast_params(params, self.dtype)
         self.W, self.b, self.psi = copy.W, copy.b, copy.psi
+        self._plan = None  # it holds the matrices
         for c, (_, target, _) in enumerate(self._connections):
             if self.b[c] is not None:
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])

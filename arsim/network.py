@@ -34,6 +34,7 @@ from enum import StrEnum
 import brian2 as b2
 import numpy as np
 
+from arsim.codecache import reuse_code_objects
 from arsim.equations import (
     BIAS_ORDER,
     FORWARD_STEP_ORDER,
@@ -192,6 +193,8 @@ class ARNetwork:
         self.monitors = self._make_monitors() if record else {}
         objects += list(self.monitors.values())
         self.network = b2.Network(*objects)
+        if self.device == "runtime":  # a run() then regenerates only the code that changed
+            reuse_code_objects(self.network, self.namespace)
         self.set_params(params)
 
     def apply_schedule(self, schedule: Schedule) -> None:

@@ -79,7 +79,7 @@ class TraceBuffer:
 
     _ticks = 0
 
-    def _record(self, t) -> None:
+    def _record(self) -> None:
         tick, step = divmod(int(self._counter[0]), self.network.steps_per_sample)
         slot = tick - self._first_tick
         for key, view, neurons in self._sources:
