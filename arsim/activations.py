@@ -49,7 +49,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation(
         "relu",
         lambda a: np.maximum(a, 0.0),
-        lambda a: (a > 0).astype(float),
+        lambda a: (a > 0).astype(a.dtype),
         "a * int(a > 0)",
         "1.0 * int(a > 0)",
     ),
@@ -121,9 +121,13 @@ OUTPUT_GRADIENT_EXPR = "loss_scale * (xhat - target)"
 """Brian2 form of :func:`output_gradient` (same for both losses)."""
 
 
-def activate(model, layer: int, a: Array) -> tuple[Array, Array]:
-    """``(f(a), f'(a))`` of the activation of ``model.layers[layer]`` (softmax: its value, 1)."""
+def activate(model, layer: int, a: Array, derivative: bool = True) -> tuple[Array, Array | None]:
+    """``(f(a), f'(a))`` of the activation of ``model.layers[layer]`` (softmax: its value, 1).
+
+    Without ``derivative`` f' is not computed (None).
+    """
     activation = model.layers[layer].activation
     if activation == SOFTMAX:
-        return softmax(a), np.ones_like(a)
-    return ACTIVATIONS[activation].f(a), ACTIVATIONS[activation].fprime(a)
+        return softmax(a), np.ones_like(a) if derivative else None
+    spec = ACTIVATIONS[activation]
+    return spec.f(a), spec.fprime(a) if derivative else None

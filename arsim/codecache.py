@@ -25,8 +25,10 @@ MONITORS = (b2.StateMonitor, b2.SpikeMonitor, b2.EventMonitor, b2.PopulationRate
 
 
 class _Same:
-    """Equal to another ``_Same`` holding the very same object (and keeps that object alive,
-    so that its identity cannot pass to a new object meanwhile)."""
+    """Equal to another ``_Same`` holding the very same object.
+
+    It keeps that object alive, so that its identity cannot pass to a new object meanwhile.
+    """
 
     __slots__ = ("obj",)
 

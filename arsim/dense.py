@@ -25,15 +25,6 @@ from arsim.spec.schedule import Schedule
 from arsim.tracebuffer import TraceBuffer
 
 
-def cast_params(params: Params, dtype: type) -> Params:
-    """Copies of the weights, biases and ψ of ``params`` as ``dtype`` (a NumPy float type)."""
-
-    def cast(arrays: list) -> list:
-        return [None if a is None else a.astype(dtype) for a in arrays]
-
-    return Params(cast(params.W), cast(params.b), cast(params.psi))
-
-
 class FeedbackPlan(NamedTuple):
     """What :meth:`DenseNetwork._feedback` does at every relaxation step.
 
@@ -487,7 +478,7 @@ class DenseNetwork(ARNetwork):
     # -- parameters ------------------------------------------------------------------------------
     def set_params(self, params: Params) -> None:
         """Load weights, biases and ψ (copies, as the protocol's float type)."""
-        copy = cast_params(params, self.dtype)
+        copy = params.astype(self.dtype)
         self.W, self.b, self.psi = copy.W, copy.b, copy.psi
         self._plan = None  # it holds the matrices
         for c, (_, target, _) in enumerate(self._connections):
@@ -496,7 +487,7 @@ class DenseNetwork(ARNetwork):
 
     def get_params(self) -> Params:
         """Current weights, biases and ψ (float64 copies, whatever the precision)."""
-        return cast_params(Params(self.W, self.b, self.psi), np.float64)
+        return Params(self.W, self.b, self.psi).astype(np.float64)
 
     # -- running ---------------------------------------------------------------------------------
     def locate(self, rows, steps, layer_size):

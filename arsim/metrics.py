@@ -136,8 +136,8 @@ def batch_metrics(
         ``update_rel_error``, ``|ΔW − (−η ∇L)| / |η ∇L|``; ``angle_deg_W<l>`` per weight
         matrix (NaN for a connection without weights).
     """
-    grads = oracle.backprop(model, before, inputs, targets)
-    loss = oracle.loss(model, before, inputs, targets)
+    grads = oracle.backprop(model, before, inputs, targets, input_layers=False)
+    loss = loss_value(model.loss, grads.forward.xhat[-1], targets, model.loss_scale)
     descent = [b - a for a, b in zip(after.W, before.W, strict=True)]  # −ΔW, matrix by matrix
     descent += [b - a for a, b in zip(after.b, before.b, strict=True) if a is not None]
     gradient = list(grads.W) + [g for g in grads.b if g is not None]
@@ -195,15 +195,24 @@ def evaluate(
     labels: np.ndarray,
     n_classes: int,
     block: int = 10000,
+    dtype: type = np.float64,
 ) -> tuple[float, float]:
-    """Accuracy and mean loss of the feedforward sweep on ``images`` (vectorised in blocks)."""
+    """Accuracy and mean loss of the feedforward sweep on ``images`` (vectorised in blocks).
+
+    The sweep computes in ``dtype`` (the weights and each block of images are cast to it).
+    """
     correct, total_loss = 0, 0.0
+    params = params.astype(dtype)
     with np.errstate(all="ignore"):
         for start in range(0, len(images), block):
-            x, y = images[start : start + block], labels[start : start + block]
-            output = oracle.forward(model, params, x).xhat[-1]
-            targets = np.eye(n_classes)[y]
-            total_loss += float(loss_value(model.loss, output, targets, model.loss_scale).sum())
+            x, y = (
+                images[start : start + block].astype(dtype, copy=False),
+                labels[start : start + block],
+            )
+            output = oracle.forward(model, params, x, derivatives=False).xhat[-1]
+            targets = np.eye(n_classes, dtype=dtype)[y]
+            losses = loss_value(model.loss, output, targets, model.loss_scale)
+            total_loss += float(losses.sum(dtype=np.float64))
             correct += int((output.argmax(axis=1) == y).sum())
     return correct / len(images), total_loss / len(images)
 

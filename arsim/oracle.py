@@ -57,17 +57,21 @@ def split_stimulus(model: ModelSpec, stimuli: Array) -> list[Array]:
     A stimulus is the input layers' activities concatenated in their order
     (``ModelSpec.input_slices``); with one input layer it is that layer's activity.
     """
-    stimuli = np.asarray(stimuli, dtype=float)
+    stimuli = np.asarray(stimuli)
+    if not np.issubdtype(stimuli.dtype, np.floating):
+        stimuli = stimuli.astype(float)
     slices = model.input_slices()
     return [stimuli] if len(slices) == 1 else [stimuli[:, part] for part in slices]
 
 
-def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
+def forward(model: ModelSpec, params: Params, inputs: Array, derivatives: bool = True) -> Forward:
     """Feedforward sweep of a batch of stimuli ``(batch, n_in)`` in topological order.
 
     The stimulus is the input layers' activities concatenated (``ModelSpec.input_slices``);
     every other layer sums its parents' contributions ``W_c x̂_source`` (in connection order)
-    and its bias (:func:`arsim.operators.pre_activation`).
+    and its bias (:func:`arsim.operators.pre_activation`). The arithmetic is the float type of
+    the stimuli and the weights (float64 stimuli and weights: float64). Without
+    ``derivatives`` the f' are not computed (None).
     """
     xhat: list[Array | None] = [None] * len(model.layers)
     for index, part in enumerate(split_stimulus(model, inputs)):
@@ -80,7 +84,7 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
         if not incoming:
             continue
         a = operators.pre_activation(model, ops, params, index, xhat)
-        xhat[index], derivative = activate(model, index, a)
+        xhat[index], derivative = activate(model, index, a, derivatives)
         for c in incoming:
             pre[c], fp[c] = a, derivative
     return Forward(xhat, pre, fp, ops)
@@ -88,7 +92,7 @@ def forward(model: ModelSpec, params: Params, inputs: Array) -> Forward:
 
 def loss(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Array:
     """Loss of each sample of the batch, shape ``(batch,)``."""
-    output = forward(model, params, inputs).xhat[-1]
+    output = forward(model, params, inputs, derivatives=False).xhat[-1]
     return loss_value(model.loss, output, targets, model.loss_scale)
 
 
@@ -105,11 +109,14 @@ class Gradients:
         ``∂L/∂W_c`` per connection, shapes as ``Params.W``.
     b : list of ndarray or None
         ``∂L/∂b_c`` where the connection has a bias.
+    forward : Forward or None
+        The feedforward sweep they were computed from.
     """
 
     activity: list[Array]
     W: list[Array]
     b: list[Array | None]
+    forward: Forward | None = None
 
 
 def update_factors(
@@ -147,22 +154,28 @@ def weight_gradients(
     return grads_w, grads_b
 
 
-def backprop(model: ModelSpec, params: Params, inputs: Array, targets: Array) -> Gradients:
+def backprop(
+    model: ModelSpec, params: Params, inputs: Array, targets: Array, input_layers: bool = True
+) -> Gradients:
     """Exact gradients of the batch loss ``Σ_batch L`` by backpropagation (always with Wᵀ).
 
-    In reverse topological order, ``∂L/∂x̂_i = Σ_{c: i → j} (∂L/∂x̂_j ⊙ f'_j) W_c``.
+    In reverse topological order, ``∂L/∂x̂_i = Σ_{c: i → j} (∂L/∂x̂_j ⊙ f'_j) W_c``. Without
+    ``input_layers`` the input layers' ``∂L/∂x̂`` (which no weight gradient needs) is left
+    None.
     """
     fwd = forward(model, params, inputs)
     activity: list[Array | None] = [None] * len(model.layers)
     activity[-1] = output_gradient(model.loss, fwd.xhat[-1], targets, model.loss_scale)
     for index in range(len(model.layers) - 2, -1, -1):
+        if not input_layers and not model.incoming(model.layers[index].name):
+            continue
         for c in model.outgoing(model.layers[index].name):
             target = model.index(model.connections[c].target)
             signal = activity[target] * fwd.fp[c]
             term = fwd.ops[c].backward(signal, operators.as_feedback(params.W[c]))
             activity[index] = term if activity[index] is None else activity[index] + term
     grads_w, grads_b = weight_gradients(model, fwd, activity, params)
-    return Gradients(activity, grads_w, grads_b)
+    return Gradients(activity, grads_w, grads_b, fwd)
 
 
 @dataclass

@@ -88,6 +88,11 @@ class Params:
         copy = lambda arrays: [None if a is None else a.copy() for a in arrays]  # noqa: E731
         return Params(copy(self.W), copy(self.b), copy(self.psi))
 
+    def astype(self, dtype: type) -> Params:
+        """Copies of every array as ``dtype`` (a NumPy float type)."""
+        cast = lambda arrays: [None if a is None else a.astype(dtype) for a in arrays]  # noqa: E731
+        return Params(cast(self.W), cast(self.b), cast(self.psi))
+
     def feedback(self, connection: int) -> Array:
         """``B_c`` (n_source, n_target): carries connection ``c``'s target signal to its source."""
         weights = self.W[connection]

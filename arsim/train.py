@@ -4,7 +4,8 @@
 network (the ``dense`` execution mode) and, from the same initial weights and on the same
 batches, trains a backprop baseline (NumPy, :func:`arsim.oracle.backprop`, plain SGD with the
 same step convention as AR), so the two can be compared step by step. Test accuracy is measured
-by the feedforward sweep alone.
+by the feedforward sweep alone. The baseline and the evaluations compute in the protocol's
+``precision``; the comparisons with backprop use the float64 oracle.
 
 The run folder::
 
@@ -71,12 +72,13 @@ from tqdm.auto import tqdm
 
 from arsim import oracle, stops
 from arsim import threads as thread_policy
+from arsim.activations import loss_value
 from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
 from arsim.memory import check_memory
 from arsim.metrics import evaluate, relaxation_errors
 from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
-from arsim.network import seed_noise
+from arsim.network import FLOAT_DTYPES, seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.runfolder import (
     partial_folders,
@@ -106,15 +108,19 @@ def epoch_order(seed: int, epoch: int, n_samples: int) -> np.ndarray:
 
 def backprop_step(
     model: ModelSpec, params: Params, inputs: np.ndarray, targets: np.ndarray, rate: float
-) -> Params:
-    """One SGD step of the baseline: ``W -= η ∂L/∂W`` (and biases); ψ is left alone."""
-    grads = oracle.backprop(model, params, inputs, targets)
-    new = params.copy()
-    for layer, gradient in enumerate(grads.W):
-        new.W[layer] = params.W[layer] - rate * gradient
-        if params.b[layer] is not None:
-            new.b[layer] = params.b[layer] - rate * grads.b[layer]
-    return new
+) -> tuple[Params, np.ndarray]:
+    """One SGD step of the baseline: ``W -= η ∂L/∂W`` (and biases); ψ is left alone.
+
+    Computes in the float type of ``params`` and ``inputs``. Returns the new parameters and
+    the loss of each sample before the step (from the same feedforward sweep).
+    """
+    grads = oracle.backprop(model, params, inputs, targets, input_layers=False)
+    output = grads.forward.xhat[-1]
+    loss = loss_value(model.loss, output, targets, model.loss_scale)
+    weights = [w - rate * g for w, g in zip(params.W, grads.W, strict=True)]
+    biases = [None if b is None else b - rate * g for b, g in zip(params.b, grads.b, strict=True)]
+    feedback = [None if psi is None else psi.copy() for psi in params.psi]
+    return Params(weights, biases, feedback), loss
 
 
 def _params_from_arrays(model: ModelSpec, arrays, prefix: str = "") -> Params:
@@ -239,6 +245,9 @@ class Training:
         self.options = TrainingOptions(seed=model.seed)
         self.ar: Params | None = None
         self.bp: Params | None = None
+        self.dtype = FLOAT_DTYPES[protocol.precision]
+        """Float type of the baseline and of the accuracy and loss evaluations."""
+        self._cast_images: dict[str, np.ndarray] = {}
         self.epochs_done = self.batches = self.samples = 0
         self.test_accuracy: dict = {}
         self.stopped_by: int | None = None
@@ -280,7 +289,7 @@ class Training:
         }
         write_json(self.folder / "config.json", config)
         self.ar = init_params(model, options.seed)
-        self.bp = self.ar.copy() if options.baseline else None
+        self.bp = self.ar.astype(self.dtype) if options.baseline else None
         np.savez(self.folder / "weights" / "initial.npz", **self.ar.to_arrays())
         self.table.keep(0)
 
@@ -321,7 +330,9 @@ class Training:
             arrays = np.load(self.folder / "checkpoints" / f"epoch-{done}.npz")
             self.ar = _params_from_arrays(self.model, arrays, "ar_")
             self.bp = (
-                _params_from_arrays(self.model, arrays, "bp_") if options["baseline"] else None
+                _params_from_arrays(self.model, arrays, "bp_").astype(self.dtype)
+                if options["baseline"]
+                else None
             )
             kept_rows = state["metrics_rows"]
             self.batches, self.samples = state["batches"], state["samples"]
@@ -329,7 +340,7 @@ class Training:
         else:
             arrays = np.load(self.folder / "weights" / "initial.npz")
             self.ar = _params_from_arrays(self.model, arrays)
-            self.bp = self.ar.copy() if options["baseline"] else None
+            self.bp = self.ar.astype(self.dtype) if options["baseline"] else None
         self.table.keep(kept_rows)
         self.epochs_done = done
 
@@ -418,11 +429,11 @@ class Training:
         """The baseline's loss on the minibatch, then its SGD step (NaN without a baseline)."""
         if self.bp is None:
             return math.nan
-        x, y = batch.inputs, batch.targets
+        x, y = batch.inputs.astype(self.dtype), batch.targets.astype(self.dtype)
+        rate = self.dtype(batch.rate)
         with np.errstate(all="ignore"):
-            loss = float(oracle.loss(self.model, self.bp, x, y).mean())
-            self.bp = backprop_step(self.model, self.bp, x, y, batch.rate)
-        return loss
+            self.bp, loss = backprop_step(self.model, self.bp, x, y, rate)
+        return float(loss.mean())
 
     # -- evaluate ------------------------------------------------------------------------------
     def evaluate(self, kind: str, epoch: int, window: Window, full: bool) -> dict:
@@ -433,24 +444,30 @@ class Training:
         """
         row = {"kind": kind, "epoch": epoch + 1, "batch": self.batches, "samples": self.samples}
         row |= window.summary()
-        images, labels = self.images, self.labels
-        if not full:
-            images, labels = (
-                images[: self.options.eval_samples],
-                labels[: self.options.eval_samples],
-            )
-        test_images, test_labels = self.dataset.test_images, self.dataset.test_labels
-        n_classes = self.dataset.n_classes
+        if full:
+            images, labels = self.images, self.labels  # cast block by block
+        else:
+            images = self._cast("train", self.images[: self.options.eval_samples])
+            labels = self.labels[: self.options.eval_samples]
+        test_images = self._cast("test", self.dataset.test_images)
+        test_labels, n_classes = self.dataset.test_labels, self.dataset.n_classes
         for who, params in (("ar", self.ar), ("bp", self.bp)):
             if params is None:
                 continue
             row[f"{who}_train_acc"], row[f"{who}_train_loss"] = evaluate(
-                self.model, params, images, labels, n_classes
+                self.model, params, images, labels, n_classes, dtype=self.dtype
             )
             row[f"{who}_test_acc"], row[f"{who}_test_loss"] = evaluate(
-                self.model, params, test_images, test_labels, n_classes
+                self.model, params, test_images, test_labels, n_classes, dtype=self.dtype
             )
         return row
+
+    def _cast(self, name: str, images: np.ndarray) -> np.ndarray:
+        """``images`` as :attr:`dtype`, cast once per run (``name``: which set)."""
+        cached = self._cast_images.get(name)
+        if cached is None or len(cached) != len(images):
+            cached = self._cast_images[name] = images.astype(self.dtype, copy=False)
+        return cached
 
     # -- checkpoint ----------------------------------------------------------------------------
     def checkpoint(self) -> None:

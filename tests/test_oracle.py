@@ -196,3 +196,34 @@ def test_relax_as_applies_every_protocol_element():
     for a, b in zip(got.x[1:-1] + got.W, expected.x[1:-1] + expected.W, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     np.testing.assert_array_equal(got.steps, expected.steps)
+
+
+def test_sweep_without_derivatives_and_gradients_without_input_layers():
+    """The shortcuts the training loop takes compute the same activities and weight
+    gradients (f' and the input layers' ∂L/∂x̂ are left out, not approximated)."""
+    model = make_model([6, 5, 4, 3], ["relu", "tanh", "sigmoid"], bias=True)
+    params = oracle.init_params(model, seed=5)
+    inputs, targets = _batch(model, n=4, seed=5)
+    full = oracle.forward(model, params, inputs)
+    lean = oracle.forward(model, params, inputs, derivatives=False)
+    for got, expected in zip(lean.xhat, full.xhat, strict=True):
+        assert np.array_equal(got, expected)
+    assert all(fp is None for fp in lean.fp)
+    grads = oracle.backprop(model, params, inputs, targets)
+    lean_grads = oracle.backprop(model, params, inputs, targets, input_layers=False)
+    assert grads.activity[0] is not None and lean_grads.activity[0] is None
+    for got, expected in zip(lean_grads.W + lean_grads.b, grads.W + grads.b, strict=True):
+        assert np.array_equal(got, expected)
+    assert np.array_equal(lean_grads.forward.xhat[-1], full.xhat[-1])
+
+
+def test_float32_stimuli_and_weights_sweep_in_float32():
+    """The sweep computes in the float type it is given: a hand-written float32 sweep."""
+    model = make_model([6, 5, 4, 3], ["relu", "tanh", "linear"])
+    params = oracle.init_params(model, seed=6).astype(np.float32)
+    inputs = _batch(model, n=5, seed=6)[0].astype(np.float32)
+    got = oracle.forward(model, params, inputs, derivatives=False).xhat[-1]
+    hidden = np.maximum(inputs @ params.W[0].T, np.float32(0))
+    expected = np.tanh(hidden @ params.W[1].T) @ params.W[2].T
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,38 @@ def test_one_real_minibatch_update_is_the_backprop_step(fmnist, tmp_path):
             final_bp[f"W{k}"], initial[f"W{k}"] - protocol.learning_rate * grads.W[k], rtol=1e-12
         )
         assert not np.array_equal(final_ar[f"W{k}"], initial[f"W{k}"])
+
+
+def test_single_precision_baseline_and_evaluations_compute_in_float32(fmnist, tmp_path):
+    """``precision = "single"``: the baseline's step is float32 (the float64 oracle's
+    W − η∇L within float32 rounding), and the accuracies and losses of the metrics are those
+    of a hand-written float32 sweep of the saved weights."""
+    model = load_model(MODELS / "paper-mlp.toml")
+    protocol = replace(load_protocol(PAPER_PROTOCOL), precision="single")
+    folder, status = train(
+        model, protocol, fmnist, tmp_path / "run", 1, train_samples=64, progress=False
+    )
+    assert status["status"] == "completed"
+    initial = _weights(folder / "weights" / "initial.npz")
+    x, t = fmnist.train_images[:64], fmnist.one_hot(fmnist.train_labels[:64])
+    grads = oracle.backprop(model, _params(model, initial), x, t)
+    weights = {"ar": _weights(folder / "weights" / "final.npz")}
+    weights["bp"] = _weights(folder / "weights" / "backprop-final.npz")
+    for k in range(4):
+        assert weights["bp"][f"W{k}"].dtype == np.float32
+        expected = initial[f"W{k}"] - protocol.learning_rate * grads.W[k]
+        np.testing.assert_allclose(weights["bp"][f"W{k}"], expected, rtol=1e-6, atol=1e-8)
+    row = pd.read_csv(folder / "metrics.csv").iloc[-1]
+    assert row.kind == "epoch"
+    for who in ("ar", "bp"):
+        output = fmnist.test_images.astype(np.float32)
+        for k in range(4):
+            output = output @ weights[who][f"W{k}"].astype(np.float32).T
+            output = np.maximum(output, np.float32(0)) if k < 3 else output
+        accuracy = np.mean(output.argmax(axis=1) == fmnist.test_labels)
+        loss = np.mean(np.sum((output - fmnist.one_hot(fmnist.test_labels)) ** 2, axis=1))
+        assert row[f"{who}_test_acc"] == accuracy
+        assert row[f"{who}_test_loss"] == pytest.approx(loss, rel=1e-6)  # scale 2 × ½ Σ
 
 
 def test_ar_tracks_backprop_and_loss_falls_on_real_data(fmnist, tmp_path):
