@@ -21,6 +21,7 @@ from conftest import ROOT
 from arsim import cli
 from arsim.spec import SpecError
 from arsim.sweep import load_sweep, point_payload, run_point, run_sweep, summary_metrics
+from arsim.sweep.points import point_job
 
 TINY_MODEL = """name = "tiny"
 [init]
@@ -226,6 +227,11 @@ BAD_SWEEPS = {
     ),
     "empty-seeds": ("seeds = []\n", "seeds", "non-empty list"),
     "training-option-without-data": ("[run]\nepochs = 2\n", "run.epochs", "run.data"),
+    "compare-every-zero": (
+        '[run]\ndata = "fashion-mnist"\ncompare-every = 0\n',
+        "run.compare-every",
+        "positive integer",
+    ),
 }
 
 
@@ -389,3 +395,24 @@ def test_24_points_on_a_cluster_survive_a_killed_worker(tmp_path, cluster, clien
     for point, stamp in state["finished"].items():
         assert after[point] == stamp
     assert not list((out / "points").glob(".*partial*"))
+
+
+def test_compare_every_reaches_the_training_and_its_digest_only_off_the_default(tmp_path):
+    """``[run] compare-every`` is the training's option; the default leaves point ids as they
+    were before the option existed."""
+
+    def sweep(name: str, extra: str):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(
+            f'model = "{ROOT / "models" / "paper-mlp.toml"}"\n'
+            f'protocol = "{ROOT / "protocols" / "paper.toml"}"\n'
+            f'[run]\ndata = "fashion-mnist"\ntrain-samples = 64\n{extra}'
+        )
+        return load_sweep(path)
+
+    plain, default = sweep("plain", ""), sweep("default", "compare-every = 10\n")
+    sparse = sweep("sparse", "compare-every = 3\n")
+    assert plain.points[0].id == default.points[0].id != sparse.points[0].id
+    for declared, expected in ((sparse, 3), (plain, 10)):
+        payload = point_payload(declared, declared.points[0], tmp_path / "out", None)
+        assert point_job(payload).compare_every == expected

@@ -167,6 +167,7 @@ SWEEP_KEYS: dict[str, str] = {
     "run.epochs": "Training epochs.",
     "run.train-samples": "Train on the first N training images (default: all).",
     "run.metrics-every": "A `kind = batch` row of `metrics.csv` every N minibatches.",
+    "run.compare-every": "Compare AR's update with backprop on every K-th minibatch (default 10).",
     "run.baseline": "`backprop`: train a backprop baseline alongside; `none`: do not.",
     "run.timeout": "Seconds a point may take before it counts as failed (default: no limit).",
 }

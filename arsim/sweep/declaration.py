@@ -24,7 +24,7 @@ from arsim.datasets import (
     DatasetError,
     find_dataset_folder,
 )
-from arsim.jobs import BASELINES
+from arsim.jobs import BASELINES, Training
 from arsim.modes import DEVICES, MODES, ExecutionError, check_execution
 from arsim.spec import (
     CODEGEN_TARGETS,
@@ -48,6 +48,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "train-samples": None,
     "metrics-every": 50,
+    "compare-every": Training.compare_every,
     "baseline": "backprop",
     "timeout": None,
 }
@@ -61,7 +62,14 @@ RUN_CHOICES: dict[str, tuple] = {
 }
 """The values a ``[run]`` option may take, where they are a fixed set."""
 RANDOM_ONLY = ("samples", "mode", "device")
-TRAINING_ONLY = ("data-dir", "epochs", "train-samples", "metrics-every", "baseline")
+TRAINING_ONLY = (
+    "data-dir",
+    "epochs",
+    "train-samples",
+    "metrics-every",
+    "compare-every",
+    "baseline",
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def _read_run(table: Any, source: Path) -> dict:
             raise SpecError(
                 source, where, f"expected one of {', '.join(choices[key])}; got {value!r}"
             )
-        if key in ("samples", "epochs", "train-samples", "metrics-every") and (
+        if key in ("samples", "epochs", "train-samples", "metrics-every", "compare-every") and (
             not _is_int(value) or value < 1
         ):
             raise SpecError(source, where, f"expected a positive integer, got {value!r}")
@@ -434,8 +442,15 @@ def load_sweep(path: str | Path, settings: dict | None = None) -> Sweep:
 
 
 def _result_options(run: dict) -> dict:
-    """The run options that decide a point's numbers (not where data lie or how long to wait)."""
-    return {key: value for key, value in run.items() if key not in ("data-dir", "timeout")}
+    """The run options that decide a point's numbers (not where data lie or how long to wait).
+
+    ``compare-every`` counts only where it is not the default, so that the points of sweeps
+    made before the option existed keep their digests.
+    """
+    options = {key: value for key, value in run.items() if key not in ("data-dir", "timeout")}
+    if options.get("compare-every") == RUN_DEFAULTS["compare-every"]:
+        del options["compare-every"]
+    return options
 
 
 def _validate(tables: dict, files: dict, changed: dict, source: Path, overrides: dict):

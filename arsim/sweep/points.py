@@ -287,6 +287,7 @@ def point_job(payload: dict) -> RandomRun | Training:
         epochs=run["epochs"],
         train_samples=run["train-samples"],
         metrics_every=run["metrics-every"],
+        compare_every=run.get("compare-every", Training.compare_every),
         baseline=run["baseline"],
         **common,
     )
