@@ -44,6 +44,18 @@ def _sigmoid(a: Array) -> Array:
     return 1.0 / (1.0 + np.exp(-a))
 
 
+SIGMOID_FPRIME_FROM = -40.0
+"""Pre-activation below which the Brian2 form of the sigmoid's f' is taken as ``e^a``.
+
+``e^{−a} / (1 + e^{−a})²`` overflows below ``a ≈ −88.7`` in float32 (NaN) and ``−709.8`` in
+float64; the Brian2 expression evaluates it at ``max(a, −40)`` and multiplies by
+``e^{a − max(a, −40)}`` (exactly 1 above −40, so the values there are those of the plain
+formula to the last bit). Below −40 that is ``e^a (1 + e^{−40})^{−2}``, within ``2e−17`` of
+the exact ``e^a / (1 + e^a)²``.
+"""
+_SIGMOID_A = f"clip(a, {SIGMOID_FPRIME_FROM}, inf)"
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "linear": Activation("linear", lambda a: a, np.ones_like, "a", "1.0"),
     "relu": Activation(
@@ -61,7 +73,7 @@ ACTIVATIONS: dict[str, Activation] = {
         _sigmoid,
         lambda a: _sigmoid(a) * (1.0 - _sigmoid(a)),
         "1.0 / (1.0 + exp(-a))",
-        "exp(-a) / (1.0 + exp(-a))**2",
+        f"exp(-{_SIGMOID_A}) / (1.0 + exp(-{_SIGMOID_A}))**2 * exp(a - {_SIGMOID_A})",
     ),
 }
 """Activations usable in hidden and output layers, by name."""
@@ -77,6 +89,45 @@ def softmax(a: Array) -> Array:
     """Softmax over the last axis, shifted by the maximum for numerical safety."""
     shifted = np.exp(a - a.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+SOFTMAX_SHIFT_FROM = 50.0
+"""Magnitude of a logit above which the Brian2 softmax shifts it (:data:`SOFTMAX_SHIFT_CODE`)."""
+
+SOFTMAX_SHIFT_CODE = f"softmax_shift = a * int(abs(a) > {SOFTMAX_SHIFT_FROM})"
+"""Brian2 code storing every output neuron's shift ``s_i``: its logit where that exceeds
+:data:`SOFTMAX_SHIFT_FROM` in magnitude, else 0.
+
+Neuron ``i`` computes ``p_i = e^{a_i − s_i} / Σ_j e^{a_j − s_i}`` (:data:`SOFTMAX_EXPR`; the
+normaliser is a sum over the neurons, which a ``Synapses`` summed variable can compute, unlike
+a maximum). The shift cancels, so ``p_i`` is the softmax for any ``s_i``: with ``s_i = 0`` it is
+the plain formula (to the last bit, as before), and with ``s_i = a_i`` the numerator is 1 and
+the sum at least 1, so no logit overflows or underflows into ``0/0``; a term that overflows
+makes ``p_i`` 0, its limit. A stored variable, so that the shift has the float type of ``a``.
+"""
+
+SOFTMAX_EXPR = "exp(a - softmax_shift) / softmax_norm"
+"""Brian2 form of the softmax of an output neuron's logit ``a`` (:data:`SOFTMAX_SHIFT_CODE`)."""
+
+
+def softmax_normaliser(logits: Array) -> tuple[Array, Array]:
+    """The shift and normaliser of :data:`SOFTMAX_EXPR` for every neuron, in NumPy.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (batch, n)
+        Pre-activations ``a`` of the output layer (dimensionless).
+
+    Returns
+    -------
+    shift, norm : ndarray, shape (batch, n) and (batch, n) or (batch, 1)
+        ``s_i`` as :data:`SOFTMAX_SHIFT_CODE` stores it and ``Σ_j e^{a_j − s_i}``; where no
+        logit of the batch is shifted the normaliser is one column, ``Σ_j e^{a_j}``.
+    """
+    shift = logits * (np.abs(logits) > SOFTMAX_SHIFT_FROM)
+    if not shift.any():
+        return shift, np.exp(logits).sum(axis=1, keepdims=True)
+    return shift, np.exp(logits[:, None, :] - shift[:, :, None]).sum(axis=2)
 
 
 def loss_value(loss: str, output: Array, target: Array, scale: float = 1.0) -> Array:

@@ -16,7 +16,7 @@ import brian2 as b2
 import numpy as np
 
 from arsim import operators
-from arsim.activations import SOFTMAX, activate, output_gradient
+from arsim.activations import SOFTMAX, activate, output_gradient, softmax_normaliser
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
 from arsim.network import ARNetwork, Feature
 from arsim.params import Params
@@ -214,7 +214,9 @@ class DenseNetwork(ARNetwork):
             total = a_c.copy() if total is None else total + a_c
         if role.is_output and role.spec.activation == SOFTMAX:
             logits = total + self._view(role.index, "b")
-            self._view(role.index, "softmax_norm")[:] = np.exp(logits).sum(axis=1, keepdims=True)
+            shift, norm = softmax_normaliser(logits)
+            self._view(role.index, "softmax_shift")[:] = shift
+            self._view(role.index, "softmax_norm")[:] = norm
 
     def _forward_step(self) -> None:
         """Pre-activations of the layers in their forward window, from the step's start."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX
+from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX, SOFTMAX_EXPR
 from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
 
 RELAX_ORDER = 1000
@@ -158,7 +158,7 @@ def layer_equations(
     if role.is_output:
         lines += ["x : 1", "target : 1"]
         if role.spec.activation == SOFTMAX:
-            lines.append("softmax_norm : 1")
+            lines += ["softmax_norm : 1", "softmax_shift : 1"]
     else:
         lines += [f"fb_c{c} : 1" for c in role.outgoing]
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
@@ -208,7 +208,7 @@ def _leaky_forward_equations(role: LayerRole, lines: list[str], memory: str, err
             "dfp/dt = -(1 - forward_on) * fp / memory_tau : 1"
         )
     activation = role.spec.activation
-    f_a = "exp(a) / softmax_norm" if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
+    f_a = SOFTMAX_EXPR if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
     lines += [
         f"f_a = {f_a} : 1",
         f"forward_on = {forward_on_expression(role)} : 1",
@@ -264,7 +264,7 @@ def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = F
     """Code a layer runs in the sweep: store x̂ and f', start (or clamp) x."""
     activation = role.spec.activation
     if activation == SOFTMAX:
-        lines = ["xhat = exp(a) / softmax_norm", "fp = 1.0"]
+        lines = [f"xhat = {SOFTMAX_EXPR}", "fp = 1.0"]
     else:
         spec = ACTIVATIONS[activation]
         lines = [f"xhat = {spec.f_expr}", f"fp = {spec.fprime_expr}"]

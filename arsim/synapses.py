@@ -10,7 +10,7 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
-from arsim.activations import SOFTMAX
+from arsim.activations import SOFTMAX, SOFTMAX_SHIFT_CODE
 from arsim.equations import LEARN_ORDER, layer_slot, synapse_model
 from arsim.network import ARNetwork, Feature
 from arsim.params import Params
@@ -118,18 +118,29 @@ class SynapsesNetwork(ARNetwork):
         )
 
     def _make_softmax_norm(self) -> b2.Synapses:
+        """The output's softmax normaliser ``Σ_j e^{a_j − s_i}``, after its shifts ``s_i``.
+
+        The shifts (:data:`~arsim.activations.SOFTMAX_SHIFT_CODE`) are stored after the sweep
+        into the output and before the normaliser sums (each sweep's order plus one and two).
+        """
         output = self.groups[-1]
         norm = b2.Synapses(
             output,
             output,
-            "softmax_norm_post = exp(a_pre) : 1 (summed)",
+            "softmax_norm_post = exp(a_pre - softmax_shift_post) : 1 (summed)",
             namespace=self.namespace,
             name="softmax_norm",
         )
         norm.connect()
+        updater = norm.summed_updaters["softmax_norm_post"]
         if self.schedule.leaky_forward:  # after the step's sweep, before the state updaters
-            updater = norm.summed_updaters["softmax_norm_post"]
-            updater._clock, updater.when, updater.order = self.step_clock, "before_groups", 1
+            clock, when, order = self.step_clock, "before_groups", 1
+            updater._clock, updater.when, updater.order = clock, when, order + 1
+        else:  # the normaliser sums at the group's order − 1 = layer_slot + 2
+            clock, when, order = self.sample_clock, "groups", layer_slot(len(self.groups) - 1) + 1
+        output.run_regularly(
+            SOFTMAX_SHIFT_CODE, clock=clock, when=when, order=order, name="softmax_shift"
+        )
         return norm
 
     # -- parameters --------------------------------------------------------------------------
