@@ -16,9 +16,10 @@ import brian2 as b2
 import numpy as np
 
 from arsim import operators
-from arsim.activations import SOFTMAX, activate, output_gradient, softmax_normaliser
+from arsim.activations import SOFTMAX, output_gradient, softmax_normaliser
+from arsim.components import Feature, connections, derivative, plasticity
 from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
-from arsim.network import ARNetwork, Feature
+from arsim.network import ARNetwork
 from arsim.params import Params
 from arsim.recording import chunk_values_cap
 from arsim.spec.schedule import Schedule
@@ -53,7 +54,7 @@ class DenseNetwork(ARNetwork):
     """
 
     mode = "dense"
-    supports = frozenset(Feature)
+    builds = frozenset(Feature)
     per_step_code_in_brian = False
     """One NumPy operation per layer stores δ and watches for divergence before the step's
     products: cheaper than one more Brian2 code object per layer and step, even compiled."""
@@ -238,12 +239,11 @@ class DenseNetwork(ARNetwork):
         connection, target = self.model.connections[c], self._connections[c][1]
         if not connection.derivative or connection.derivative_at == "stored":
             return stored
-        x = self._view(target, "x")
-        if connection.derivative_at == "upper":
-            return x * activate(self.model, target, x)[1]
-        params = Params(self.W, self.b, self.psi)
-        a = operators.pre_activation(self.model, self._ops, params, target, self._activities())
-        return x * activate(self.model, target, a)[1]
+        params, activities = Params(self.W, self.b, self.psi), self._activities()
+        fprime = derivative.fprime(
+            np, connection.derivative_at, self.model, self._ops, params, target, activities, None
+        )
+        return activities[target] * fprime
 
     def _feedback(self) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
@@ -335,13 +335,7 @@ class DenseNetwork(ARNetwork):
         slot ``(n + 1) mod (d+1)``, written at step ``n − d``; at the relaxation's first step
         every slot is filled with the current signal.
         """
-        buffer = self._delay_buffers[connection]
-        slots = len(buffer)
-        if step == 0:
-            buffer[:] = signal
-        else:
-            buffer[step % slots] = signal
-        return buffer[(step + 1) % slots]
+        return connections.delayed(np, self._delay_buffers[connection], signal, step)
 
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""
@@ -412,18 +406,26 @@ class DenseNetwork(ARNetwork):
         # as the matrices' float type, so that a float32 matrix is not updated in float64
         rate, feedback_rate = self.dtype(fraction * rate), self.dtype(fraction * feedback_rate)
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
+        activities = self._activities()
         for c, (source, target, connection) in enumerate(self._connections):
             delta = delta_of(target)[mask]
-            current = connection.update_uses == "current" and not self.roles[source].is_input
-            presynaptic = self._view(source, "x" if current else "xhat")[mask]
+            pre = plasticity.presynaptic(
+                connection.update_uses, activities[source], self._view(source, "xhat")
+            )[mask]
             if keep:
-                signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
-            change = self._ops[c].weight_gradient(delta, presynaptic)
-            self.W[c] -= rate * change
-            if connection.learns_feedback:
-                self.psi[c] -= feedback_rate * operators.as_feedback(change)
+                signals.append((delta.copy(), pre.copy(), self.b[c] is not None))
+            plasticity.apply_rule(
+                np,
+                self._ops[c],
+                self.W[c],
+                self.psi[c] if connection.learns_feedback else None,
+                self.b[c],
+                delta,
+                pre,
+                rate,
+                feedback_rate,
+            )
             if self.b[c] is not None:
-                self.b[c] -= rate * self._ops[c].bias_gradient(delta)
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
         return signals
 

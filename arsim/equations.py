@@ -3,14 +3,19 @@
 The builders return Brian2 equations and code strings for a layer by its role in the graph
 (:class:`LayerRole`) and for a connection's synapses; the order constants place the
 once-per-sample and per-step work in Brian2's schedule slots (see :mod:`arsim.network` for the
-timeline of a sample). Nothing here imports Brian2.
+timeline of a sample). The neuron model is composed of the components' ``brian2.Equations``
+fragments (:mod:`arsim.components`); nothing here builds a Brian2 object that runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from brian2 import Equations
+
 from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX, SOFTMAX_EXPR
+from arsim.components import forward, plasticity, relaxation
+from arsim.components import memory as memory_component
 from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
 
 RELAX_ORDER = 1000
@@ -135,28 +140,33 @@ def layer_equations(
     square_gate: bool = True,
     leaky_forward: bool = False,
     error_unit: bool = False,
-) -> str:
-    """Neuron model of one layer (Brian2 equations; activities are dimensionless).
+) -> Equations:
+    """Neuron model of one layer, composed of its components' ``Equations`` (dimensionless).
 
     Variables: ``xhat`` feedforward activity, ``fp`` f' at the feedforward pre-activation,
     ``x`` relaxing activity, ``delta = x · fp``, ``fb`` summed top-down input, ``a`` the
     pre-activation (``a_c<k>`` per incoming connection ``k`` plus the bias ``b``); shared
     ``chunk_start`` and ``apply_at`` time the presentation and the minibatch update; ``t_bad``
-    the first time an activity went non-finite. With ``memory`` 'trace' a hidden layer's stored
-    x̂ and f' decay with time constant ``memory_tau``; with 'two-compartment' its x̂ (the soma)
-    leaks toward x (the apical compartment) with that time constant. ``square_gate``: see
-    :func:`gate_expression`. With ``leaky_forward`` every non-input layer integrates
-    ``τ_f dx̂/dt = −x̂ + f(a)`` while ``forward_on`` (the feedforward phase), and its memory acts
-    only outside it; with ``error_unit`` the output integrates ``τ_e dx/dt = −x + ∂L/∂x̂``.
+    the first time an activity went non-finite. A hidden layer's x relaxes
+    (:func:`arsim.components.relaxation.x_equations`, gated by ``square_gate``: see
+    :func:`gate_expression`) and its x̂ and f' follow the ``memory``
+    (:data:`arsim.components.memory.HOLDS`). With ``leaky_forward`` every non-input layer
+    integrates ``τ_f dx̂/dt = −x̂ + f(a)`` while ``forward_on`` (the feedforward phase), and
+    its memory acts only outside it; with ``error_unit`` the output integrates
+    ``τ_e dx/dt = −x + ∂L/∂x̂``.
     """
-    lines = ["xhat : 1", "chunk_start : second (shared)", "apply_at : second (shared)"]
+    timing = Equations("chunk_start : second (shared)\napply_at : second (shared)")
     if role.is_input:
-        return "\n".join(lines)
-    lines += ["fp : 1", "delta : 1", "b : 1", "db : 1", "eta_bias : 1 (shared)", "t_bad : second"]
+        return Equations("xhat : 1") + timing
+    if leaky_forward:
+        xhat, fp = _leaky_forward_holds(role, memory)
+    else:
+        xhat, fp = memory_component.HOLDS[memory if role.relaxes else "ideal"]
+    lines = [fp, "delta : 1", "b : 1", "db : 1", "eta_bias : 1 (shared)", "t_bad : second"]
     lines += [f"a_c{c} : 1" for c in role.incoming]
     lines.append(f"a = b + {_sum([f'a_c{c}' for c in role.incoming])} : 1")
     if role.is_output:
-        lines += ["x : 1", "target : 1"]
+        lines += [_output_x(leaky_forward and error_unit), "target : 1"]
         if role.spec.activation == SOFTMAX:
             lines += ["softmax_norm : 1", "softmax_shift : 1"]
     else:
@@ -164,26 +174,11 @@ def layer_equations(
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
         # the relaxation gain of this step of the sample period (Schedule.gate)
         lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
-        lines.append("tau : second (shared, constant)")
-        if stoppable:  # relaxation until converged: active is 0 once the sample converged
-            lines.append("active : 1")
-            lines.append("relaxing_now = relaxing * active : 1")
-        else:
-            lines.append("relaxing_now = relaxing : 1")
-        if noise > 0:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
-            lines.append(
-                "dx/dt = relaxing_now * ((-x + fb) / tau + noise_sigma * xi * tau**-0.5) : 1"
-            )
-        else:
-            lines.append("dx/dt = relaxing_now * (-x + fb) / tau : 1")
-        if memory == "two-compartment":  # the soma's x̂ leaks toward the apical x
-            lines[lines.index("xhat : 1")] = "dxhat/dt = (x - xhat) / memory_tau : 1"
-        if memory == "trace":  # eligibility traces instead of ideal memory
-            lines[lines.index("xhat : 1")] = "dxhat/dt = -xhat / memory_tau : 1"
-            lines[lines.index("fp : 1")] = "dfp/dt = -fp / memory_tau : 1"
+        lines += relaxation.x_equations(noise > 0, stoppable)
+    equations = Equations(xhat) + timing + Equations("\n".join(lines))
     if leaky_forward:
-        _leaky_forward_equations(role, lines, memory, error_unit)
-    return "\n".join(lines)
+        equations += _leaky_forward_equations(role, error_unit)
+    return equations
 
 
 def forward_on_expression(role: LayerRole) -> str:
@@ -195,28 +190,35 @@ def forward_on_expression(role: LayerRole) -> str:
     return f"int({step} >= forward_start_{k}) * int({step} < forward_stop_{k})"
 
 
-def _leaky_forward_equations(role: LayerRole, lines: list[str], memory: str, error_unit: bool):
-    """Turn a non-input layer's x̂ (and the output's x) into the leaky forward dynamics."""
-    hidden = role.relaxes
-    held = {"trace": " - (1 - forward_on) * xhat / memory_tau", "two-compartment": ""}
-    held["two-compartment"] = " + (1 - forward_on) * (x - xhat) / memory_tau"
-    memory_term = held.get(memory, "") if hidden else ""
-    xhat_line = next(k for k, line in enumerate(lines) if line.startswith(("xhat", "dxhat")))
-    lines[xhat_line] = f"dxhat/dt = forward_on * (-xhat + f_a) / tau_f{memory_term} : 1"
-    if hidden and memory == "trace":
-        lines[lines.index("dfp/dt = -fp / memory_tau : 1")] = (
-            "dfp/dt = -(1 - forward_on) * fp / memory_tau : 1"
-        )
+def _leaky_forward_holds(role: LayerRole, memory: str) -> tuple[str, str]:
+    """x̂ and f' of a non-input layer under leaky forward dynamics.
+
+    x̂ integrates :data:`~arsim.components.forward.XHAT_EXPR`; a hidden layer's memory acts
+    while the forward gate is closed (:data:`~arsim.components.memory.WHILE_FORWARD_OFF`).
+    """
+    kind = memory if role.relaxes else "ideal"
+    term = memory_component.WHILE_FORWARD_OFF[kind]
+    xhat = f"dxhat/dt = {forward.XHAT_EXPR}{term} : 1"
+    return xhat, memory_component.FP_WHILE_FORWARD_OFF.get(kind, "fp : 1")
+
+
+def _output_x(error_unit: bool) -> str:
+    """The output's x: clamped by code, or an error unit integrating toward ∂L/∂x̂."""
+    if not error_unit:
+        return "x : 1"
+    rhs = forward.ERROR_UNIT_EXPR.format(gradient=OUTPUT_GRADIENT_EXPR)
+    return f"dx/dt = {rhs} : 1\ntau_e : second (shared, constant)"
+
+
+def _leaky_forward_equations(role: LayerRole, error_unit: bool) -> Equations:
+    """The forward drive ``f(a)``, the forward gate and τ_f of leaky forward dynamics."""
     activation = role.spec.activation
     f_a = SOFTMAX_EXPR if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
-    lines += [
-        f"f_a = {f_a} : 1",
-        f"forward_on = {forward_on_expression(role)} : 1",
-        "tau_f : second (shared)",
-    ]
-    if role.is_output and error_unit:
-        lines[lines.index("x : 1")] = f"dx/dt = (-x + {OUTPUT_GRADIENT_EXPR}) / tau_e : 1"
-        lines.append("tau_e : second (shared, constant)")
+    return Equations(
+        f"f_a = {f_a} : 1\n"
+        f"forward_on = {forward_on_expression(role)} : 1\n"
+        "tau_f : second (shared)"
+    )
 
 
 def forward_step_code(role: LayerRole, error_unit: bool) -> str:
@@ -288,7 +290,7 @@ def relaxation_step_code() -> str:
 
 def bias_code() -> str:
     """Once-per-sample bias plasticity: accumulate δ, apply at the minibatch's end."""
-    return f"db += delta\nb -= {_APPLY_NOW} * eta_bias * db\ndb = db * (1 - {_APPLY_NOW})"
+    return plasticity.BIAS_LEARN.format(apply=_APPLY_NOW)
 
 
 def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> dict[str, str]:
@@ -311,8 +313,7 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
     ]
     apply_pre = _APPLY_NOW.replace("apply_at", "apply_at_pre")
     models = {
-        "forward_learn": f"dw += delta_post * xhat_pre\nw -= {apply_pre} * eta * dw\n"
-        f"dw = dw * (1 - {apply_pre})",
+        "forward_learn": plasticity.FORWARD_LEARN.format(apply=apply_pre),
     }
     if connection.transposed:
         if feeds_back:
@@ -323,9 +324,6 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
             feedback.append(f"fb_c{index}_post = psi * {signal}_pre : 1 (summed)")
         models["feedback"] = "\n".join(feedback)
         if connection.learns_feedback:
-            models["feedback_learn"] = (
-                f"dpsi += xhat_post * delta_pre\npsi -= {apply_pre} * eta * dpsi\n"
-                f"dpsi = dpsi * (1 - {apply_pre})"
-            )
+            models["feedback_learn"] = plasticity.FEEDBACK_LEARN.format(apply=apply_pre)
     models["forward"] = "\n".join(forward)
     return models

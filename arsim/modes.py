@@ -3,8 +3,8 @@
 A mode is a way of making the connections (:mod:`arsim.dense`: BLAS products on a minibatch of
 replicas; :mod:`arsim.synapses`: Brian2 ``Synapses``), a device where Brian2 runs it (the
 runtime, or a compiled ``cpp_standalone`` program). Every network class declares its ``mode``,
-its ``device`` and the :class:`~arsim.network.Feature` s it ``supports``;
-:func:`check_execution` reads those declarations.
+its ``device`` and the components (:mod:`arsim.components`) it ``builds``;
+:func:`check_execution` reads those declarations and refuses with the registry's line.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import brian2 as b2
 from brian2.codegen.runtime.cython_rt import CythonCodeObject
 
+from arsim import components
 from arsim.dense import DenseNetwork
-from arsim.network import ARNetwork, Feature
+from arsim.network import ARNetwork
 from arsim.spec import CODEGEN_TARGETS, ProtocolSpec
-from arsim.spec.schedule import Schedule
 from arsim.standalone import StandaloneSynapsesNetwork
 from arsim.synapses import SynapsesNetwork
 
@@ -34,34 +34,6 @@ DEVICES = ("runtime", "cpp_standalone")
 NETWORKS: tuple[type[ARNetwork], ...] = (DenseNetwork, SynapsesNetwork, StandaloneSynapsesNetwork)
 """Every network class, one per (mode, device) that runs."""
 
-_REFUSALS = {
-    Feature.FEEDBACK_DELAY: "only the {modes} mode delays the top-down signal so far; "
-    "use --mode {modes}",
-    Feature.TOLERANCE: "only the {modes} mode relaxes until converged so far; use --mode {modes}",
-    Feature.STIMULUS_STREAM: "only the {modes} mode shows a stimulus stream so far; "
-    "use --mode {modes}",
-    Feature.EARLY_PLASTICITY: "only the {modes} mode changes the weights before the cycle's end "
-    "so far; use --mode {modes} or plasticity = '360 deg'",
-    Feature.CONV: "only the {modes} mode runs conv connections so far; use --mode {modes}",
-    Feature.MAXPOOL: "only the {modes} mode runs maxpool connections so far; use --mode {modes}",
-    Feature.NOISE: "{device} would draw the same noise in every minibatch; use --device {devices}",
-    Feature.LEAKY_FORWARD: "only the {modes} mode integrates the forward pass in time so far; "
-    "use --mode {modes}",
-    Feature.DERIVATIVE_AT: "only the {modes} mode evaluates f' away from the stored "
-    "pre-activation so far; use --mode {modes}",
-    Feature.UPDATE_USES: "only the {modes} mode updates weights from the current activity so "
-    "far; use --mode {modes}",
-    Feature.CONTINUOUS_PLASTICITY: "only the {modes} mode changes the weights at every "
-    "relaxation step so far; use --mode {modes}",
-    Feature.SINGLE_PRECISION: "only the {modes} mode runs in single precision so far; "
-    "use --mode {modes} or precision = 'double'",
-    Feature.CARRY_OVER: "only the {modes} mode carries the state over between samples (a "
-    "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
-    Feature.PHASE_JITTER: "only the {modes} mode moves the phase boundary per minibatch so far; "
-    "use --mode {modes}",
-}
-"""Why a network class lacking a feature refuses a job (after ``<file>: <field>: ``)."""
-
 
 class ExecutionError(ValueError):
     """A mode or device that cannot run the protocol (one line)."""
@@ -72,51 +44,12 @@ def network_class(mode: str, device: str) -> type[ARNetwork] | None:
     return next((cls for cls in NETWORKS if (cls.mode, cls.device) == (mode, device)), None)
 
 
-def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature, str]]:
-    """The features a job needs, each with where it asks for it (``<file>: <field>``).
-
-    With ``model``, also what depends on it (its first conv or maxpool connection).
-    """
-    source = protocol.source
-    needs = []
-    if any(delay > 0 for _, delay in protocol.feedback_delay):
-        needs.append((Feature.FEEDBACK_DELAY, f"{source}: feedback_delay"))
-    if protocol.tolerance > 0:
-        needs.append((Feature.TOLERANCE, f"{source}: phases.tolerance"))
-    if protocol.dwell > 0:
-        needs.append((Feature.STIMULUS_STREAM, f"{source}: stimulus.dwell"))
-    schedule = Schedule(model, protocol)
-    if schedule.plasticity_step != schedule.sample_steps:
-        needs.append((Feature.EARLY_PLASTICITY, f"{source}: oscillation.plasticity"))
-    if model is not None and not model.all_dense:
-        c = next(c for c in model.connections if c.operation != "dense")
-        needs.append((Feature(c.operation), f"{model.source}: connection {c.source} -> {c.target}"))
-    if protocol.noise > 0:
-        needs.append((Feature.NOISE, f"{source}: noise"))
-    if protocol.precision == "single":
-        needs.append((Feature.SINGLE_PRECISION, f"{source}: precision"))
-    if protocol.forward.leaky:
-        needs.append((Feature.LEAKY_FORWARD, f"{source}: feedforward.kind"))
-        if not protocol.forward.reset:
-            needs.append((Feature.CARRY_OVER, f"{source}: feedforward.reset"))
-    if protocol.jitter > 0:
-        needs.append((Feature.PHASE_JITTER, f"{source}: phases.jitter"))
-    if protocol.plasticity.continuous:
-        needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
-    for c in model.connections if model is not None else ():
-        where = f"{model.source}: connection {c.source} -> {c.target}"
-        if c.derivative_at != "stored":
-            needs.append((Feature.DERIVATIVE_AT, f"{where}: derivative_at"))
-        if c.update_uses != "stored":
-            needs.append((Feature.UPDATE_USES, f"{where}: update_uses"))
-    return needs
-
-
 def check_execution(protocol: ProtocolSpec, mode: str, device: str, model=None) -> None:
     """Raise :class:`ExecutionError` unless ``mode`` on ``device`` can run ``protocol``.
 
     With ``model``, also what depends on it (conv and maxpool connections). The refusal names
-    the first feature the job needs that the network class does not declare.
+    the first component the job needs that the network class does not build
+    (:func:`arsim.components.refusal`).
     """
     if mode not in MODES:
         raise ExecutionError(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
@@ -126,14 +59,9 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str, model=None) 
     if network is None:
         modes = " or ".join(cls.mode for cls in NETWORKS if cls.device == device)
         raise ExecutionError(f"--device {device} runs the {modes} mode only (--mode {modes})")
-    for feature, where in required_features(protocol, model):
-        if feature in network.supports:
-            continue
-        able = [cls for cls in NETWORKS if feature in cls.supports]
-        modes = " or ".join(dict.fromkeys(cls.mode for cls in able))
-        devices = " or ".join(dict.fromkeys(cls.device for cls in able))
-        reason = _REFUSALS[feature].format(modes=modes, device=device, devices=devices)
-        raise ExecutionError(f"{where}: {reason}")
+    for component, where in components.required(protocol, model):
+        if component.feature not in network.builds:
+            raise ExecutionError(components.refusal(component, where, network, NETWORKS))
 
 
 def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
@@ -166,3 +94,23 @@ def set_codegen_target(target: str) -> None:
     b2.BrianLogger.log_level_warn()
     # arsim reports divergence itself, naming layer, sample and time
     b2.BrianLogger.suppress_name("invalid_values")
+
+
+def component_table() -> str:
+    """Which backend builds which component, as a Markdown table generated from the registry.
+
+    One row per registered component (:data:`arsim.components.REGISTRY`, in
+    :class:`~arsim.components.Feature` order): its name, the key that asks for it, the module
+    that holds it, and ✓ under every backend (mode and device) that builds it.
+    """
+    heads = [f"{cls.mode} ({cls.device})" for cls in NETWORKS]
+    rows = [
+        "| component | key | module | " + " | ".join(heads) + " |",
+        "|---|---|---|" + "---|" * len(heads),
+    ]
+    for feature in components.Feature:
+        component = components.REGISTRY[feature]
+        key = f"`{component.asks.key}`" if component.asks.key else "(always)"
+        built = " | ".join("✓" if feature in cls.builds else "" for cls in NETWORKS)
+        rows.append(f"| {feature} | {key} | `{component.module}` | {built} |")
+    return "\n".join(rows)

@@ -29,12 +29,12 @@ The equation strings and the schedule's order numbers are in :mod:`arsim.equatio
 from __future__ import annotations
 
 import gc
-from enum import StrEnum
 
 import brian2 as b2
 import numpy as np
 
 from arsim.codecache import reuse_code_objects
+from arsim.components import CORE, Feature
 from arsim.equations import (
     BIAS_ORDER,
     FORWARD_STEP_ORDER,
@@ -68,30 +68,6 @@ FLOAT_DTYPES = {"double": np.float64, "single": np.float32}
 def divergence_limit(dtype: type) -> float:
     """:data:`DIVERGENCE_LIMIT`, or the largest finite value of a narrower float type."""
     return min(DIVERGENCE_LIMIT, float(np.finfo(dtype).max))
-
-
-class Feature(StrEnum):
-    """What a protocol or model may ask of an execution mode beyond the plain relaxation.
-
-    Every mode declares the ones it runs (:attr:`ARNetwork.supports`);
-    :func:`arsim.modes.check_execution` refuses a mode that lacks one a job needs. ``CONV`` and
-    ``MAXPOOL`` are named as the connections' ``operation``.
-    """
-
-    FEEDBACK_DELAY = "feedback delay"
-    TOLERANCE = "relaxation until converged"
-    STIMULUS_STREAM = "stimulus stream"
-    EARLY_PLASTICITY = "plasticity before the sample period's end"
-    CONV = "conv"
-    MAXPOOL = "maxpool"
-    NOISE = "noise"
-    LEAKY_FORWARD = "leaky forward dynamics"
-    DERIVATIVE_AT = "f' away from the stored pre-activation"
-    UPDATE_USES = "weight updates from the current activity"
-    CONTINUOUS_PLASTICITY = "continuous plasticity"
-    CARRY_OVER = "forward state carried from one sample to the next"
-    PHASE_JITTER = "a phase boundary jittered per minibatch"
-    SINGLE_PRECISION = "single precision"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -136,8 +112,8 @@ class ARNetwork:
     """The ``--mode`` this class runs."""
     device = "runtime"
     """The Brian2 device this class runs on (``--device``)."""
-    supports: frozenset[Feature] = frozenset()
-    """The :class:`Feature` s this class runs."""
+    builds: frozenset[Feature] = CORE
+    """The components (:mod:`arsim.components`) this class builds."""
     replicas = 1
     """Copies of every layer that relax side by side (one per sample of a minibatch)."""
     batches_per_chunk = 1

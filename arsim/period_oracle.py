@@ -37,6 +37,8 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import Array, activate, output_gradient
+from arsim.components import derivative, memory, plasticity, relaxation
+from arsim.components import forward as forward_dynamics
 from arsim.operators import pre_activation
 from arsim.oracle import forward, split_stimulus
 from arsim.params import Params, phase_shift
@@ -206,13 +208,16 @@ class _Period:
     def derivative(self, state: PeriodState, c: int) -> Array:
         """``d_c``: the f' that multiplies connection ``c``'s top-down signal."""
         target = self.target_of[c]
-        where = self.derivative_at[c]
-        if where == "current":
-            a = pre_activation(self.model, self.ops, self.params, target, state.x)
-            return activate(self.model, target, a)[1]
-        if where == "upper":
-            return activate(self.model, target, state.x[target])[1]
-        return state.fp[target]
+        return derivative.fprime(
+            np,
+            self.derivative_at[c],
+            self.model,
+            self.ops,
+            self.params,
+            target,
+            state.x,
+            state.fp[target],
+        )
 
     def step(self, state: PeriodState, k: int) -> PeriodState:
         """The state at the end of step ``k`` from the state at its start."""
@@ -227,7 +232,7 @@ class _Period:
                 a = pre_activation(model, self.ops, self.params, layer, state.xhat)
                 value, derivative = activate(model, layer, a)
                 rate = timing.forward_gain[k, layer] * timing.eta_f[layer]
-                new.xhat[layer] = state.xhat[layer] + rate * (-state.xhat[layer] + value)
+                new.xhat[layer] = forward_dynamics.leaky_step(np, state.xhat[layer], value, rate)
                 new.fp[layer] = derivative
             for layer in self.relaxing:
                 if k == timing.onset[layer]:
@@ -235,13 +240,16 @@ class _Period:
         for layer in self.relaxing:
             gain = timing.relax_gain[k, layer]
             if gain:
-                drive = -state.x[layer] + self._top_down(state, layer)
-                new.x[layer] = state.x[layer] + gain * timing.eta_x[layer] * drive
+                drive = relaxation.drive(np, state.x[layer], self._top_down(state, layer))
+                rate = gain * timing.eta_x[layer]
+                new.x[layer] = relaxation.euler_step(np, state.x[layer], rate, drive)
             if not forward_open[layer]:
                 self._remember(state, new, layer)
         if timing.eta_error is not None:
-            error = self._output_gradient(state.xhat[self.out]) - state.x[self.out]
-            new.x[self.out] = state.x[self.out] + timing.eta_error * error
+            gradient = self._output_gradient(state.xhat[self.out])
+            new.x[self.out] = forward_dynamics.error_unit_step(
+                np, state.x[self.out], gradient, timing.eta_error
+            )
         else:
             new.x[self.out] = self._output_gradient(new.xhat[self.out])
         return new
@@ -259,30 +267,36 @@ class _Period:
     def _remember(self, state: PeriodState, new: PeriodState, layer: int) -> None:
         """Memory of a hidden layer whose forward gate is closed."""
         timing = self.timing
-        if timing.memory == "trace":
-            new.xhat[layer] = state.xhat[layer] * (1.0 - timing.eta_memory)
-            new.fp[layer] = state.fp[layer] * (1.0 - timing.eta_memory)
-        elif timing.memory == "two-compartment":
-            pull = state.x[layer] - state.xhat[layer]
-            new.xhat[layer] = state.xhat[layer] + timing.eta_memory * pull
+        if timing.memory != "ideal":
+            new.xhat[layer], new.fp[layer] = memory.hold(
+                np,
+                timing.memory,
+                state.xhat[layer],
+                state.fp[layer],
+                state.x[layer],
+                timing.eta_memory,
+            )
 
     def learn(self, state: PeriodState, fraction: float = 1.0) -> None:
         """``W -= fraction · η Σ δ pᵀ`` (learned ψ, biases likewise) from ``state``."""
         rate, feedback_rate = self.rates
+        params = self.params
         for c, connection in enumerate(self.model.connections):
             target, source = self.target_of[c], self.sources[c]
             delta = state.x[target] * state.fp[target]
-            uses = self.update_uses[c]
-            presynaptic = state.x[source] if uses == "current" else state.xhat[source]
-            change = self.ops[c].weight_gradient(delta, presynaptic)
-            self.params.W[c] = self.params.W[c] - fraction * rate * change
+            pre = plasticity.presynaptic(self.update_uses[c], state.x[source], state.xhat[source])
+            change = plasticity.apply_rule(
+                np,
+                self.ops[c],
+                params.W[c],
+                params.psi[c] if connection.learns_feedback else None,
+                params.b[c],
+                delta,
+                pre,
+                fraction * rate,
+                fraction * feedback_rate,
+            )
             self.changes[c] = self.changes[c] - fraction * rate * change
-            if connection.learns_feedback:
-                feedback_change = operators.as_feedback(change)
-                self.params.psi[c] = self.params.psi[c] - fraction * feedback_rate * feedback_change
-            if self.params.b[c] is not None:
-                bias_change = self.ops[c].bias_gradient(delta)
-                self.params.b[c] = self.params.b[c] - fraction * rate * bias_change
 
 
 def run_period(

@@ -19,6 +19,7 @@ import numpy as np
 from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
 
 from arsim import threads as thread_policy
+from arsim.components import CORE, Feature
 from arsim.params import Params
 from arsim.synapses import SynapsesNetwork
 
@@ -76,8 +77,9 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
 
     mode = "synapses"
     device = "cpp_standalone"
-    supports = frozenset()
-    """Not noise: every program run would draw the same noise."""
+    builds = CORE | {Feature.MEMORY, Feature.GATING}
+    device_refusals = {Feature.NOISE: "would draw the same noise in every minibatch"}
+    """Why this device cannot build a component the runtime device builds."""
     traces_per_chunk = True
 
     def __init__(self, model, protocol, params, record=True, build_dir=None, threads=None):

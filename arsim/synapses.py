@@ -11,8 +11,9 @@ import brian2 as b2
 import numpy as np
 
 from arsim.activations import SOFTMAX, SOFTMAX_SHIFT_CODE
+from arsim.components import CORE, Feature
 from arsim.equations import LEARN_ORDER, layer_slot, synapse_model
-from arsim.network import ARNetwork, Feature
+from arsim.network import ARNetwork
 from arsim.params import Params
 from arsim.spec import ConnectionSpec
 
@@ -51,7 +52,13 @@ class SynapsesNetwork(ARNetwork):
     """
 
     mode = "synapses"
-    supports = frozenset({Feature.NOISE, Feature.LEAKY_FORWARD})
+    builds = CORE | {
+        Feature.NOISE,
+        Feature.LEAKY_FORWARD,
+        Feature.ERROR_UNIT,
+        Feature.MEMORY,
+        Feature.GATING,
+    }
 
     def _stimulus_rows(self) -> int:
         return self.protocol.batch_size + 1

@@ -1,0 +1,61 @@
+"""The leaky relaxation of the hidden layers, its noise and its stop at convergence.
+
+``τ dx/dt = −x + fb`` with ``fb`` the summed top-down input, integrated by forward Euler at
+``η_x = dt/τ`` while the layer's relaxation gain is open; with ``noise`` σ the Euler–Maruyama
+step adds ``σ √η_x N(0, 1)``; with a ``tolerance`` a sample stops relaxing once every hidden
+neuron has ``|−x + fb| < tolerance``.
+"""
+
+from __future__ import annotations
+
+from arsim.components.registry import Asks, Feature, register
+
+DRIVE_EXPR = "-x + fb"
+"""The right-hand side of ``τ dx/dt`` (Brian2 form of :func:`drive`)."""
+
+
+def drive(xp, x, top_down):
+    """``−x + fb``: the right-hand side of ``τ dx/dt`` (``xp``: the array namespace).
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace (``numpy``).
+    x, top_down : array, shape (batch, n)
+        Relaxing activity and summed top-down input (dimensionless).
+    """
+    return -x + top_down
+
+
+def euler_step(xp, x, rate, drive_value):
+    """``x + rate · drive``: a forward-Euler step at ``rate = gain · dt/τ`` (dimensionless)."""
+    return x + rate * drive_value
+
+
+def x_equations(noise: bool, stoppable: bool) -> list[str]:
+    """Brian2 equations of a hidden layer's relaxing ``x`` (``relaxing`` is its gain).
+
+    With ``stoppable`` the gain is multiplied by ``active`` (0 once the sample converged);
+    with ``noise`` the state updater is Euler–Maruyama with amplitude ``noise_sigma``.
+    """
+    lines = ["tau : second (shared, constant)"]
+    if stoppable:  # relaxation until converged: active is 0 once the sample converged
+        lines += ["active : 1", "relaxing_now = relaxing * active : 1"]
+    else:
+        lines.append("relaxing_now = relaxing : 1")
+    if noise:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
+        lines.append(
+            f"dx/dt = relaxing_now * (({DRIVE_EXPR}) / tau + noise_sigma * xi * tau**-0.5) : 1"
+        )
+    else:
+        lines.append(f"dx/dt = relaxing_now * ({DRIVE_EXPR}) / tau : 1")
+    return lines
+
+
+RELAXATION = register(Feature.RELAXATION, "relaxes the hidden layers", module=__name__)
+NOISE = register(Feature.NOISE, "draws noise", Asks("noise", lambda m, p: p.noise > 0))
+TOLERANCE = register(
+    Feature.TOLERANCE,
+    "relaxes until converged",
+    Asks("phases.tolerance", lambda m, p: p.tolerance > 0),
+)
