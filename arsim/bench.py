@@ -32,7 +32,7 @@ from arsim import __version__, oracle
 from arsim import threads as thread_policy
 from arsim.activations import ACTIVATIONS, output_gradient
 from arsim.datasets import load_dataset
-from arsim.modes import build_network, set_codegen_target
+from arsim.modes import build_network, session, set_codegen_target
 from arsim.network import FLOAT_DTYPES
 from arsim.spec import RecordSpec, load_model, load_protocol
 from arsim.spec.forward import FeedforwardSpec
@@ -139,6 +139,7 @@ class _ModeTimer:
         self.samples = timed_samples(name, protocol.batch_size)
         set_codegen_target(target or "numpy")
         self.rng, self.model = rng, model
+        self.session = session(protocol, mode, device).__enter__()  # left by close()
         start = time.perf_counter()
         self.network = build_network(model, protocol, params, mode, device, record=False)
         self.build_s = time.perf_counter() - start
@@ -161,8 +162,8 @@ class _ModeTimer:
         return self.samples / (time.perf_counter() - start)
 
     def close(self) -> None:
-        if hasattr(self.network, "close"):
-            self.network.close()
+        """Leave the row's Brian2 session (its preferences and device restored)."""
+        self.session.__exit__(None, None, None)
 
 
 def _paper_setup(name: str, batch: int):

@@ -64,8 +64,21 @@ def check_execution(protocol: ProtocolSpec, mode: str, device: str, model=None) 
             raise ExecutionError(components.refusal(component, where, network, NETWORKS))
 
 
+def session(protocol: ProtocolSpec, mode=DEFAULT_MODE, device="runtime"):
+    """The :class:`~arsim.session.BrianSession` in which a job of ``mode`` on ``device`` runs.
+
+    Build the network (:func:`build_network`) and run it inside it: it sets Brian2's
+    preferences and device for the job and restores them afterwards.
+    """
+    check_execution(protocol, mode, device)
+    return network_class(mode, device).session(protocol)
+
+
 def build_network(model, protocol, params, mode=DEFAULT_MODE, device="runtime", record=True):
-    """The network of an execution mode and Brian2 device (see :data:`NETWORKS`)."""
+    """The network of an execution mode and Brian2 device (see :data:`NETWORKS`).
+
+    A job builds it inside the mode's :func:`session`.
+    """
     check_execution(protocol, mode, device, model)
     return network_class(mode, device)(model, protocol, params, record=record)
 

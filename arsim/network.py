@@ -54,6 +54,7 @@ from arsim.equations import (
     stimulus_index,
 )
 from arsim.params import Params, SeedStream, phase_shift, seed_sequence
+from arsim.session import BrianSession
 from arsim.spec import ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
 
@@ -127,8 +128,6 @@ class ARNetwork:
     ):
         self.model, self.protocol = model, protocol
         self.dtype = FLOAT_DTYPES[protocol.precision]
-        # Brian2's preference is global: every network sets it for the groups it makes
-        b2.prefs.core.default_float_dtype = self.dtype
         self.schedule = Schedule(model, protocol)
         self.roles = layer_roles(model)
         self.steps_per_sample = self.schedule.sample_steps
@@ -172,6 +171,15 @@ class ARNetwork:
         if self.device == "runtime":  # a run() then regenerates only the code that changed
             reuse_code_objects(self.network, self.namespace)
         self.set_params(params)
+
+    @classmethod
+    def session(cls, protocol: ProtocolSpec) -> BrianSession:
+        """The :class:`~arsim.session.BrianSession` a job of this class runs in.
+
+        It sets Brian2's float type to the protocol's ``precision`` (the code generated for
+        the groups then computes in it).
+        """
+        return BrianSession({"core.default_float_dtype": FLOAT_DTYPES[protocol.precision]})
 
     def apply_schedule(self, schedule: Schedule) -> None:
         """Time the next runs by ``schedule`` (phase windows, onsets, forward windows).
@@ -267,6 +275,7 @@ class ARNetwork:
             ),
             method="euler",
             namespace=self.namespace,
+            dtype=self.dtype,
             clock=self.step_clock if stepped else self.sample_clock,
             name=f"layer_{role.spec.name}",
             # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with

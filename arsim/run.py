@@ -43,6 +43,7 @@ from arsim.modes import (
     build_network,
     check_execution,
     resolve_codegen_target,
+    session,
     set_codegen_target,
 )
 from arsim.network import seed_noise
@@ -152,15 +153,12 @@ def simulate(
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
     seed_noise(seed)
-    network = build_network(model, protocol, params, mode, device, record)
-    network.seed_key = (seed,)
-    try:
+    with session(protocol, mode, device):
+        network = build_network(model, protocol, params, mode, device, record)
+        network.seed_key = (seed,)
         return _simulate(
             network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
         )
-    finally:
-        if hasattr(network, "close"):
-            network.close()
 
 
 def _append_row(path: Path | None, row: dict) -> None:

@@ -16,37 +16,37 @@ from pathlib import Path
 
 import brian2 as b2
 import numpy as np
-from brian2.devices.cpp_standalone.codeobject import CPPStandaloneCodeObject
+from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
 
 from arsim import threads as thread_policy
 from arsim.components import CORE, Feature
+from arsim.network import FLOAT_DTYPES
 from arsim.params import Params
+from arsim.session import BrianSession
 from arsim.synapses import SynapsesNetwork
 
-_BRIAN_TEMPLATER = None
-"""Brian2's own cpp_standalone templater, before arsim derived its own from it."""
 
+def blocked_summation(threads: int):
+    """The templater of summed variables with arsim's template (``arsim/brian_templates``).
 
-def use_blocked_summation(threads: int) -> None:
-    """Generate summed variables with arsim's template (``arsim/brian_templates``).
-
-    Wherever the synapses have the layout of :func:`arsim.synapses.all_to_all` it sums the
-    top-down input block by block over its targets, ``threads`` OpenMP threads each taking a
-    fixed range of targets; every target adds its terms in Brian2's order, so the result is
-    bit-identical to Brian2's loop, which it falls back to otherwise. The rest of the program
-    uses Brian2's OpenMP mode with as many threads: every other threaded loop writes only its
-    own neuron's or synapse's variables (the sweep is a summed variable, see
+    Returns ``derive(brian_templater) -> templater`` for :class:`~arsim.session.BrianSession`.
+    Wherever the synapses have the layout of :func:`arsim.synapses.all_to_all` the template
+    sums the top-down input block by block over its targets, ``threads`` OpenMP threads each
+    taking a fixed range of targets; every target adds its terms in Brian2's order, so the
+    result is bit-identical to Brian2's loop, which it falls back to otherwise. The rest of the
+    program uses Brian2's OpenMP mode with as many threads: every other threaded loop writes
+    only its own neuron's or synapse's variables (the sweep is a summed variable, see
     :meth:`arsim.synapses.SynapsesNetwork._make_synapses`).
     """
-    global _BRIAN_TEMPLATER
-    if _BRIAN_TEMPLATER is None:
-        _BRIAN_TEMPLATER = CPPStandaloneCodeObject.templater
-    CPPStandaloneCodeObject.templater = _BRIAN_TEMPLATER.derive(
-        "arsim",
-        templates_dir="brian_templates",
-        env_globals={"arsim_summation_threads": threads},
-    )
-    b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
+
+    def derive(templater):
+        return templater.derive(
+            "arsim",
+            templates_dir="brian_templates",
+            env_globals={"arsim_summation_threads": threads},
+        )
+
+    return derive
 
 
 def default_build_dir(model, protocol) -> Path:
@@ -65,14 +65,11 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         As for :class:`~arsim.network.ARNetwork`.
     build_dir : path, optional
         Where the C++ program is built (default: :func:`default_build_dir`).
-    threads : int, optional
-        OpenMP threads of the summed top-down input (default: the thread policy,
-        :func:`arsim.threads.resolve`). Results do not depend on it: every sum keeps its order.
 
     Notes
     -----
-    Brian2's device is global: while this network exists the process is in standalone mode;
-    :meth:`close` (called by the runner) switches back to the runtime device.
+    Brian2's device is global: the network is built and run inside its :meth:`session`, which
+    switches to the cpp_standalone device and back.
     """
 
     mode = "synapses"
@@ -82,34 +79,44 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     """Why this device cannot build a component the runtime device builds."""
     traces_per_chunk = True
 
-    def __init__(self, model, protocol, params, record=True, build_dir=None, threads=None):
+    @classmethod
+    def session(cls, protocol, threads: int | None = None) -> BrianSession:
+        """The job's session: the cpp_standalone device, arsim's summation template.
+
+        ``threads``: OpenMP threads of the program (default: the thread policy,
+        :func:`arsim.threads.resolve`). Results do not depend on it: every sum keeps its order.
+        """
+        threads = threads or thread_policy.resolve()
+        prefs = {
+            "core.default_float_dtype": FLOAT_DTYPES[protocol.precision],
+            "devices.cpp_standalone.openmp_threads": threads if threads > 1 else 0,
+            # Brian2's default `make -j` starts a compiler per source file at once (about 20
+            # here), which swamps a busy machine; as many jobs as usable cores compile as fast.
+            "devices.cpp_standalone.extra_make_args_unix": [f"-j{len(os.sched_getaffinity(0))}"],
+        }
+        return BrianSession(
+            prefs,
+            device="cpp_standalone",
+            device_options={"build_on_run": False},
+            templater=blocked_summation(threads),
+        )
+
+    def __init__(self, model, protocol, params, record=True, build_dir=None):
+        if not isinstance(b2.get_device(), CPPStandaloneDevice):
+            raise RuntimeError(
+                "a StandaloneSynapsesNetwork is built inside its session: "
+                "with StandaloneSynapsesNetwork.session(protocol): ..."
+            )
         self.build_dir = Path(build_dir or default_build_dir(model, protocol))
         self.build_dir.mkdir(parents=True, exist_ok=True)
-        self.threads = threads or thread_policy.resolve()
-        b2.set_device("cpp_standalone", build_on_run=False, directory=str(self.build_dir))
-        # Brian2's default `make -j` starts a compiler per source file at once (about 20 here),
-        # which swamps a busy machine; as many jobs as usable cores compile as fast when idle.
-        b2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{len(os.sched_getaffinity(0))}"]
-        use_blocked_summation(self.threads)
-        try:
-            super().__init__(model, protocol, params, record)
-            batch = protocol.batch_size
-            for group in self.groups:
-                group.chunk_start = 0 * b2.second
-                group.apply_at = batch * self.steps_per_sample * self.dt
-            self.network.run(batch * self.steps_per_sample * self.dt + self.dt, namespace={})
-            b2.device.build(run=False, directory=str(self.build_dir))
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(model, protocol, params, record)
+        batch = protocol.batch_size
+        for group in self.groups:
+            group.chunk_start = 0 * b2.second
+            group.apply_at = batch * self.steps_per_sample * self.dt
+        self.network.run(batch * self.steps_per_sample * self.dt + self.dt, namespace={})
+        b2.device.build(run=False, directory=str(self.build_dir))
         self._offset_steps = 0  # steps of the sequential timeline before the current program run
-
-    def close(self) -> None:
-        """Leave standalone mode (the built program stays in ``build_dir``)."""
-        b2.prefs.devices.cpp_standalone.openmp_threads = 0
-        b2.device.reinit()
-        b2.device.activate()
-        b2.set_device("runtime")
 
     # -- parameters are run arguments --------------------------------------------------------
     def set_params(self, params: Params) -> None:

@@ -86,6 +86,8 @@ class SynapsesNetwork(ARNetwork):
         # before the target layer computes x̂ (order layer_slot + 3); with leaky forward
         # dynamics at every step, from the x̂ of the step's start
         sweep = forward.summed_updaters[f"a_c{index}_post"]
+        # Brian2 gives a summed-variable updater its target's clock and no public way to
+        # choose another: its private ``_clock`` is the only handle
         if self.schedule.leaky_forward:
             sweep._clock, sweep.when, sweep.order = self.step_clock, "before_groups", 0
         else:
@@ -108,7 +110,9 @@ class SynapsesNetwork(ARNetwork):
 
         Their summed variables are summed before the step (:func:`_sum_before_the_step`).
         """
-        synapses = b2.Synapses(pre, post, equations, namespace=self.namespace, name=name)
+        synapses = b2.Synapses(
+            pre, post, equations, namespace=self.namespace, name=name, dtype=self.dtype
+        )
         i, j = all_to_all(pre.N, post.N, major=major)
         synapses.connect(i=i, j=j)
         _sum_before_the_step(synapses)
@@ -137,11 +141,13 @@ class SynapsesNetwork(ARNetwork):
             "softmax_norm_post = exp(a_pre - softmax_shift_post) : 1 (summed)",
             namespace=self.namespace,
             name="softmax_norm",
+            dtype=self.dtype,
         )
         norm.connect()
         updater = norm.summed_updaters["softmax_norm_post"]
         if self.schedule.leaky_forward:  # after the step's sweep, before the state updaters
             clock, when, order = self.step_clock, "before_groups", 1
+            # the updater's clock has no public setter (see _make_synapses)
             updater._clock, updater.when, updater.order = clock, when, order + 1
         else:  # the normaliser sums at the group's order − 1 = layer_slot + 2
             clock, when, order = self.sample_clock, "groups", layer_slot(len(self.groups) - 1) + 1

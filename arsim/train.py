@@ -77,7 +77,7 @@ from arsim.datasets import Dataset
 from arsim.loop import ChunkLoop, Minibatch, presentation_slots
 from arsim.memory import check_memory
 from arsim.metrics import evaluate, relaxation_errors
-from arsim.modes import build_network, resolve_codegen_target, set_codegen_target
+from arsim.modes import build_network, resolve_codegen_target, session, set_codegen_target
 from arsim.network import FLOAT_DTYPES, seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.runfolder import (
@@ -394,26 +394,29 @@ class Training:
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
         recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)
-        network = build_network(model, protocol, self.ar, "dense", record=recorder is not None)
-        network.seed_key = (seed, epoch)
-        loop = ChunkLoop(
-            network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar,
-            compare=self.options.compared, recorder=recorder,
-        )  # fmt: skip
-        n_layers = len(model.connections)
-        window, epoch_window = Window(n_layers), Window(n_layers)
-        for batch in loop:
-            bp_loss = self._baseline_step(batch)
-            window.add(batch.metrics, bp_loss)
-            epoch_window.add(batch.metrics, bp_loss)
-            self.ar = batch.after
-            self.batches += 1
-            self.samples += batch.last - batch.first
-            if (batch.index + 1) % self.options.metrics_every == 0:
-                row = self.evaluate("batch", epoch, window, full=False)
-                row |= relaxation_errors(model, protocol, batch.before, batch.inputs, batch.targets)
-                self.table.write(row)
-                window = Window(n_layers)
+        with session(protocol, "dense"):  # Brian2's preferences for the epoch's network
+            network = build_network(model, protocol, self.ar, "dense", record=recorder is not None)
+            network.seed_key = (seed, epoch)
+            loop = ChunkLoop(
+                network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar,
+                compare=self.options.compared, recorder=recorder,
+            )  # fmt: skip
+            n_layers = len(model.connections)
+            window, epoch_window = Window(n_layers), Window(n_layers)
+            for batch in loop:
+                bp_loss = self._baseline_step(batch)
+                window.add(batch.metrics, bp_loss)
+                epoch_window.add(batch.metrics, bp_loss)
+                self.ar = batch.after
+                self.batches += 1
+                self.samples += batch.last - batch.first
+                if (batch.index + 1) % self.options.metrics_every == 0:
+                    row = self.evaluate("batch", epoch, window, full=False)
+                    row |= relaxation_errors(
+                        model, protocol, batch.before, batch.inputs, batch.targets
+                    )
+                    self.table.write(row)
+                    window = Window(n_layers)
         if loop.divergence is not None:
             return loop.divergence.message(epoch + 1)
         if loop.interrupted is not None:
