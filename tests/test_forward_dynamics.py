@@ -77,14 +77,14 @@ def dag_model(**defaults):
 
 
 def assert_dense_matches_period_oracle(
-    model, protocol, n_samples, seed=7, tolerance=1e-10, mode="dense"
+    model, protocol, n_samples, seed=7, tolerance=1e-10, mode="dense", device="runtime"
 ):
     """Traces (x, x̂, f' of every neuron at every step) and weights of ``mode`` (the dense
-    mode by default) equal the period oracle's to ``tolerance``; the weights
+    mode by default) on ``device`` equal the period oracle's to ``tolerance``; the weights
     have moved from their start by more than that."""
     params = oracle.init_params(model, seed=seed)
     inputs, targets = random_batch(model, n_samples, seed=seed)
-    result, _ = run_brian(model, protocol, inputs, targets, params, mode=mode)
+    result, _ = run_brian(model, protocol, inputs, targets, params, mode=mode, device=device)
     assert result.diverged is None
     expected, periods = simulate_periods(
         model, protocol, params, inputs, targets, keep_history=True
