@@ -77,7 +77,12 @@ class DenseNetwork(ARNetwork):
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
         self._top_down = protocol.relaxation_order == "top-down"
-        self._input_relaxes = protocol.relaxation_input == "relaxes"
+        # a relaxing input is simulated only where something reads its current activity
+        self._input_relaxes = protocol.relaxation_input == "relaxes" and any(
+            (c.derivative and c.derivative_at == "current")
+            or "current" in (c.update_uses, c.update_derivative_at)
+            for c in model.connections
+        )
         if batches_per_chunk is None:
             batches_per_chunk = max(
                 self.batches_per_chunk, -(-self.chunk_samples_at_least // protocol.batch_size)
@@ -127,7 +132,7 @@ class DenseNetwork(ARNetwork):
                 schedule.eta_x_of(role.spec.name),
             )
             for role in layer_roles(self.model)
-            if role.is_input and self.protocol.relaxation_input == "relaxes"
+            if role.is_input and self._input_relaxes
         }
         self._forward_windows = [
             (role, schedule.forward_window(role.spec.name))
