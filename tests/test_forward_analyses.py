@@ -195,3 +195,22 @@ def test_unfrozen_variants_verdict_per_setting_and_variant(tmp_path):
     assert "loses it in relu, MNIST" in line and "-30.00 pp" in line
     slow = next(x for x in text.splitlines() if x.startswith("- **learning rate / K**"))
     assert "keeps it in no setting" in slow
+
+
+def test_unfrozen_curves_draw_one_line_per_variant_of_the_seed(tmp_path):
+    script = load_script("unfrozen_curves")
+    for name, seed, departures in (("exact", 0, {}), ("upper", 0, {"derivative_at": "upper"})):
+        folder = tmp_path / "runs" / name
+        make_setting_run(folder, seed, 0.7, "tanh", "fashion-mnist", **departures)
+        rows = [
+            {"kind": "batch", "samples": 3200, "ar_test_acc": 0.6, "bp_test_acc": 0.61},
+            {"kind": "epoch", "samples": 10000, "ar_test_acc": 0.7, "bp_test_acc": 0.71},
+        ]
+        pd.DataFrame([r | {"angle_deg": 5.0} for r in rows]).to_csv(folder / "metrics.csv")
+    make_setting_run(tmp_path / "runs" / "other-seed", 1, 0.7, "tanh", "fashion-mnist")
+    out = tmp_path / "curves.png"
+    assert script.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert sorted(set(table.variant)) == ["exact AR", "f' at upper"]
+    assert table.groupby("variant").samples.apply(list).tolist() == [[3200, 10000]] * 2
+    assert out.stat().st_size > 10_000
