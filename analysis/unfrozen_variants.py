@@ -43,6 +43,7 @@ ORDER = (
     "update with current x",
     "update f' at current",
     "update f' at upper",
+    "f' at current + update f' at current",
     "learning rate / K",
     "continuous plasticity",
     "f' at current + update with current x + learning rate / K",

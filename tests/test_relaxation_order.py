@@ -92,7 +92,8 @@ FLAG_SETS = {
     "use_fderiv_weight_update": (EXACT | dict(d_update="current"), 1.0),
     "xnext_fderiv_weights": (EXACT | dict(d_update="upper"), 1.0),
     "dynamical_weight_update": (EXACT, 1.0 / RELAX_STEPS),
-    "combination": (EXACT | dict(d="current", p="current"), 1.0 / RELAX_STEPS),
+    "use_fderiv_both": (EXACT | dict(d="current", d_update="current"), 1.0),
+    "current-x-dilated": (EXACT | dict(d="current", p="current"), 1.0 / RELAX_STEPS),
 }
 """The table's flag sets: the reference's flags and the factor on the learning rate."""
 
