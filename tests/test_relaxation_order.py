@@ -299,3 +299,12 @@ def test_bad_relaxation_keys_name_file_and_key():
     }
     with pytest.raises(SpecError, match=r"m\.toml: defaults\.update_derivative_at: .*upper"):
         model_from_dict(model, "m.toml")
+
+
+@pytest.mark.parametrize("settings", [{}, {"update_uses": "current"}])
+def test_top_down_with_continuous_plasticity_matches_the_period_oracle(settings):
+    """W changing at every step of a top-down relaxation (the input relaxing): dense = oracle."""
+    tables = {"relaxation": {"order": "top-down", "input": "relaxes"}}
+    tables["plasticity"] = {"continuous": True}
+    protocol = make(protocol_data(**tables))
+    assert_dense_matches_period_oracle(dag_model(**settings), protocol, n_samples=6)
