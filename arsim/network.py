@@ -250,6 +250,10 @@ class ARNetwork:
         raise NotImplementedError
 
     # -- shared construction -------------------------------------------------------------------
+    def _relax_order(self, role: LayerRole) -> int:
+        """'groups'-slot order of a stepped layer's state updater: bottom up, after the sweep."""
+        return RELAX_ORDER + role.index
+
     def _group_index(self, name: str) -> int:
         return [layer.name for layer in self.model.layers].index(name)
 
@@ -280,7 +284,7 @@ class ARNetwork:
             name=f"layer_{role.spec.name}",
             # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with
             # trace memory the state updater decays x̂), the output right after its sweep
-            order=RELAX_ORDER + role.index if stepped else layer_slot(role.index) + 3,
+            order=self._relax_order(role) if stepped else layer_slot(role.index) + 3,
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:

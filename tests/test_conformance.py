@@ -94,8 +94,11 @@ JOBS = {
     Feature.CARRY_OVER: (_period(feedforward=LEAKY | {"reset": False}), "period"),
     Feature.PHASE_JITTER: (_jittered, "period"),
     Feature.CONTINUOUS_PLASTICITY: (_period(plasticity={"continuous": True}), "period"),
+    Feature.TOP_DOWN_ORDER: (_period(relaxation={"order": "top-down"}), "period"),
+    Feature.INPUT_RELAXES: (_period(relaxation={"input": "relaxes"}), "period"),
     Feature.DERIVATIVE_AT: (_period_model(derivative_at="current"), "period"),
     Feature.UPDATE_USES: (_period_model(update_uses="current"), "period"),
+    Feature.UPDATE_DERIVATIVE_AT: (_period_model(update_derivative_at="upper"), "period"),
 }
 """A job asking for each component, and its reference: ``relax`` (the NumPy AR oracle, 1e-10),
 ``relax-single`` (the same in float32, 1e-5), ``period`` (the period oracle, 1e-10) or None

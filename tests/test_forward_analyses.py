@@ -51,7 +51,10 @@ def make_run(folder, seed, ar, bp, angle, derivative_at="stored", continuous=Fal
     connection = {"derivative_at": derivative_at, "update_uses": "stored"}
     config = {
         "seed": seed,
-        "model": {"connections": [connection, connection]},
+        "model": {
+            "connections": [connection, connection],
+            "layers": [{"activation": a} for a in ("linear", "relu", "linear")],
+        },
         "protocol": {"plasticity": {"continuous": continuous}, "forward": {"kind": "instant"}},
     }
     (folder / "config.json").write_text(json.dumps(config))
@@ -136,3 +139,78 @@ def test_forward_residual_figure_follows_the_euler_binomial_tail(tmp_path):
     assert (table.simulated - table.euler).abs().max() < 1e-9
     assert table.simulated.iloc[0] == pytest.approx(0.8)  # one step of η_f = 0.2 from rest
     assert (tmp_path / "forward-residual.png").stat().st_size > 10_000
+
+
+def make_setting_run(folder, seed, ar, activation, data, **departures):
+    """A finished run of the follow-up paper's setting with connection ``departures`` (and
+    ``learning_rate``, ``derivative``) and one epoch row."""
+    make_run(folder, seed, ar=ar, bp=0.75, angle=5.0)
+    config = json.loads((folder / "config.json").read_text())
+    rate = departures.pop("learning_rate", 0.0005)
+    for connection in config["model"]["connections"]:
+        connection.update(departures)
+    config["model"]["layers"][1]["activation"] = activation
+    config["protocol"] |= {
+        "learning_rate": rate,
+        "relaxation": 0.1,
+        "dt": 0.001,
+        "relaxation_order": "top-down",
+        "relaxation_input": "relaxes",
+    }
+    config |= {"data": {"name": data, "train_samples": 4000}, "epochs": 3}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_unfrozen_variants_verdict_per_setting_and_variant(tmp_path):
+    """Settings apart, the authors' flags named, the rate / K run recognised, a verdict per
+    variant written into the marked block of a page."""
+    script = load_script("unfrozen_variants")
+    runs = tmp_path / "runs"
+    for activation, drop in (("tanh", 0.002), ("relu", 0.30)):
+        make_setting_run(runs / f"{activation}-exact", 0, 0.75, activation, "mnist")
+        make_setting_run(
+            runs / f"{activation}-current",
+            0,
+            0.75 - drop,
+            activation,
+            "mnist",
+            derivative_at="current",
+        )
+        make_setting_run(
+            runs / f"{activation}-slow", 0, 0.40, activation, "mnist", learning_rate=5e-6
+        )
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- unfrozen-verdict -->\nold\n<!-- /unfrozen-verdict -->\nafter\n")
+    out = tmp_path / "t.md"
+    assert script.main([str(runs), "--out", str(out), "--docs", str(page)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    tanh = table[table.setting.str.startswith("tanh, MNIST 4,000 images × 3 epochs, top-down")]
+    assert list(tanh.variant) == ["exact AR", "f' at current", "learning rate / K"]
+    assert list(tanh.authors_flags) == ["–", "use_fderiv_x_update", "dynamical_weight_update"]
+    assert tanh.delta_to_exact_pp.tolist() == pytest.approx([0.0, -0.2, -35.0])
+    text = page.read_text()
+    assert text.startswith("before\n<!-- unfrozen-verdict -->\n") and "old" not in text
+    line = next(x for x in text.splitlines() if x.startswith("- **f' at current**"))
+    assert "keeps performance in tanh, MNIST" in line and "-0.20 pp (1 seed)" in line
+    assert "loses it in relu, MNIST" in line and "-30.00 pp" in line
+    slow = next(x for x in text.splitlines() if x.startswith("- **learning rate / K**"))
+    assert "keeps it in no setting" in slow
+
+
+def test_unfrozen_curves_draw_one_line_per_variant_of_the_seed(tmp_path):
+    script = load_script("unfrozen_curves")
+    for name, seed, departures in (("exact", 0, {}), ("upper", 0, {"derivative_at": "upper"})):
+        folder = tmp_path / "runs" / name
+        make_setting_run(folder, seed, 0.7, "tanh", "fashion-mnist", **departures)
+        rows = [
+            {"kind": "batch", "samples": 3200, "ar_test_acc": 0.6, "bp_test_acc": 0.61},
+            {"kind": "epoch", "samples": 10000, "ar_test_acc": 0.7, "bp_test_acc": 0.71},
+        ]
+        pd.DataFrame([r | {"angle_deg": 5.0} for r in rows]).to_csv(folder / "metrics.csv")
+    make_setting_run(tmp_path / "runs" / "other-seed", 1, 0.7, "tanh", "fashion-mnist")
+    out = tmp_path / "curves.png"
+    assert script.main([str(tmp_path / "runs"), "--out", str(out)]) == 0
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert sorted(set(table.variant)) == ["exact AR", "f' at upper"]
+    assert table.groupby("variant").samples.apply(list).tolist() == [[3200, 10000]] * 2
+    assert out.stat().st_size > 10_000

@@ -47,3 +47,11 @@ _AT = Asks("derivative_at", lambda c: c.derivative_at != "stored", of="connectio
 DERIVATIVE_AT = register(
     Feature.DERIVATIVE_AT, "evaluates f' away from the stored pre-activation", _AT
 )
+_UPDATE_AT = Asks(
+    "update_derivative_at", lambda c: c.update_derivative_at != "stored", of="connection"
+)
+UPDATE_DERIVATIVE_AT = register(
+    Feature.UPDATE_DERIVATIVE_AT,
+    "evaluates the weight update's f' away from the stored pre-activation",
+    _UPDATE_AT,
+)

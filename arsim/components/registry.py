@@ -35,8 +35,11 @@ class Feature(StrEnum):
     CARRY_OVER = "forward state carried from one sample to the next"
     PHASE_JITTER = "a phase boundary jittered per minibatch"
     CONTINUOUS_PLASTICITY = "continuous plasticity"
+    TOP_DOWN_ORDER = "a relaxation step from the top down"
+    INPUT_RELAXES = "relaxing input layers"
     DERIVATIVE_AT = "f' away from the stored pre-activation"
     UPDATE_USES = "weight updates from the current activity"
+    UPDATE_DERIVATIVE_AT = "a weight update's f' away from the stored pre-activation"
 
 
 @dataclass(frozen=True)

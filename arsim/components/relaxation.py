@@ -59,3 +59,14 @@ TOLERANCE = register(
     "relaxes until converged",
     Asks("phases.tolerance", lambda m, p: p.tolerance > 0),
 )
+_TOP_DOWN = Asks("relaxation.order", lambda m, p: p.relaxation_order != "parallel")
+TOP_DOWN_ORDER = register(
+    Feature.TOP_DOWN_ORDER,
+    "updates the layers from the top down within a step",
+    _TOP_DOWN,
+    otherwise="order = 'parallel'",
+)
+_INPUT = Asks("relaxation.input", lambda m, p: p.relaxation_input != "clamped")
+INPUT_RELAXES = register(
+    Feature.INPUT_RELAXES, "relaxes the input layers", _INPUT, otherwise="input = 'clamped'"
+)
