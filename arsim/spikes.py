@@ -1,0 +1,315 @@
+"""Spike-coded signals: a signed activity sent as ON and OFF spike trains and filtered back.
+
+A signal value ``v`` (e.g. a layer's top-down δ = f'·x, or its x̂) is carried by two channels,
+ON for ``[v]₊`` and OFF for ``[−v]₊``. Each channel fires at the rate
+
+    r = min(max_rate · |v| / scale, max_rate)        (Hz)
+
+so that ``scale`` is the activity that maps to ``max_rate`` (a larger one saturates, as a real
+neuron does). Two encoders:
+
+- ``poisson``: one Bernoulli draw per step with probability ``r · dt``;
+- ``integrate-and-fire``: the channel integrates ``r`` and spikes when its integral reaches 1,
+  keeping the remainder (reset by subtraction, the code of sigma-delta and regular-spiking
+  encoders); deterministic.
+
+With ``population = N`` every unit is N encoders whose received signals are averaged: the
+Poisson encoders are independent, the integrate-and-fire ones start staggered (encoder k of N
+at the integral k/N), so that together they fire like one encoder at N times the rate.
+
+The receiving side filters each spike train with the synaptic time constant ``τ_s``:
+
+    τ_s dŝ/dt = −ŝ + (scale / max_rate) Σ_k ±δ(t − t_k) / N
+
+integrated by forward Euler like every other state of arsim, one spike adding the jump
+``J = scale / (max_rate · τ_s) / N``. The mean of ŝ is then exactly ``v`` (below saturation),
+in discrete time as in continuous time. Laws (tested in ``tests/test_spikes.py``):
+
+- integrate-and-fire: after the transient (5 τ_s) ŝ differs from v by less than
+  ``scale / (max_rate · τ_s · N)``;
+- Poisson (Campbell's theorem): the stationary variance of ŝ is
+  ``scale · |v| / (2 · max_rate · τ_s · N)`` as dt → 0; in discrete time exactly
+  ``J² N p (1 − p) / (1 − a²)`` with ``p = r·dt`` and ``a = 1 − dt/τ_s``.
+
+Each piece is written once here in two forms: an array step (``xp``: an array namespace,
+NumPy by default) and a Brian2 model (:func:`encoder_model`, :func:`filter_model`,
+:func:`spike_synapse_model`) that the same tests hold to the array step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+ENCODERS = ("poisson", "integrate-and-fire")
+"""Spike encoders: stochastic (Bernoulli per step) and deterministic (integrate, fire, subtract)."""
+
+SIGNALS = ("feedback", "forward")
+"""Pathways that can travel as spikes: the relaxation's top-down δ and the sweep's x̂."""
+
+
+class SpikeCodeError(ValueError):
+    """A spike code whose numbers cannot work (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class SpikeCode:
+    """How a signal travels as spikes.
+
+    Attributes
+    ----------
+    encoder : {'poisson', 'integrate-and-fire'}
+        The encoder of each channel.
+    max_rate : float
+        Highest rate of a channel (Hz); a Brian2 neuron spikes at most once per step, so
+        ``max_rate · dt ≤ 1``.
+    scale : float
+        The activity (dimensionless) that maps to ``max_rate``.
+    synapse_tau : float
+        Time constant τ_s of the receiving synaptic filter (s).
+    population : int
+        Encoders per unit whose received signals are averaged.
+    """
+
+    encoder: str
+    max_rate: float
+    scale: float
+    synapse_tau: float
+    population: int = 1
+
+    def check(self, dt: float) -> None:
+        """Raise :class:`SpikeCodeError`, naming the key, if the code cannot run at ``dt`` (s)."""
+        if self.encoder not in ENCODERS:
+            raise SpikeCodeError(f"encoder: expected one of {ENCODERS}, got {self.encoder!r}")
+        if not (self.max_rate > 0 and math.isfinite(self.max_rate)):
+            raise SpikeCodeError(f"max_rate: expected a positive rate, got {self.max_rate} Hz")
+        if self.max_rate * dt > 1 + 1e-12:
+            raise SpikeCodeError(
+                f"max_rate: {self.max_rate:g} Hz × dt {dt * 1e3:g} ms = {self.max_rate * dt:g} "
+                "spikes per step, but a neuron spikes at most once per step: lower max_rate, "
+                "use a smaller dt, or a population"
+            )
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise SpikeCodeError(f"scale: expected a positive activity, got {self.scale}")
+        if not self.synapse_tau > dt / 2:
+            raise SpikeCodeError(
+                f"synapse_tau: expected more than dt/2 = {dt / 2 * 1e3:g} ms (forward Euler "
+                f"of the filter), got {self.synapse_tau * 1e3:g} ms"
+            )
+        if not (isinstance(self.population, int) and self.population >= 1):
+            raise SpikeCodeError(f"population: expected an integer ≥ 1, got {self.population!r}")
+
+    @property
+    def jump(self) -> float:
+        """What one spike adds to the received signal ŝ: ``scale / (max_rate · τ_s · N)``."""
+        return self.scale / (self.max_rate * self.synapse_tau * self.population)
+
+    def error_bound(self) -> float:
+        """Integrate-and-fire: the largest ``|ŝ − v|`` after the transient (dimensionless)."""
+        return self.scale / (self.max_rate * self.synapse_tau * self.population)
+
+    def variance(self, value: float) -> float:
+        """Poisson: the stationary variance of ŝ for a constant ``value`` (Campbell, dt → 0)."""
+        rate = min(self.max_rate * abs(value) / self.scale, self.max_rate)
+        return rate * (self.scale / self.max_rate) ** 2 / (2 * self.synapse_tau * self.population)
+
+    def discrete_variance(self, value: float, dt: float) -> float:
+        """Poisson: the exact stationary variance of the Euler-filtered ŝ at step ``dt`` (s)."""
+        p = min(self.max_rate * abs(value) / self.scale, self.max_rate) * dt
+        a = 1 - dt / self.synapse_tau
+        return self.jump**2 * self.population * p * (1 - p) / (1 - a * a)
+
+
+# --------------------------------------------------------------------------------------------
+# Array steps (xp: an array namespace; NumPy by default)
+# --------------------------------------------------------------------------------------------
+def channel_rates(value, code: SpikeCode, xp=np):
+    """Rates (Hz) of the ON and OFF channels carrying ``value``, clipped at ``max_rate``."""
+    on = xp.minimum(code.max_rate * xp.maximum(value, 0) / code.scale, code.max_rate)
+    off = xp.minimum(code.max_rate * xp.maximum(-value, 0) / code.scale, code.max_rate)
+    return on, off
+
+
+def saturated(value, code: SpikeCode, xp=np) -> int:
+    """How many entries of ``value`` lie beyond ``scale`` (their channel is clipped)."""
+    return int(xp.sum(xp.abs(value) > code.scale))
+
+
+def staggered_integrals(shape: tuple[int, ...], code: SpikeCode, xp=np):
+    """Initial integrals of integrate-and-fire encoders, shape ``(N, 2, *shape)``.
+
+    Encoder k of N starts at k/N (both channels).
+    """
+    start = xp.arange(code.population, dtype=float) / code.population
+    return xp.broadcast_to(
+        start.reshape((-1, 1) + (1,) * len(shape)), (code.population, 2, *shape)
+    ).copy()
+
+
+def poisson_spikes(rates, dt: float, uniform):
+    """Spikes of Poisson encoders in one step: ``uniform < r · dt``.
+
+    Parameters
+    ----------
+    rates : array, shape (2, ...)
+        ON and OFF rates (Hz).
+    dt : float
+        Step (s).
+    uniform : array, shape (N, 2, ...)
+        Uniform draws on [0, 1), one per encoder (the caller's random stream).
+    """
+    return uniform < rates * dt
+
+
+def integrate_and_fire(integrals, rates, dt: float):
+    """One step of integrate-and-fire encoders: integrate ``r · dt``, spike at 1, subtract.
+
+    ``integrals`` (shape ``(N, 2, ...)``) is updated in place; returns the spikes (bool).
+    """
+    integrals += rates * dt
+    spikes = integrals >= 1
+    integrals -= spikes
+    return spikes
+
+
+def filter_step(received, spikes, code: SpikeCode, dt: float, xp=np):
+    """One Euler step of the receiving filter, in place: decay, then the step's spikes.
+
+    ``received`` has the signal's shape; ``spikes`` (shape ``(N, 2, ...)``, ON then OFF) adds
+    ``±J`` per spike, ``J`` = :attr:`SpikeCode.jump`.
+    """
+    received -= received * (dt / code.synapse_tau)
+    counts = xp.sum(spikes, axis=0)  # (2, ...)
+    received += code.jump * (counts[0] - counts[1])
+    return received
+
+
+# --------------------------------------------------------------------------------------------
+# Brian2 forms (strings and Equations; nothing here runs a network)
+# --------------------------------------------------------------------------------------------
+ENCODER_RATE = "clip(max_rate * polarity * value / scale, 0*Hz, max_rate)"
+"""Rate of one channel (ON: ``polarity = 1``, OFF: ``polarity = −1``) in Brian2 syntax."""
+
+
+def encoder_model(code: SpikeCode) -> dict:
+    """Keyword arguments of a Brian2 ``NeuronGroup`` of encoders (one neuron per channel).
+
+    Its variables: ``value`` (the signal it carries, set or linked by the caller),
+    ``polarity`` (+1 ON, −1 OFF), ``unit`` (the signal's index it carries); integrate-and-fire also
+    ``integral``. The namespace needs ``max_rate`` (Hz) and ``scale``.
+    """
+    from brian2 import Equations
+
+    equations = Equations(
+        f"""rate = {ENCODER_RATE} : Hz
+        value : 1
+        polarity : 1 (constant)
+        unit : integer (constant)"""
+    )
+    if code.encoder == "poisson":
+        return {"model": equations, "threshold": "rand() < rate * dt"}
+    equations += Equations("dintegral/dt = rate : 1")
+    return {
+        "model": equations,
+        "threshold": "integral >= 1",
+        "reset": "integral -= 1",
+        "method": "euler",
+    }
+
+
+def filter_model() -> object:
+    """Brian2 equations of the receiving side: ``τ_s dŝ/dt = −ŝ`` (``received``).
+
+    The spikes' jumps come from :func:`spike_synapse_model`. The namespace needs
+    ``synapse_tau``.
+    """
+    from brian2 import Equations
+
+    return Equations("dreceived/dt = -received / synapse_tau : 1")
+
+
+def spike_synapse_model(code: SpikeCode, weight: str = "1") -> dict:
+    """Keyword arguments of Brian2 ``Synapses`` from encoders to receivers.
+
+    Each spike adds ``polarity · J · weight`` to the target's ``received`` (``weight``: a
+    synaptic expression).
+    """
+    return {"on_pre": f"received_post += polarity_pre * {code.jump!r} * ({weight})"}
+
+
+# --------------------------------------------------------------------------------------------
+# A constant signal sent and received: the laws' experiment, in arrays and in Brian2
+# --------------------------------------------------------------------------------------------
+def transmit(code: SpikeCode, values, dt: float, steps: int, rng=None, xp=np):
+    """Send constant ``values`` (shape ``(n,)``) for ``steps`` steps of ``dt`` (s); ŝ per step.
+
+    The received signal after each step, shape ``(steps, n)``, starts from ŝ = 0.
+
+    ``rng`` (a NumPy ``Generator``) draws the Poisson encoders' uniforms, shape ``(N, 2, n)``
+    per step; integrate-and-fire encoders start staggered (:func:`staggered_integrals`).
+    """
+    code.check(dt)
+    values = xp.asarray(values, dtype=float)
+    rates = xp.stack(channel_rates(values, code, xp))
+    received = xp.zeros(values.shape)
+    integrals = staggered_integrals(values.shape, code, xp)
+    out = xp.empty((steps, *values.shape))
+    for step in range(steps):
+        if code.encoder == "poisson":
+            spikes = poisson_spikes(rates, dt, rng.random(integrals.shape))
+        else:
+            spikes = integrate_and_fire(integrals, rates, dt)
+        out[step] = filter_step(received, spikes, code, dt, xp)
+    return out
+
+
+def transmit_brian2(code: SpikeCode, values, dt: float, steps: int, record: bool = True):
+    """:func:`transmit` as a Brian2 network of spiking encoders, ``Synapses`` and a filter.
+
+    One encoder ``NeuronGroup`` (threshold and reset) of ``2 N n`` channels, a receiver group of
+    ``n`` filters and ``Synapses`` whose ``on_pre`` adds ``±J`` into ``received``. Runs with the
+    current Brian2 preferences (code generation target) in a network of its own. Returns the
+    received signal after each step, shape ``(steps, n)`` (or only the last row, shape
+    ``(1, n)``, without ``record``).
+    """
+    import brian2 as b2
+
+    code.check(dt)
+    values = np.asarray(values, dtype=float)
+    n, population = len(values), code.population
+    namespace = {
+        "max_rate": code.max_rate * b2.Hz,
+        "scale": code.scale,
+        "synapse_tau": code.synapse_tau * b2.second,
+    }
+    clock = b2.Clock(dt * b2.second)
+    encoders = b2.NeuronGroup(
+        2 * population * n, clock=clock, namespace=namespace, name="spike_encoders",
+        **encoder_model(code),
+    )  # fmt: skip
+    member, channel, unit = np.unravel_index(np.arange(2 * population * n), (population, 2, n))
+    encoders.unit = unit
+    encoders.polarity = 1 - 2 * channel
+    encoders.value = values[unit]
+    if code.encoder == "integrate-and-fire":
+        encoders.integral = member / population
+    receivers = b2.NeuronGroup(
+        n, filter_model(), method="euler", clock=clock, namespace=namespace,
+        name="spike_receivers",
+    )  # fmt: skip
+    synapses = b2.Synapses(
+        encoders, receivers, clock=clock, namespace=namespace, name="spike_synapses",
+        **spike_synapse_model(code),
+    )  # fmt: skip
+    synapses.connect(j="unit_pre")
+    objects = [encoders, receivers, synapses]
+    if record:
+        monitor = b2.StateMonitor(receivers, "received", record=True, when="end", clock=clock)
+        objects.append(monitor)
+    network = b2.Network(*objects)
+    network.run(steps * dt * b2.second)
+    if record:
+        return np.asarray(monitor.received).T.copy()
+    return np.asarray(receivers.received)[None, :].copy()
