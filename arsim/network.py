@@ -92,6 +92,9 @@ class Feature(StrEnum):
     CARRY_OVER = "forward state carried from one sample to the next"
     PHASE_JITTER = "a phase boundary jittered per minibatch"
     SINGLE_PRECISION = "single precision"
+    TOP_DOWN_ORDER = "a relaxation step from the top down"
+    INPUT_RELAXES = "relaxing input layers"
+    UPDATE_DERIVATIVE_AT = "a weight update's f' away from the stored pre-activation"
 
 
 def seed_noise(seed: int, *key: int) -> None:
@@ -266,6 +269,10 @@ class ARNetwork:
         raise NotImplementedError
 
     # -- shared construction -------------------------------------------------------------------
+    def _relax_order(self, role: LayerRole) -> int:
+        """'groups'-slot order of a stepped layer's state updater: bottom up, after the sweep."""
+        return RELAX_ORDER + role.index
+
     def _group_index(self, name: str) -> int:
         return [layer.name for layer in self.model.layers].index(name)
 
@@ -295,7 +302,7 @@ class ARNetwork:
             name=f"layer_{role.spec.name}",
             # hidden layers integrate after the whole sweep (which reads the x̂ it stores; with
             # trace memory the state updater decays x̂), the output right after its sweep
-            order=RELAX_ORDER + role.index if stepped else layer_slot(role.index) + 3,
+            order=self._relax_order(role) if stepped else layer_slot(role.index) + 3,
         )
         sample = {"clock": self.sample_clock}
         if role.is_input:

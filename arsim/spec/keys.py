@@ -37,6 +37,10 @@ MODEL_KEYS: dict[str, str] = {
     "current activity).",
     "defaults.update_uses": "Presynaptic factor of the weight update: `stored` x̂ or `current` "
     "relaxed activity.",
+    "defaults.update_derivative_at": "Where the weight update's f' is evaluated: `stored` (the "
+    "sweep's pre-activation), `current` (the pre-activation from the current relaxed activities "
+    "below; the follow-up paper's `use_fderiv_weight_update`) or `upper` (the upper layer's own "
+    "current activity; `xnext_fderiv_weights`).",
     "layers": "The layers (`[[layers]]`), at least an input and an output; a chain in "
     "declaration order unless `[[connections]]` are given.",
     "layers[].name": "Layer name: letters, digits and `_`, starting with a letter.",
@@ -57,6 +61,8 @@ MODEL_KEYS: dict[str, str] = {
     "`defaults.derivative_at`).",
     "connections[].update_uses": "This edge's presynaptic update factor (see "
     "`defaults.update_uses`).",
+    "connections[].update_derivative_at": "Where this edge's weight update evaluates f' (see "
+    "`defaults.update_derivative_at`).",
     "connections[].shape": "Optional check of W's shape, `[target size, source size]`.",
     "connections[].kernel": "Side of a convolution's square kernel (required for `conv`).",
     "connections[].stride": "Stride of a convolution.",
@@ -141,6 +147,13 @@ PROTOCOL_KEYS: dict[str, str] = {
     "feedforward.layer_onset.<layer>": "Relaxation onset of that layer, from the presentation.",
     "feedforward.error_tau": "τ_e of an output error unit, `τ_e dx/dt = −x + ∂L/∂x̂`; 0 clamps "
     "the output.",
+    "relaxation": "How a relaxation step updates the layers.",
+    "relaxation.order": "`parallel` (default): every layer from the previous step's "
+    "activities; `top-down`: the layers one after the other from the output down, each reading "
+    "the activity the layer above got in the same step (the follow-up paper's sequential loop).",
+    "relaxation.input": "`clamped` (default): the input layers' x is the stimulus; `relaxes`: it "
+    "starts at the stimulus and relaxes with its top-down input like a hidden layer (the "
+    "stimulus stays in x̂), so `update_uses = 'current'` reads the relaxed input.",
     "plasticity": "When the weights change.",
     "plasticity.continuous": "The weights change at every relaxation step of `window` by η/K "
     "of the rule instead of once after the relaxation.",

@@ -19,6 +19,7 @@ from arsim.spec.schema import (
     FEEDBACK_KINDS,
     MEMORY_KINDS,
     OPERATIONS,
+    UPDATE_DERIVATIVE_AT,
     UPDATE_USES,
     SpecError,
     Table,
@@ -70,7 +71,13 @@ class ConnectionSpec:
         or at the target's own current activity (:data:`~arsim.spec.schema.DERIVATIVE_AT`).
     update_uses : {'stored', 'current'}
         The presynaptic factor of the weight update: the source's stored x̂ or its current
-        relaxed activity (an input layer's is its stimulus either way).
+        relaxed activity (an input layer's is its stimulus unless the protocol's
+        ``[relaxation] input = 'relaxes'``).
+    update_derivative_at : {'stored', 'current', 'upper'}
+        Where the f' of the weight update ``δ = x ⊙ f'`` is evaluated: at the target's stored
+        pre-activation, at the pre-activation computed from the current relaxed activities of
+        the target's parents, or at the target's own current activity
+        (:data:`~arsim.spec.schema.UPDATE_DERIVATIVE_AT`).
     operation : {'dense', 'conv', 'maxpool'}
         The linear map (:mod:`arsim.operators`): a full matrix, a convolution with shared
         weights ``(C_out, C_in, k, k)``, or max-pooling (no weights).
@@ -87,6 +94,7 @@ class ConnectionSpec:
     derivative: bool = True
     derivative_at: str = "stored"
     update_uses: str = "stored"
+    update_derivative_at: str = "stored"
     operation: str = "dense"
     kernel: int = 0
     stride: int = 1
@@ -305,6 +313,12 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
         update_uses=defaults_table.get(
             "update_uses", str, ConnectionSpec.update_uses, choices=UPDATE_USES
         ),
+        update_derivative_at=defaults_table.get(
+            "update_derivative_at",
+            str,
+            ConnectionSpec.update_derivative_at,
+            choices=UPDATE_DERIVATIVE_AT,
+        ),
     )
     defaults_table.finish()
 
@@ -382,12 +396,14 @@ def _connection(
             raise table.error("target", f"duplicate connection {pair} (also connections[{index}])")
     operation = table.get("operation", str, ConnectionSpec.operation, choices=OPERATIONS)
     if operation == "maxpool":
-        for key in ("bias", "feedback", "derivative", "derivative_at", "update_uses"):
+        keys = ("bias", "feedback", "derivative", "derivative_at", "update_uses")
+        for key in (*keys, "update_derivative_at"):
             if key in table.data:
                 raise table.error(
                     key, f"{pair} is a maxpool connection: it has no weights, so no {key} setting"
                 )
-        no_weights = dict(derivative_at="stored", update_uses="stored")
+        variant_keys = ("derivative_at", "update_uses", "update_derivative_at")
+        no_weights = dict.fromkeys(variant_keys, "stored")
         settings.update(bias=False, feedback="transpose", derivative=True, **no_weights)
     else:
         settings["bias"] = table.get("bias", bool, defaults["bias"])
@@ -400,6 +416,12 @@ def _connection(
         )
         settings["update_uses"] = table.get(
             "update_uses", str, defaults["update_uses"], choices=UPDATE_USES
+        )
+        settings["update_derivative_at"] = table.get(
+            "update_derivative_at",
+            str,
+            defaults["update_derivative_at"],
+            choices=UPDATE_DERIVATIVE_AT,
         )
     settings["operation"] = operation
     if operation != "dense":

@@ -16,6 +16,8 @@ from arsim.spec.schema import (
     BATCH_REDUCTIONS,
     PHASES,
     RECORDABLE,
+    RELAXATION_INPUTS,
+    RELAXATION_ORDERS,
     RELAXATION_STARTS,
     WAVEFORMS,
     SpecError,
@@ -177,6 +179,14 @@ class ProtocolSpec:
         The forward dynamics, relaxation onsets and output error unit (``[feedforward]``).
     plasticity : PlasticitySpec
         When the weights change (``[plasticity]``).
+    relaxation_order : {'parallel', 'top-down'}
+        How a relaxation step updates the layers (``[relaxation] order``): every layer from the
+        previous step's activities (parallel Euler), or one after the other from the top down,
+        each reading the activity the layer above got in the same step (a sequential sweep).
+    relaxation_input : {'clamped', 'relaxes'}
+        The input layers' activity x during the relaxation (``[relaxation] input``): the
+        stimulus, or starting at the stimulus and relaxing with its top-down input like a hidden
+        layer (τ of the layer, the relaxation window of the protocol); the stimulus stays in x̂.
     precision : {'double', 'single'}
         Floating point of the simulation: float64 (default) or float32 neurons, weights and
         matrix products (dense mode only; the NumPy oracle stays float64).
@@ -205,6 +215,8 @@ class ProtocolSpec:
     dwell: float = 0.0
     forward: FeedforwardSpec = field(default_factory=FeedforwardSpec)
     plasticity: PlasticitySpec = field(default_factory=PlasticitySpec)
+    relaxation_order: str = "parallel"
+    relaxation_input: str = "clamped"
     precision: str = "double"
     source: str = "<spec>"
 
@@ -246,6 +258,9 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
     record = _record(root.table("record"), dt, dt_text)
     forward, plasticity = _dynamics(root, oscillation, durations, dt)
+    relaxation_order, relaxation_input = _relaxation(
+        root.table("relaxation"), tolerance > 0 or any(d > 0 for _, d in feedback_delay)
+    )
     if forward.leaky and tolerance > 0:
         raise SpecError(
             source,
@@ -274,6 +289,8 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         dwell=dwell,
         forward=forward,
         plasticity=plasticity,
+        relaxation_order=relaxation_order,
+        relaxation_input=relaxation_input,
         precision=precision,
         source=str(source),
     )
@@ -347,6 +364,22 @@ def _phases(
     start = table.get("start", str, ProtocolSpec.relaxation_start, choices=RELAXATION_STARTS)
     tolerance = table.number("tolerance", ProtocolSpec.tolerance, low=0.0)
     return start, tolerance
+
+
+def _relaxation(table: Table, stops_or_delays: bool) -> tuple[str, str]:
+    """The ``[relaxation]`` table: the update order of a step and what the input layers do.
+
+    ``stops_or_delays``: the protocol relaxes until converged or delays a top-down signal,
+    which the top-down order does not run with.
+    """
+    order = table.get("order", str, ProtocolSpec.relaxation_order, choices=RELAXATION_ORDERS)
+    if order == "top-down" and stops_or_delays:
+        raise table.error(
+            "order", "'top-down' does not run with phases.tolerance or feedback_delay yet"
+        )
+    inputs = table.get("input", str, ProtocolSpec.relaxation_input, choices=RELAXATION_INPUTS)
+    table.finish()
+    return order, inputs
 
 
 def _jitter(

@@ -36,6 +36,15 @@ DERIVATIVE_AT = ("stored", "current", "upper")
 computed from the current relaxing activity below, or of the upper layer's own activity."""
 UPDATE_USES = ("stored", "current")
 """The presynaptic factor of the weight update: the stored x̂ or the current relaxed activity."""
+UPDATE_DERIVATIVE_AT = ("stored", "current", "upper")
+"""Where the weight update evaluates f': at the stored pre-activation, at the pre-activation
+computed from the current relaxed activity below, or of the upper layer's own activity."""
+RELAXATION_ORDERS = ("parallel", "top-down")
+"""How a relaxation step updates the layers: all from the previous step's activities, or one
+after the other from the top down, each reading the value the layer above got in this step."""
+RELAXATION_INPUTS = ("clamped", "relaxes")
+"""The input layers' activity in the relaxation: the stimulus, or relaxing like a hidden layer
+from the stimulus (which stays the input's x̂)."""
 CODEGEN_TARGETS = ("auto", "cython", "numpy")
 """Brian2 code generation of the neurons (runtime device); ``auto`` is resolved per job
 (``resolve_codegen_target``)."""
