@@ -29,6 +29,7 @@ from arsim.network import ARNetwork, Feature
 from arsim.params import Params
 from arsim.recording import chunk_values_cap
 from arsim.spec.schedule import Schedule
+from arsim.spikes import SpikeChannels
 from arsim.tracebuffer import TraceBuffer
 
 
@@ -107,6 +108,7 @@ class DenseNetwork(ARNetwork):
         self._step_counter = self.step_clock.variables["timestep"].get_value()
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._plan: FeedbackPlan | None = None
+        self._spikes: SpikeChannels | None = None  # made at the first relaxation step
         self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
         self._input_x = {  # input layer → its relaxing activity (replicas, size)
             role.index: np.zeros((self.replicas, role.spec.size), dtype=self.dtype)
@@ -393,6 +395,8 @@ class DenseNetwork(ARNetwork):
             signal = self._signal(c, signal)
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
+            if self.protocol.spikes is not None:
+                signal = self._spiked(c, signal, relaxation_step)
             feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
             self._ops[c].backward(signal, feedback, out=fb)
         for role in self.roles if self._input_x else ():  # from the previous step's activities
@@ -417,7 +421,8 @@ class DenseNetwork(ARNetwork):
             stored = not connection.derivative or connection.derivative_at == "stored"
             if connection.derivative and connection.derivative_at == "stored":
                 read_delta.add(target)
-            if self._ops[c].kind == "dense" and stored and not self._delays[c]:
+            plain = not self._delays[c] and self.protocol.spikes is None
+            if self._ops[c].kind == "dense" and stored and plain:
                 matrix = self.W[c] if self.psi[c] is None else self.psi[c].T
                 products.append((signal, matrix, fb))
             else:
@@ -468,6 +473,17 @@ class DenseNetwork(ARNetwork):
         else:
             buffer[step % slots] = signal
         return buffer[(step + 1) % slots]
+
+    def _spiked(self, connection: int, signal: np.ndarray, step: int) -> np.ndarray:
+        """The received signal of ``connection`` at relaxation step ``step``; ``signal`` is sent.
+
+        Sent as spikes (:class:`~arsim.spikes.SpikeChannels`, seeded with :attr:`seed_key`).
+        """
+        if self._spikes is None:
+            self._spikes = SpikeChannels.of(
+                self.model, self.protocol.spikes, self.protocol.dt, self.seed_key
+            )
+        return self._spikes.send(connection, signal, step)
 
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""

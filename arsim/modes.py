@@ -65,6 +65,8 @@ _REFUSALS = {
     "minibatch's replicas side by side) so far; use --mode {modes} or reset = true",
     Feature.PHASE_JITTER: "only the {modes} mode moves the phase boundary per minibatch so far; "
     "use --mode {modes}",
+    Feature.SPIKING_FEEDBACK: "only the {modes} mode sends the top-down signal as spikes so far; "
+    "use --mode {modes}",
 }
 """Why a network class lacking a feature refuses a job (after ``<file>: <field>: ``)."""
 
@@ -111,6 +113,8 @@ def required_features(protocol: ProtocolSpec, model=None) -> list[tuple[Feature,
         needs.append((Feature.CONTINUOUS_PLASTICITY, f"{source}: plasticity.continuous"))
     if protocol.relaxation_order != "parallel":
         needs.append((Feature.TOP_DOWN_ORDER, f"{source}: relaxation.order"))
+    if protocol.spikes is not None:
+        needs.append((Feature.SPIKING_FEEDBACK, f"{source}: spikes"))
     if protocol.relaxation_input != "clamped":
         needs.append((Feature.INPUT_RELAXES, f"{source}: relaxation.input"))
     for c in model.connections if model is not None else ():

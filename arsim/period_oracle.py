@@ -47,6 +47,7 @@ from arsim.oracle import forward, split_stimulus
 from arsim.params import Params, phase_shift
 from arsim.spec import ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
+from arsim.spikes import SpikeChannels
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ class PeriodTiming:
         reading the values the layers above got in the step.
     input_relaxes : bool
         The input layers relax like hidden layers (from the stimulus, their x̂).
+    relax_span : (int, int)
+        Steps ``[first, stop)`` from the earliest relaxation window's start to the latest's end;
+        spiking feedback is sent at every step of it (:class:`~arsim.spikes.SpikeChannels`).
     """
 
     steps: int
@@ -109,6 +113,7 @@ class PeriodTiming:
     continuous: tuple[int, int] | None = None
     order: str = "parallel"
     input_relaxes: bool = False
+    relax_span: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -163,8 +168,9 @@ def rest_state(model: ModelSpec, batch: int) -> PeriodState:
 class _Period:
     """One sample period of a minibatch: the step loop of :func:`run_period`."""
 
-    def __init__(self, model, params, inputs, targets, timing, rates, variants):
+    def __init__(self, model, params, inputs, targets, timing, rates, variants, channels=None):
         self.model, self.timing, self.targets = model, timing, targets
+        self.channels, self.spike_step = channels, None
         self.params = params.copy()
         self.rates = rates
         self.ops = operators.build(model)
@@ -256,10 +262,15 @@ class _Period:
                     state.x[layer] = new.x[layer] = self._started(state, layer)
         # top-down: a layer reads the x the layers above got in this step (new.x, filled in order)
         read = PeriodState(state.xhat, state.fp, new.x) if timing.order == "top-down" else state
+        first, stop = timing.relax_span
+        sending = self.channels is not None and first <= k < stop  # every step of the span
+        self.spike_step = k - first if sending else None
         for layer in self.relaxing:
             gain = timing.relax_gain[k, layer]
+            if gain or sending:
+                top_down = self._top_down(read, layer)
             if gain:
-                drive = -state.x[layer] + self._top_down(read, layer)
+                drive = -state.x[layer] + top_down
                 new.x[layer] = state.x[layer] + gain * timing.eta_x[layer] * drive
             if not forward_open[layer] and layer >= self.n_inputs:
                 self._remember(state, new, layer)
@@ -276,6 +287,8 @@ class _Period:
             signal = state.x[self.target_of[c]]
             if self.model.connections[c].derivative:
                 signal = signal * self.derivative(state, c)
+            if self.spike_step is not None:
+                signal = self.channels.send(c, signal, self.spike_step)
             term = self.ops[c].backward(signal, self.params.feedback(c))
             total = term if total is None else total + term
         return total
@@ -324,6 +337,7 @@ def run_period(
     update_derivative_at: list[str] | None = None,
     keep_history: bool = False,
     stream=None,
+    channels=None,
 ) -> PeriodResult:
     """Simulate one sample period of a minibatch, from presentation to plasticity.
 
@@ -351,6 +365,9 @@ def run_period(
     stream : callable, optional
         ``stream(k)``: the inputs and targets a stimulus stream shows from the start of step
         ``k ≥ 1`` on, or None where they do not change (:func:`simulate_periods`).
+    channels : SpikeChannels, optional
+        The spiking top-down signals (:class:`~arsim.spikes.SpikeChannels`), carried from one
+        period to the next (their random streams go on).
 
     Returns
     -------
@@ -361,7 +378,7 @@ def run_period(
         update_uses or [c.update_uses for c in model.connections],
         update_derivative_at or [c.update_derivative_at for c in model.connections],
     )
-    period = _Period(model, params, inputs, targets, timing, rates, variants)
+    period = _Period(model, params, inputs, targets, timing, rates, variants, channels)
     batch = len(inputs)
     state = rest_state(model, batch) if state is None or timing.reset else state.copy()
     period.present(state)
@@ -408,6 +425,7 @@ def timing_of(model: ModelSpec, protocol: ProtocolSpec, shift: int = 0) -> Perio
         continuous=continuous,
         order=protocol.relaxation_order,
         input_relaxes=protocol.relaxation_input == "relaxes",
+        relax_span=schedule.relaxation_span(),
     )
 
 
@@ -436,6 +454,7 @@ def simulate_periods(
     if len(inputs) % batch:
         raise ValueError(f"{len(inputs)} samples do not fill minibatches of {batch}")
     results, state = [], None
+    channels = SpikeChannels.of(model, protocol.spikes, protocol.dt, seed_key)
     for start in range(0, len(inputs), batch):
         part = slice(start, start + batch)
         rates = schedule.learning_rates(batch)
@@ -450,6 +469,7 @@ def simulate_periods(
             rates,
             state,
             keep_history=keep_history,
+            channels=channels,
         )
         results.append(result)
         params, state = result.params, result.state

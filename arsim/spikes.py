@@ -46,6 +46,10 @@ import numpy as np
 ENCODERS = ("poisson", "integrate-and-fire")
 """Spike encoders: stochastic (Bernoulli per step) and deterministic (integrate, fire, subtract)."""
 
+RATE = "rate"
+"""Not an encoder: the clipped signal itself through the same synaptic filter (the limit of
+both encoders as the rate grows), ``ŝ ← ŝ (1 − dt/τ_s) + (dt/τ_s) clip(v, −scale, scale)``."""
+
 SIGNALS = ("feedback", "forward")
 """Pathways that can travel as spikes: the relaxation's top-down δ and the sweep's x̂."""
 
@@ -81,15 +85,17 @@ class SpikeCode:
 
     def check(self, dt: float) -> None:
         """Raise :class:`SpikeCodeError`, naming the key, if the code cannot run at ``dt`` (s)."""
-        if self.encoder not in ENCODERS:
-            raise SpikeCodeError(f"encoder: expected one of {ENCODERS}, got {self.encoder!r}")
+        if self.encoder not in (*ENCODERS, RATE):
+            raise SpikeCodeError(
+                f"encoder: expected one of {(*ENCODERS, RATE)}, got {self.encoder!r}"
+            )
         if not (self.max_rate > 0 and math.isfinite(self.max_rate)):
             raise SpikeCodeError(f"max_rate: expected a positive rate, got {self.max_rate} Hz")
         if self.max_rate * dt > 1 + 1e-12:
             raise SpikeCodeError(
                 f"max_rate: {self.max_rate:g} Hz × dt {dt * 1e3:g} ms = {self.max_rate * dt:g} "
-                "spikes per step, but a neuron spikes at most once per step: lower max_rate, "
-                "use a smaller dt, or a population"
+                "spikes per step, but a neuron spikes at most once per step: use a smaller dt, "
+                "or a lower max_rate (a population of N encoders carries N times the rate)"
             )
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise SpikeCodeError(f"scale: expected a positive activity, got {self.scale}")
@@ -313,3 +319,84 @@ def transmit_brian2(code: SpikeCode, values, dt: float, steps: int, record: bool
     if record:
         return np.asarray(monitor.received).T.copy()
     return np.asarray(receivers.received)[None, :].copy()
+
+
+# --------------------------------------------------------------------------------------------
+# The spike-coded top-down signals of a network during the relaxation
+# --------------------------------------------------------------------------------------------
+class SpikeChannels:
+    """The top-down signals of a network's connections, sent as spikes and filtered.
+
+    Connection ``c`` (source below, target above) carries the target's signal σ_c = x ⊙ f'
+    down to its source. At relaxation step ``n`` (0 at the relaxation's first step) the
+    source's top-down input reads the received ŝ_c(n); then the encoders of σ_c(n) (the
+    signal at the step's start) spike and ŝ_c(n+1) = ŝ_c(n) (1 − dt/τ_s) ± J per spike, the
+    order of a Brian2 step (state updaters, thresholds, then the synapses' ``on_pre``). At step
+    0, ŝ = 0 and integrate-and-fire encoders start staggered.
+
+    Poisson encoders draw from one NumPy generator per connection, seeded with
+    ``[seed, SeedStream.SPIKES, *key, c]``: ``(N, 2, batch, n)`` uniforms per step, so that
+    two implementations that step the same connections the same number of times draw the
+    same spikes, in whatever order they visit the connections.
+
+    Parameters
+    ----------
+    codes : dict of int to SpikeCode
+        The spike code of each spiking connection (that of its target, the sending layer).
+    dt : float
+        Step (s).
+    seed_key : tuple of int
+        ``(seed, *key)`` of the generators.
+    """
+
+    def __init__(self, codes: dict, dt: float, seed_key: tuple[int, ...]):
+        from arsim.params import SeedStream, seeded_rng
+
+        seed, *key = seed_key
+        self.codes, self.dt = codes, dt
+        self.generators = {c: seeded_rng(seed, SeedStream.SPIKES, *key, c) for c in codes}
+        self.received: dict = {}
+        self.integrals: dict = {}
+        self.saturated = 0
+        """Signal values beyond their scale so far (a clipped channel each, per step)."""
+
+    @classmethod
+    def of(cls, model, spikes, dt: float, seed_key: tuple[int, ...]) -> SpikeChannels | None:
+        """The channels a model's relaxing layers receive under ``spikes`` (a ``SpikesSpec``).
+
+        None without spiking feedback.
+        """
+        if spikes is None or "feedback" not in spikes.signals:
+            return None
+        codes = {
+            c: spikes.code(connection.target)
+            for c, connection in enumerate(model.connections)
+            if model.relaxes(connection.source)
+        }
+        return cls(codes, dt, seed_key)
+
+    def send(self, c: int, signal, step: int, xp=np):
+        """Connection ``c``'s received signal ŝ_c(step); then σ_c(step) is sent.
+
+        ``signal`` is σ_c at the step's start, shape ``(batch, n)``; the returned array is a
+        copy of ŝ_c before this step's spikes.
+        """
+        code = self.codes[c]
+        if step == 0:
+            self.received[c] = xp.zeros(signal.shape, dtype=signal.dtype)
+            self.integrals[c] = staggered_integrals(signal.shape, code, xp)
+        received = self.received[c]
+        now = received.copy()
+        self.saturated += saturated(signal, code, xp)
+        if code.encoder == RATE:
+            clipped = xp.clip(signal, -code.scale, code.scale)
+            received += (clipped - received) * (self.dt / code.synapse_tau)
+            return now
+        rates = xp.stack(channel_rates(signal, code, xp))
+        if code.encoder == "poisson":
+            uniform = self.generators[c].random(self.integrals[c].shape)
+            spikes = poisson_spikes(rates, self.dt, uniform)
+        else:
+            spikes = integrate_and_fire(self.integrals[c], rates, self.dt)
+        filter_step(received, spikes, code, self.dt, xp)
+        return now

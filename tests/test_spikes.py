@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import PAPER_MODEL, make_model, random_batch
+from test_forward_dynamics import assert_dense_matches_period_oracle, dag_model, make, protocol_data
 
+from arsim import oracle
+from arsim.cli import main
+from arsim.period_oracle import simulate_periods
+from arsim.spec import protocol_from_dict
 from arsim.spikes import SpikeCode, SpikeCodeError, saturated, transmit, transmit_brian2
 
 DT = 1e-4  # s
@@ -148,3 +154,128 @@ def test_a_code_that_cannot_run_is_refused_in_one_line_naming_the_key(code, key)
         code.check(1e-3)
     message = str(error.value)
     assert message.startswith(f"{key}:") and "\n" not in message
+
+
+# --------------------------------------------------------------------------------------------
+# Spiking feedback in the relaxation: the dense mode against the period oracle
+# --------------------------------------------------------------------------------------------
+def spiking_protocol(encoder, max_rate="500 Hz", population=1, **extra):
+    spikes = {
+        "encoder": encoder,
+        "max_rate": max_rate,
+        "synapse_tau": "2 ms",
+        "scale": 0.5,
+        "layer_scale": {"out": 0.8},
+        "population": population,
+    }
+    return make(protocol_data(relax_ms=12, spikes=spikes | extra))
+
+
+@pytest.mark.parametrize(
+    "encoder, population",
+    [("integrate-and-fire", 1), ("integrate-and-fire", 3), ("poisson", 1), ("poisson", 2),
+     ("rate", 1)],
+)  # fmt: skip
+def test_dense_mode_equals_the_period_oracle_with_spiking_feedback(encoder, population):
+    """Traces and weights at 1e-10 on a DAG (two inputs, a skip connection, a fan-in); the
+    Poisson encoders draw the same random stream in both."""
+    protocol = spiking_protocol(encoder, population=population)
+    assert_dense_matches_period_oracle(dag_model(), protocol, n_samples=6)
+
+
+def test_spikes_change_the_relaxation():
+    """The spiking run differs from the rate-coded one, and the spike code from its rate limit."""
+    model = dag_model()
+    params = oracle.init_params(model, seed=3)
+    inputs, targets = random_batch(model, 3, seed=3)
+    weights = {}
+    for name, spikes in {
+        "none": None, "rate": "rate", "integrate-and-fire": "integrate-and-fire",
+    }.items():  # fmt: skip
+        protocol = make(protocol_data(relax_ms=12)) if spikes is None else spiking_protocol(spikes)
+        final, _ = simulate_periods(model, protocol, params, inputs, targets)
+        weights[name] = np.concatenate([w.ravel() for w in final.W])
+    assert np.abs(weights["none"] - weights["rate"]).max() > 1e-6
+    assert np.abs(weights["rate"] - weights["integrate-and-fire"]).max() > 1e-6
+
+
+def _relaxation_errors(encoder: str, max_rate: float, seeds) -> tuple[float, float]:
+    """RMS of the spiking relaxation's x (end of the relaxation) and weight change against the
+    rate limit's (``encoder = 'rate'``), relative to the latter's, over ``seeds`` of the spike
+    stream: a 20-16-12-5 tanh chain, 64 samples, 300 steps of dt = 0.1 ms."""
+    model = make_model([20, 16, 12, 5], ["tanh", "tanh", "linear"])
+    params = oracle.init_params(model, seed=1)
+    inputs, targets = random_batch(model, 64, seed=1)
+
+    def run(encoder, rate, seed):
+        data = {
+            "tau": "10 ms",
+            "dt": "0.1 ms",
+            "phases": {"feedforward": "0.1 ms", "relaxation": "30 ms", "update": "0.1 ms"},
+            "learning": {"rate": 0.01, "batch_size": 64},
+            "spikes": {
+                "encoder": encoder, "max_rate": f"{rate} Hz", "synapse_tau": "2 ms", "scale": 0.5,
+            },
+        }  # fmt: skip
+        protocol = protocol_from_dict(data, "limit.toml")
+        final, (period,) = simulate_periods(
+            model, protocol, params, inputs, targets, seed_key=(seed,)
+        )
+        x = np.concatenate([layer.ravel() for layer in period.state.x[1:-1]])
+        change = np.concatenate([(w - w0).ravel() for w, w0 in zip(final.W, params.W, strict=True)])
+        return x, change
+
+    x_rate, change_rate = run("rate", max_rate, 0)
+    x_error = change_error = 0.0
+    for seed in seeds:
+        x, change = run(encoder, max_rate, seed)
+        x_error += np.sum((x - x_rate) ** 2) / np.sum(x_rate**2) / len(seeds)
+        change_error += np.sum((change - change_rate) ** 2) / np.sum(change_rate**2) / len(seeds)
+    return np.sqrt(x_error), np.sqrt(change_error)
+
+
+def test_the_relaxation_converges_to_the_rate_limit_at_the_predicted_pace():
+    """Relaxed activities and the weight update: the Poisson error falls by √4 = 2 when the
+    rate grows fourfold (its variance ∝ 1/max_rate); the integrate-and-fire error at least by 4
+    (its bound ∝ 1/max_rate)."""
+    seeds = range(4)
+    low, high = (
+        _relaxation_errors("poisson", 250, seeds),
+        _relaxation_errors("poisson", 1000, seeds),
+    )
+    assert low[0] / high[0] == pytest.approx(2.0, rel=0.1)
+    assert low[1] / high[1] == pytest.approx(2.0, rel=0.25)  # a sum over 64 samples: noisier
+    low, high = (
+        _relaxation_errors("integrate-and-fire", 1000, [0]),
+        _relaxation_errors("integrate-and-fire", 4000, [0]),
+    )
+    assert low[0] / high[0] >= 0.85 * 4 and low[1] / high[1] >= 0.85 * 4
+    assert high[0] < 0.01  # and it does converge
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: one line naming the file and the key, exit 2, nothing written
+# --------------------------------------------------------------------------------------------
+PAPER_TIMING = 'tau = "10 ms"\ndt = "1 ms"\n[phases]\nfeedforward = "1 ms"\nrelaxation = "5 ms"\n'
+
+BAD_SPIKES = {
+    "rate-above-one-per-step": ('[spikes]\nmax_rate = "2000 Hz"\n', "spikes.max_rate", []),
+    "filter-below-half-dt": ('[spikes]\nsynapse_tau = "0.4 ms"\n', "spikes.synapse_tau", []),
+    "population-below-one": ("[spikes]\npopulation = 0\n", "spikes.population", []),
+    "forward-on-the-instant-sweep": ('[spikes]\nsignals = ["forward"]\n', "spikes.signals", []),
+    "unknown-layer-scale": ("[spikes.layer_scale]\nh9 = 0.1\n", "spikes.layer_scale.h9", []),
+    "synapses-mode": ("[spikes]\n", "spikes", ["--mode", "synapses"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPIKES)
+def test_bad_spikes_exit_2_with_one_line_naming_file_and_key(tmp_path, case, capsys):
+    text, key, options = BAD_SPIKES[case]
+    bad = tmp_path / "bad-spikes.toml"
+    bad.write_text(PAPER_TIMING + text)
+    out = tmp_path / "run"
+    argv = ["run", str(PAPER_MODEL), str(bad), "--samples", "2", "--out", str(out), "--quiet"]
+    assert main([*argv, *options]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and f"{key}:" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad-spikes.toml"]
