@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arsim.spec.schema import FREQUENCY_UNITS, Table, parse_with_unit
+from arsim.spec.schema import Table
 from arsim.spikes import ENCODERS, SIGNALS, SpikeCode, SpikeCodeError
 
 DEFAULT_SCALE = 1.0
@@ -63,12 +63,7 @@ def spikes_from_table(table: Table, dt: float) -> SpikesSpec:
     if not signals or any(signal not in SIGNALS for signal in signals):
         raise table.error("signals", f"expected a list of {', '.join(SIGNALS)}; got {signals!r}")
     encoder = table.get("encoder", str, SpikesSpec.encoder, choices=(*ENCODERS, "rate"))
-    max_rate = SpikesSpec.max_rate
-    if "max_rate" in table.data:
-        table.used.add("max_rate")
-        max_rate = parse_with_unit(
-            table.data["max_rate"], FREQUENCY_UNITS, "300 Hz", table.file, table.key("max_rate")
-        )
+    max_rate = table.frequency("max_rate", SpikesSpec.max_rate)
     scale = table.number("scale", SpikesSpec.scale, low=0.0, low_open=True)
     layer_table = table.table("layer_scale")
     layer_scale = tuple(
