@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from arsim import threads  # noqa: E402
 from arsim.plot import save  # noqa: E402
 from arsim.spikes import SpikeCode, transmit  # noqa: E402
 
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--populations", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--out", type=Path, default=Path("runs") / "spike-code" / "spike-code.png")
     args = parser.parse_args(argv)
+    threads.apply()  # one BLAS thread (arsim's policy): a busy machine does not collapse it
     table = errors(args.rates, args.taus, args.populations)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out.with_suffix(".csv"), index=False)
