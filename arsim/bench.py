@@ -41,6 +41,7 @@ from arsim.train import train
 
 PAPER_MODEL = Path(__file__).resolve().parents[1] / "models" / "paper-mlp.toml"
 PAPER_PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "paper.toml"
+PAPER_SPIKING = PAPER_PROTOCOL.with_name("paper-spiking.toml")
 
 REFERENCE = "numpy-reference"
 """The NumPy AR reference (:func:`numpy_reference`), measured beside every mode."""
@@ -53,6 +54,9 @@ MODES = {
     "dense-single": ("dense", "runtime", "cython", 2048),  # precision = "single"
     # leaky forward dynamics: τ_f = 2 ms over a 10 ms feedforward phase (LEAKY_FORWARD)
     "dense-leaky": ("dense", "runtime", "cython", 2048),
+    # spiking feedback: protocols/paper-spiking.toml (integrate-and-fire, 300 Hz, τ_s 5 ms)
+    "dense-spiking": ("dense", "runtime", "cython", 2048),
+    "dense-spiking-poisson": ("dense", "runtime", "cython", 2048),  # the same, Poisson
     "synapses-standalone": ("synapses", "cpp_standalone", None, 192),
     "synapses-cython": ("synapses", "runtime", "cython", 128),
     "synapses-numpy": ("synapses", "runtime", "numpy", 64),
@@ -174,6 +178,11 @@ def _paper_setup(name: str, batch: int):
     )
     if name in SINGLE:
         protocol = replace(protocol, precision="single")
+    if name.startswith("dense-spiking"):
+        spikes = load_protocol(PAPER_SPIKING).spikes
+        if name.endswith("poisson"):
+            spikes = replace(spikes, encoder="poisson")
+        protocol = replace(protocol, spikes=spikes)
     if name == "dense-leaky":
         protocol = replace(protocol, feedforward=0.010, forward=LEAKY_FORWARD)
     return model, protocol

@@ -18,6 +18,7 @@ import numpy as np
 from arsim import operators
 from arsim.activations import SOFTMAX, output_gradient, softmax_normaliser
 from arsim.components import Feature, connections, derivative, plasticity, relaxation
+from arsim.components.spikes import SpikeChannels
 from arsim.equations import (
     LEARN_ORDER,
     PRESENT_ORDER,
@@ -113,6 +114,7 @@ class DenseNetwork(ARNetwork):
         self._step_counter = self.step_clock.variables["timestep"].get_value()
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._plan: FeedbackPlan | None = None
+        self._spikes: SpikeChannels | None = None  # made at the first relaxation step
         self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
         self._input_x = {  # input layer → its relaxing activity (replicas, size)
             role.index: np.zeros((self.replicas, role.spec.size), dtype=self.dtype)
@@ -400,6 +402,8 @@ class DenseNetwork(ARNetwork):
             signal = self._signal(c, signal)
             if self._delays[c]:
                 signal = self._delayed(c, signal, relaxation_step)
+            if self.protocol.spikes is not None:
+                signal = self._spiked(c, signal, relaxation_step)
             feedback = operators.as_feedback(self.W[c]) if self.psi[c] is None else self.psi[c]
             self._ops[c].backward(signal, feedback, out=fb)
         for role in self.roles if self._input_x else ():  # from the previous step's activities
@@ -424,7 +428,8 @@ class DenseNetwork(ARNetwork):
             stored = not connection.derivative or connection.derivative_at == "stored"
             if connection.derivative and connection.derivative_at == "stored":
                 read_delta.add(target)
-            if self._ops[c].kind == "dense" and stored and not self._delays[c]:
+            plain = not self._delays[c] and self.protocol.spikes is None
+            if self._ops[c].kind == "dense" and stored and plain:
                 matrix = self.W[c] if self.psi[c] is None else self.psi[c].T
                 products.append((signal, matrix, fb))
             else:
@@ -469,6 +474,18 @@ class DenseNetwork(ARNetwork):
         every slot is filled with the current signal.
         """
         return connections.delayed(np, self._delay_buffers[connection], signal, step)
+
+    def _spiked(self, connection: int, signal: np.ndarray, step: int) -> np.ndarray:
+        """The received signal of ``connection`` at relaxation step ``step``; ``signal`` is sent.
+
+        Sent as spikes (:class:`~arsim.components.spikes.SpikeChannels`, seeded with
+        :attr:`seed_key`).
+        """
+        if self._spikes is None:
+            self._spikes = SpikeChannels.of(
+                self.model, self.protocol.spikes, self.protocol.dt, self.seed_key
+            )
+        return self._spikes.send(connection, signal, step)
 
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""

@@ -161,6 +161,20 @@ _PROTOCOL_EXAMPLES = (
         },
         "plasticity": {"continuous": True, "window": ["5 ms", "10 ms"]},
     },
+    {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "phases": {"relaxation": "10 ms"},
+        "spikes": {
+            "signals": ["feedback"],
+            "encoder": "integrate-and-fire",
+            "max_rate": "300 Hz",
+            "scale": 0.1,
+            "layer_scale": {"h1": 0.05},
+            "synapse_tau": "5 ms",
+            "population": 4,
+        },
+    },
 )
 
 

@@ -220,11 +220,7 @@ class ARNetwork:
 
     def _relaxation_span(self) -> tuple[int, int]:
         """First step of the earliest relaxation window and the step after the latest."""
-        windows = [self.schedule.window_steps(r.spec.name) for r in self.roles if r.relaxes]
-        if not windows:
-            steps = self.schedule.phase_steps
-            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
-        return min(w[0] for w in windows), max(w[1] for w in windows)
+        return self.schedule.relaxation_span()
 
     # -- to be provided by a mode -----------------------------------------------------------
     def _stimulus_rows(self) -> int:

@@ -36,6 +36,9 @@ class SeedStream(IntEnum):
     """Brian2's seed of the dynamics' noise: no key for a run, key ``(e,)`` for epoch ``e``."""
     PHASE_JITTER = 6
     """Phase-boundary shift of minibatch ``m``: key ``(m,)`` in a run, ``(e, m)`` in epoch ``e``."""
+    SPIKES = 7
+    """Poisson spike encoders of connection ``c``
+    (:class:`arsim.components.spikes.SpikeChannels`): key ``(*key, c)``."""
 
 
 def seed_sequence(seed: int, stream: SeedStream, *key: int) -> np.random.SeedSequence:

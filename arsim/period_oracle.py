@@ -44,6 +44,7 @@ from arsim import operators
 from arsim.activations import Array, activate, output_gradient
 from arsim.components import derivative, memory, plasticity, relaxation
 from arsim.components import forward as forward_dynamics
+from arsim.components.spikes import SpikeChannels
 from arsim.operators import pre_activation
 from arsim.oracle import forward, split_stimulus
 from arsim.params import Params, phase_shift
@@ -93,6 +94,10 @@ class PeriodTiming:
         reading the values the layers above got in the step.
     input_relaxes : bool
         The input layers relax like hidden layers (from the stimulus, their x̂).
+    relax_span : (int, int)
+        Steps ``[first, stop)`` from the earliest relaxation window's start to the latest's end;
+        spiking feedback is sent at every step of it
+        (:class:`~arsim.components.spikes.SpikeChannels`).
     """
 
     steps: int
@@ -111,6 +116,7 @@ class PeriodTiming:
     continuous: tuple[int, int] | None = None
     order: str = "parallel"
     input_relaxes: bool = False
+    relax_span: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -165,8 +171,9 @@ def rest_state(model: ModelSpec, batch: int) -> PeriodState:
 class _Period:
     """One sample period of a minibatch: the step loop of :func:`run_period`."""
 
-    def __init__(self, model, params, inputs, targets, timing, rates, variants):
+    def __init__(self, model, params, inputs, targets, timing, rates, variants, channels=None):
         self.model, self.timing, self.targets = model, timing, targets
+        self.channels, self.spike_step = channels, None
         self.params = params.copy()
         self.rates = rates
         self.ops = operators.build(model)
@@ -254,10 +261,15 @@ class _Period:
                     state.x[layer] = new.x[layer] = self._started(state, layer)
         # top-down: a layer reads the x the layers above got in this step (new.x, filled in order)
         read = PeriodState(state.xhat, state.fp, new.x) if timing.order == "top-down" else state
+        first, stop = timing.relax_span
+        sending = self.channels is not None and first <= k < stop  # every step of the span
+        self.spike_step = k - first if sending else None
         for layer in self.relaxing:
             gain = timing.relax_gain[k, layer]
+            if gain or sending:
+                top_down = self._top_down(read, layer)
             if gain:
-                drive = relaxation.drive(np, state.x[layer], self._top_down(read, layer))
+                drive = relaxation.drive(np, state.x[layer], top_down)
                 rate = gain * timing.eta_x[layer]
                 new.x[layer] = relaxation.euler_step(np, state.x[layer], rate, drive)
             if not forward_open[layer] and layer >= self.n_inputs:
@@ -277,6 +289,8 @@ class _Period:
             signal = state.x[self.target_of[c]]
             if self.model.connections[c].derivative:
                 signal = signal * self.derivative(state, c)
+            if self.spike_step is not None:
+                signal = self.channels.send(c, signal, self.spike_step)
             term = self.ops[c].backward(signal, self.params.feedback(c))
             total = term if total is None else total + term
         return total
@@ -330,6 +344,7 @@ def run_period(
     update_derivative_at: list[str] | None = None,
     keep_history: bool = False,
     stream=None,
+    channels=None,
 ) -> PeriodResult:
     """Simulate one sample period of a minibatch, from presentation to plasticity.
 
@@ -357,6 +372,9 @@ def run_period(
     stream : callable, optional
         ``stream(k)``: the inputs and targets a stimulus stream shows from the start of step
         ``k ≥ 1`` on, or None where they do not change (:func:`simulate_periods`).
+    channels : SpikeChannels, optional
+        The spiking top-down signals (:class:`~arsim.components.spikes.SpikeChannels`),
+        carried from one period to the next (their random streams go on).
 
     Returns
     -------
@@ -367,7 +385,7 @@ def run_period(
         update_uses or [c.update_uses for c in model.connections],
         update_derivative_at or [c.update_derivative_at for c in model.connections],
     )
-    period = _Period(model, params, inputs, targets, timing, rates, variants)
+    period = _Period(model, params, inputs, targets, timing, rates, variants, channels)
     batch = len(inputs)
     state = rest_state(model, batch) if state is None or timing.reset else state.copy()
     period.present(state)
@@ -414,6 +432,7 @@ def timing_of(model: ModelSpec, protocol: ProtocolSpec, shift: int = 0) -> Perio
         continuous=continuous,
         order=protocol.relaxation_order,
         input_relaxes=protocol.relaxation_input == "relaxes",
+        relax_span=schedule.relaxation_span(),
     )
 
 
@@ -442,6 +461,7 @@ def simulate_periods(
     if len(inputs) % batch:
         raise ValueError(f"{len(inputs)} samples do not fill minibatches of {batch}")
     results, state = [], None
+    channels = SpikeChannels.of(model, protocol.spikes, protocol.dt, seed_key)
     for start in range(0, len(inputs), batch):
         part = slice(start, start + batch)
         rates = schedule.learning_rates(batch)
@@ -456,6 +476,7 @@ def simulate_periods(
             rates,
             state,
             keep_history=keep_history,
+            channels=channels,
         )
         results.append(result)
         params, state = result.params, result.state

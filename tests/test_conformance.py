@@ -99,6 +99,10 @@ JOBS = {
     Feature.DERIVATIVE_AT: (_period_model(derivative_at="current"), "period"),
     Feature.UPDATE_USES: (_period_model(update_uses="current"), "period"),
     Feature.UPDATE_DERIVATIVE_AT: (_period_model(update_derivative_at="upper"), "period"),
+    Feature.SPIKING_FEEDBACK: (
+        _period(spikes={"encoder": "poisson", "max_rate": "500 Hz", "synapse_tau": "2 ms"}),
+        "period",
+    ),
 }
 """A job asking for each component, and its reference: ``relax`` (the NumPy AR oracle, 1e-10),
 ``relax-single`` (the same in float32, 1e-5), ``period`` (the period oracle, 1e-10) or None

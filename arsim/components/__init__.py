@@ -26,6 +26,7 @@ from arsim.components import (  # the modules register their components as they 
     plasticity,
     precision,
     relaxation,
+    spikes,
     timing,
 )
 from arsim.components.registry import REGISTRY, Component, Feature, core, refusal, required
@@ -47,5 +48,6 @@ __all__ = [
     "refusal",
     "relaxation",
     "required",
+    "spikes",
     "timing",
 ]

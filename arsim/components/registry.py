@@ -37,6 +37,7 @@ class Feature(StrEnum):
     CONTINUOUS_PLASTICITY = "continuous plasticity"
     TOP_DOWN_ORDER = "a relaxation step from the top down"
     INPUT_RELAXES = "relaxing input layers"
+    SPIKING_FEEDBACK = "spiking feedback"
     DERIVATIVE_AT = "f' away from the stored pre-activation"
     UPDATE_USES = "weight updates from the current activity"
     UPDATE_DERIVATIVE_AT = "a weight update's f' away from the stored pre-activation"

@@ -154,6 +154,23 @@ PROTOCOL_KEYS: dict[str, str] = {
     "relaxation.input": "`clamped` (default): the input layers' x is the stimulus; `relaxes`: it "
     "starts at the stimulus and relaxes with its top-down input like a hidden layer (the "
     "stimulus stays in x̂), so `update_uses = 'current'` reads the relaxed input.",
+    "spikes": "Signals that travel between layers as spikes (the table's presence turns them "
+    "on; an empty table takes every default).",
+    "spikes.signals": "`['feedback']` (default): the top-down signal δ = x ⊙ f' a layer sends "
+    "down during the relaxation travels as spikes.",
+    "spikes.encoder": "`poisson` (default): each ON/OFF channel spikes with probability "
+    "`rate·dt` per step; `integrate-and-fire`: it integrates its rate and spikes at 1, keeping "
+    "the remainder; `rate`: no spikes, the clipped signal through the same synaptic filter "
+    "(the limit of both).",
+    "spikes.max_rate": "Rate of a channel whose signal is `scale` (default `300 Hz`); "
+    "`max_rate · dt ≤ 1`.",
+    "spikes.scale": "The activity that maps to `max_rate` (default 1); a larger one saturates.",
+    "spikes.layer_scale": "`scale` of particular sending layers.",
+    "spikes.layer_scale.<layer>": "The activity of that layer's signal that maps to `max_rate`.",
+    "spikes.synapse_tau": "τ_s of the receiving synaptic filter, `τ_s dŝ/dt = −ŝ + "
+    "(scale/max_rate) Σ ±δ(t − t_k)` (default `5 ms`, above dt/2).",
+    "spikes.population": "Encoders per unit whose received signals are averaged (default 1; "
+    "the Poisson noise falls as 1/√N).",
     "plasticity": "When the weights change.",
     "plasticity.continuous": "The weights change at every relaxation step of `window` by η/K "
     "of the rule instead of once after the relaxation.",

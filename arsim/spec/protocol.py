@@ -26,6 +26,7 @@ from arsim.spec.schema import (
     phase_to_step,
     read_toml,
 )
+from arsim.spec.spikes import SpikesSpec, spikes_from_table
 
 __all__ = [
     "PRECISIONS",
@@ -190,6 +191,8 @@ class ProtocolSpec:
     precision : {'double', 'single'}
         Floating point of the simulation: float64 (default) or float32 neurons, weights and
         matrix products (dense mode only; the NumPy oracle stays float64).
+    spikes : SpikesSpec or None
+        Signals that travel between layers as spikes (``[spikes]``); None: as rates.
     source : str
         File the protocol was read from.
     """
@@ -218,6 +221,7 @@ class ProtocolSpec:
     relaxation_order: str = "parallel"
     relaxation_input: str = "clamped"
     precision: str = "double"
+    spikes: SpikesSpec | None = None
     source: str = "<spec>"
 
     def to_dict(self) -> dict:
@@ -268,6 +272,10 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             "leaky forward dynamics do not run with phases.tolerance yet",
         )
     _check_jitter(phases, jitter, forward, plasticity, tolerance, dwell, feedback_delay)
+    spikes = spikes_from_table(root.table("spikes"), dt) if "spikes" in data else None
+    _check_spikes(spikes, source, relaxation_order, relaxation_input, tolerance, dwell)
+    if any(delay > 0 for _, delay in feedback_delay) and spikes is not None:
+        raise SpecError(source, "spikes", "spiking feedback does not run with feedback_delay yet")
     root.finish()
     return ProtocolSpec(
         name=name,
@@ -292,8 +300,28 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         relaxation_order=relaxation_order,
         relaxation_input=relaxation_input,
         precision=precision,
+        spikes=spikes,
         source=str(source),
     )
+
+
+def _check_spikes(spikes, source, order: str, inputs: str, tolerance: float, dwell: float):
+    """One line for what spiking signals do not run with (yet)."""
+    if spikes is None:
+        return
+    if "forward" in spikes.signals:
+        raise SpecError(
+            source, "spikes.signals", "forward spikes (x̂ sent up) are not run yet; use ['feedback']"
+        )
+    others = {
+        "relaxation.order": order != "parallel",
+        "relaxation.input": inputs != "clamped",
+        "phases.tolerance": tolerance > 0,
+        "stimulus.dwell": dwell > 0,
+    }
+    for key, used in others.items():
+        if used:
+            raise SpecError(source, "spikes", f"spiking feedback does not run with {key} yet")
 
 
 def _dynamics(
@@ -635,6 +663,7 @@ def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
         ("oscillation.phase_offset", offsets),
         ("feedforward.layer_tau", protocol.forward.layer_tau),
         ("feedforward.layer_onset", protocol.forward.layer_onset),
+        ("spikes.layer_scale", protocol.spikes.layer_scale if protocol.spikes else ()),
     )
     for key, pairs in per_layer:
         for layer, _ in pairs:

@@ -140,6 +140,20 @@ class Schedule:
         lag = dict(oscillation.phase_offset).get(layer, 0.0)
         return self.phase_to_step(start + lag), self.phase_to_step(stop + lag)
 
+    def relaxation_span(self) -> tuple[int, int]:
+        """First step of the earliest relaxation window and the step after the latest.
+
+        The windows of the layers that relax; without any, the relaxation phase.
+        """
+        model = self._need_model()
+        windows = [
+            self.window_steps(layer.name) for layer in model.layers if model.relaxes(layer.name)
+        ]
+        if not windows:
+            steps = self.phase_steps
+            return steps["feedforward"], steps["feedforward"] + steps["relaxation"]
+        return min(w[0] for w in windows), max(w[1] for w in windows)
+
     def gate(self, layer: str) -> np.ndarray:
         """Relaxation gain of ``layer`` at every step of the sample period (dimensionless).
 

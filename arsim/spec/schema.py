@@ -257,9 +257,10 @@ class Table:
             return default
         return parse_duration(self.data[name], self.file, self.key(name))
 
-    def frequency(self, name: str) -> float:
-        """A frequency such as ``"8 Hz"``, in Hz (required)."""
-        self._present(name, ...)
+    def frequency(self, name: str, default: Any = ...) -> float:
+        """A frequency such as ``"8 Hz"``, in Hz (required unless ``default`` is given)."""
+        if not self._present(name, default):
+            return default
         return parse_with_unit(self.data[name], FREQUENCY_UNITS, "8 Hz", self.file, self.key(name))
 
     def phase(self, name: str, default: Any = ...) -> float:
