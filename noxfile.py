@@ -1,0 +1,84 @@
+"""Smoke runs on every supported Python besides the default one (nox; ``.ci/run`` calls it).
+
+``python3 -m nox`` runs the session ``smoke`` once per Python of :data:`OTHER_PYTHONS`: in a
+fresh virtual environment (``python3.X -m venv``) it installs arsim as the README says
+(``pip install -e '.[test]'``), runs the main job (``arsim run models/paper-mlp.toml
+protocols/paper.toml --samples 64``) into a temporary folder and the tests of
+:data:`SMOKE_TESTS`. A Python that is not installed is skipped, not failed.
+``python3 -m nox --report FILE`` writes which sessions passed and which were skipped.
+
+An interpreter is looked up as ``python3.X`` on ``PATH`` and, when that does not run (a pyenv
+shim of a version that is not selected), in pyenv's versions folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nox
+
+OTHER_PYTHONS = ("3.12", "3.13")
+"""Supported Pythons besides the default 3.11 (``requires-python`` in pyproject.toml)."""
+
+SMOKE_TESTS = (
+    "tests/test_network.py",
+    "tests/test_oracle.py",
+    "tests/test_period_oracle.py",
+    "tests/test_cli.py",
+)
+"""The smoke subset: the Brian2 network in every mode, both NumPy references, the CLI."""
+
+nox.options.sessions = ["smoke"]
+nox.options.default_venv_backend = "venv"  # `python3.X -m venv`, as the README says
+nox.options.reuse_venv = "no"  # a fresh environment every time
+nox.options.error_on_missing_interpreters = False  # a Python not installed is skipped
+
+
+def _runs(executable: str) -> bool:
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, timeout=60)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+def _make_pyenv_versions_findable(versions, folder: Path) -> None:
+    """Link ``python3.X`` of pyenv's versions into ``folder`` at the front of ``PATH`` for
+    each of ``versions`` whose ``python3.X`` on ``PATH`` does not run."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for version in versions:
+        name = f"python{version}"
+        found = shutil.which(name)
+        if found and _runs(found):
+            continue
+        candidates = sorted(root.glob(f"{version}.*/bin/{name}"), key=lambda p: p.parts[-3])
+        candidates = [path for path in candidates if _runs(str(path))]
+        if not candidates:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(candidates[-1])  # the newest patch release
+        if str(folder) not in os.environ["PATH"].split(os.pathsep):
+            os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+_make_pyenv_versions_findable(OTHER_PYTHONS, Path(__file__).parent / ".nox" / "interpreters")
+
+
+@nox.session(python=list(OTHER_PYTHONS))
+def smoke(session: nox.Session) -> None:
+    """Install arsim as the README says, run the main job and the smoke tests."""
+    session.install("-e", ".[test]")
+    session.run("python", "-c", "import sys, brian2, numpy; print('smoke:', sys.version.split()[0], "
+                "'| brian2', brian2.__version__, '| numpy', numpy.__version__)")  # fmt: skip
+    out = Path(session.create_tmp()) / "paper-run"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run(
+        "arsim", "run", "models/paper-mlp.toml", "protocols/paper.toml",
+        "--samples", "64", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE_TESTS)
