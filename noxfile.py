@@ -46,8 +46,12 @@ def _runs(executable: str) -> bool:
 
 
 def _make_pyenv_versions_findable(versions, folder: Path) -> None:
-    """Link ``python3.X`` of pyenv's versions into ``folder`` at the front of ``PATH`` for
-    each of ``versions`` whose ``python3.X`` on ``PATH`` does not run."""
+    """Make pyenv's ``python3.X`` findable where the one on ``PATH`` does not run.
+
+    For each of ``versions`` whose ``python3.X`` on ``PATH`` is missing or fails (a pyenv shim
+    of a version not selected), link pyenv's newest ``3.X.*`` into ``folder`` and put that
+    folder at the front of ``PATH``.
+    """
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     for version in versions:
         name = f"python{version}"
@@ -73,12 +77,12 @@ _make_pyenv_versions_findable(OTHER_PYTHONS, Path(__file__).parent / ".nox" / "i
 def smoke(session: nox.Session) -> None:
     """Install arsim as the README says, run the main job and the smoke tests."""
     session.install("-e", ".[test]")
-    session.run("python", "-c", "import sys, brian2, numpy; print('smoke:', sys.version.split()[0], "
-                "'| brian2', brian2.__version__, '| numpy', numpy.__version__)")  # fmt: skip
+    versions = "print('smoke: Python', sys.version.split()[0], '| brian2', brian2.__version__)"
+    session.run("python", "-c", f"import sys, brian2; {versions}")
     out = Path(session.create_tmp()) / "paper-run"
     shutil.rmtree(out, ignore_errors=True)
     session.run(
         "arsim", "run", "models/paper-mlp.toml", "protocols/paper.toml",
         "--samples", "64", "--out", str(out), "--quiet",
     )  # fmt: skip
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE_TESTS)
+    session.run("python", "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", *SMOKE_TESTS)
