@@ -327,15 +327,8 @@ def run_sweep(
     out = out.resolve()
     order = [point.id for point in sweep.points]
     grid_keys = list(sweep.grid)
-    rows, reused = {}, 0
-    todo = []
-    for point in sweep.points:
-        if finished_status(out / "points" / point.id) is not None:
-            rows[point.id] = point_row(point_payload(sweep, point, out, None))
-            reused += 1
-        else:
-            todo.append(point)
-
+    rows, todo = _finished_rows(sweep, out)
+    reused = len(rows)
     cluster, client, blas_threads, executor = _connect(
         client, scheduler, workers, len(todo), security
     )
@@ -382,6 +375,17 @@ def run_sweep(
         "counts": {status: int((table["status"] == status).sum()) for status in STATUSES},
     }
     return table
+
+
+def _finished_rows(sweep: Sweep, out: Path) -> tuple[dict, list]:
+    """Rows of the points finished in ``out`` (by point id) and the points left to run."""
+    rows, todo = {}, []
+    for point in sweep.points:
+        if finished_status(out / "points" / point.id) is not None:
+            rows[point.id] = point_row(point_payload(sweep, point, out, None))
+        else:
+            todo.append(point)
+    return rows, todo
 
 
 def _wait_for_point_processes(points: Path, timeout: float = 120.0) -> None:
