@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import nox
@@ -81,7 +82,9 @@ _make_pyenv_versions_findable(OTHER_PYTHONS, Path(__file__).parent / ".nox" / "i
 @nox.session(python=list(OTHER_PYTHONS))
 def smoke(session: nox.Session) -> None:
     """Install arsim as the README says, run the main job and the smoke tests."""
+    started = time.monotonic()
     session.install("-e", ".[test]")
+    installed = time.monotonic()
     versions = "print('smoke: Python', sys.version.split()[0], '| brian2', brian2.__version__)"
     session.run("python", "-c", f"import sys, brian2; {versions}")
     out = Path(session.create_tmp()) / "paper-run"
@@ -91,4 +94,9 @@ def smoke(session: nox.Session) -> None:
         "--samples", "64", "--out", str(out), "--quiet",
     )  # fmt: skip
     pytest = ["python", "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider"]
+    ran = time.monotonic()
     session.run(*pytest, "-k", SMOKE_SELECTION, *SMOKE_TESTS)
+    session.log(
+        f"smoke times: install {installed - started:.0f} s, main job {ran - installed:.0f} s, "
+        f"tests {time.monotonic() - ran:.0f} s"
+    )
