@@ -381,7 +381,7 @@ def test_failed_and_diverged_points_do_not_stop_the_others(tmp_path):
     blocked.write_text("in the way")  # the point cannot make its run folder: it fails
     done = subprocess.run(
         [sys.executable, "-m", "arsim.cli", "sweep", sweep, "--out", tmp_path / "out"]
-        + ["--workers", "2", "--quiet"],
+        + ["--workers", "1", "--quiet"],
         capture_output=True,
         text=True,
         timeout=300,
