@@ -69,9 +69,10 @@ def _make_pyenv_versions_findable(versions, folder: Path) -> None:
         if not candidates:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        link = folder / name
-        link.unlink(missing_ok=True)
-        link.symlink_to(candidates[-1])  # the newest patch release
+        staged = folder / f".{name}.{os.getpid()}"  # concurrent nox processes: atomic replace
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(candidates[-1])  # the newest patch release
+        os.replace(staged, folder / name)
         if str(folder) not in os.environ["PATH"].split(os.pathsep):
             os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ['PATH']}"
 
