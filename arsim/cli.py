@@ -5,7 +5,8 @@ writes a run folder; with ``--data fashion-mnist`` (or ``--resume DIR``) it trai
 dataset in epochs beside a backprop baseline instead (see :mod:`arsim.train`).
 
 ``arsim sweep SWEEP.toml [--out DIR] [--scheduler ADDRESS] [--workers N]`` runs a grid of
-points (see :mod:`arsim.sweep`; exit status 1 when some point did not complete).
+points (see :mod:`arsim.sweep`; exit status 1 when some point did not complete); a ``tls://``
+scheduler takes ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key``.
 
 ``arsim bench`` measures samples per second of every execution mode (see :mod:`arsim.bench`).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,10 +49,13 @@ from arsim.spec import (
 )
 from arsim.sweep import (
     STATUSES,
+    PlainSchedulerWarning,
     SweepError,
     SweepInterrupted,
+    TlsFiles,
     load_sweep,
     parse_setting,
+    plain_scheduler_risk,
     run_sweep,
 )
 
@@ -195,8 +200,15 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="Dask scheduler, e.g. tcp://host:8786 (default: local)",
+        help="Dask scheduler, e.g. tls://host:8786 with the three --tls-* files, or "
+        "tcp://127.0.0.1:8786 (default: a local cluster)",
     )
+    for option, what in (
+        ("--tls-ca-file", "certificate of the authority that signed the cluster's (PEM)"),
+        ("--tls-cert", "this client's certificate, signed by that authority (PEM)"),
+        ("--tls-key", "the private key of --tls-cert (PEM; omit if the certificate holds it)"),
+    ):
+        parser.add_argument(option, type=Path, metavar="FILE", help=f"tls:// scheduler: {what}")
     parser.add_argument(
         "--workers",
         type=positive_int,
@@ -337,13 +349,19 @@ def _sweep(args: argparse.Namespace) -> int:
         sweep = load_sweep(args.sweep, settings)
         if args.limit:
             sweep = replace(sweep, points=sweep.points[: args.limit])
-        table = run_sweep(
-            sweep,
-            args.out,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            progress=not args.quiet,
-        )
+        risk = plain_scheduler_risk(args.scheduler)
+        if risk is not None:
+            print(f"arsim: warning: {risk}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlainSchedulerWarning)  # printed above, one line
+            table = run_sweep(
+                sweep,
+                args.out,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                tls=TlsFiles(args.tls_ca_file, args.tls_cert, args.tls_key),
+                progress=not args.quiet,
+            )
     except (SpecError, SweepError) as error:
         print(f"arsim: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -156,9 +156,13 @@ def simulate(
     with session(protocol, mode, device):
         network = build_network(model, protocol, params, mode, device, record)
         network.seed_key = (seed,)
-        return _simulate(
-            network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
-        )
+        try:
+            return _simulate(
+                network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
+            )
+        finally:
+            if hasattr(network, "close"):  # a standalone network releases its build folder
+                network.close()
 
 
 def _append_row(path: Path | None, row: dict) -> None:

@@ -9,7 +9,9 @@ timeline of the whole run.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -49,11 +51,32 @@ def blocked_summation(threads: int):
     return derive
 
 
-def default_build_dir(model, protocol) -> Path:
-    """A build folder per network and process, so that parallel workers never share one."""
+def claim_build_dir(model, protocol):
+    """The build folder of a network that no other process uses now, and its lock.
+
+    Folders are ``NAME-HASH-SLOT`` under ``ARSIM_BUILD_DIR`` (default: the temp folder's
+    ``arsim-standalone``): the first slot whose lock is free is taken, so parallel processes
+    never share one, and a later process reuses a folder built before, where ``make`` only
+    compiles what changed (about 4 s of CPU instead of 40 for a small network).
+
+    Returns
+    -------
+    (Path, file)
+        The folder and the open lock file; the lock is released when the file is closed
+        (or the process ends).
+    """
     key = hashlib.sha1(repr((model, protocol)).encode()).hexdigest()[:12]
     root = Path(os.environ.get("ARSIM_BUILD_DIR", Path(tempfile.gettempdir()) / "arsim-standalone"))
-    return root / f"{model.name}-{key}-{os.getpid()}"
+    for slot in itertools.count():
+        folder = root / f"{model.name}-{key}-{slot}"
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".lock", "w")  # held until the network closes
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return folder, lock
 
 
 class StandaloneSynapsesNetwork(SynapsesNetwork):
@@ -64,7 +87,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
     model, protocol, params, record
         As for :class:`~arsim.network.ARNetwork`.
     build_dir : path, optional
-        Where the C++ program is built (default: :func:`default_build_dir`).
+        Where the C++ program is built (default: a folder of :func:`claim_build_dir`).
 
     Notes
     -----
@@ -107,7 +130,10 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
                 "a StandaloneSynapsesNetwork is built inside its session: "
                 "with StandaloneSynapsesNetwork.session(protocol): ..."
             )
-        self.build_dir = Path(build_dir or default_build_dir(model, protocol))
+        self._build_lock = None
+        if build_dir is None:
+            build_dir, self._build_lock = claim_build_dir(model, protocol)
+        self.build_dir = Path(build_dir)
         self.build_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(model, protocol, params, record)
         batch = protocol.batch_size
@@ -117,6 +143,15 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         self.network.run(batch * self.steps_per_sample * self.dt + self.dt, namespace={})
         b2.device.build(run=False, directory=str(self.build_dir))
         self._offset_steps = 0  # steps of the sequential timeline before the current program run
+
+    def close(self) -> None:
+        """Release the build folder (the built program stays in it, free for reuse).
+
+        The job's session, not the network, leaves standalone mode.
+        """
+        if self._build_lock is not None:
+            self._build_lock.close()
+            self._build_lock = None
 
     # -- parameters are run arguments --------------------------------------------------------
     def set_params(self, params: Params) -> None:

@@ -96,3 +96,23 @@ def test_a_dense_network_reuses_its_code_across_chunks_and_stays_exact():
     got = network.get_params()
     for layer in range(len(model.connections)):
         np.testing.assert_allclose(got.W[layer], expected.W[layer], rtol=1e-10, atol=1e-13)
+
+
+def test_a_standalone_build_folder_is_one_process_at_a_time_and_reused(tmp_path, monkeypatch):
+    """Two claims of the same network at once get two folders; once released, the first
+    folder is claimed again (its compiled program is reused); another network has its own."""
+    from arsim.standalone import claim_build_dir
+
+    monkeypatch.setenv("ARSIM_BUILD_DIR", str(tmp_path))
+    model = make_model([3, 4, 2], ["tanh", "linear"])
+    protocol = make_protocol(relax_steps=5)
+    first, first_lock = claim_build_dir(model, protocol)
+    second, second_lock = claim_build_dir(model, protocol)
+    assert first != second and first.parent == second.parent == tmp_path
+    first_lock.close()
+    again, again_lock = claim_build_dir(model, protocol)
+    assert again == first
+    other, other_lock = claim_build_dir(model, make_protocol(relax_steps=6))
+    assert other not in (first, second) and other.name.endswith("-0")
+    for lock in (second_lock, again_lock, other_lock):
+        lock.close()

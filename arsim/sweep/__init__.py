@@ -26,7 +26,9 @@ anything runs: a bad value gives the spec's own one-line error, a bad sweep file
 Every point runs in a fresh Python process (``python -m arsim.sweep _point POINT.json``), so
 that Brian2's global state, an exception or a crash of one point cannot touch the others. The
 processes are launched by Dask tasks, on a local cluster of worker processes or on the Dask
-distributed cluster whose scheduler is given. The sweep folder::
+distributed cluster whose scheduler is given (``tls://`` with a CA, certificate and key:
+:class:`TlsFiles`; a plain address on another machine gives a :class:`PlainSchedulerWarning`).
+The sweep folder::
 
     OUT/sweep.json                   the sweep as resolved: files, grid, run options, points,
                                      executor (scheduler, workers, BLAS threads per point)
@@ -62,11 +64,16 @@ from arsim.sweep.declaration import (
 )
 from arsim.sweep.execution import (
     RETRIES,
+    TLS_SCHEMES,
+    PlainSchedulerWarning,
     SweepError,
     SweepInterrupted,
+    TlsFiles,
     available_cores,
     default_out_folder,
+    plain_scheduler_risk,
     run_sweep,
+    scheduler_security,
 )
 from arsim.sweep.points import (
     BLAS_THREAD_VARIABLES,
@@ -89,6 +96,11 @@ __all__ = [
     "RETRIES",
     "RUN_DEFAULTS",
     "STATUSES",
+    "TLS_SCHEMES",
+    "PlainSchedulerWarning",
+    "TlsFiles",
+    "plain_scheduler_risk",
+    "scheduler_security",
     "Point",
     "Sweep",
     "SweepError",

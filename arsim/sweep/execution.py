@@ -8,16 +8,21 @@ writes ``sweep.json`` and ``results.csv`` (refreshed atomically as points finish
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -38,8 +43,150 @@ RETRIES = 2
 """Dask retries of a point task that raised (a lost worker is handled by the scheduler)."""
 
 
+TLS_SCHEMES = ("tls", "wss")
+"""Dask address schemes whose messages are encrypted and whose peers show certificates."""
+
+
 class SweepError(ValueError):
     """A sweep that cannot start (output folder, scheduler); one-line message."""
+
+
+class PlainSchedulerWarning(UserWarning):
+    """A scheduler on another machine reached without TLS (see :func:`plain_scheduler_risk`)."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The TLS files this process shows a Dask scheduler (PEM).
+
+    Attributes
+    ----------
+    ca_file : path or None
+        Certificate of the authority that signed the cluster's certificates.
+    cert : path or None
+        This process's certificate (it may hold the key too).
+    key : path or None
+        The private key of ``cert`` (None when ``cert`` holds it).
+    """
+
+    ca_file: str | Path | None = None
+    cert: str | Path | None = None
+    key: str | Path | None = None
+
+    def given(self) -> bool:
+        """Whether any file is given."""
+        return any(value is not None for value in (self.ca_file, self.cert, self.key))
+
+
+def address_scheme(address: str) -> str:
+    """The scheme of a Dask address (``tcp`` when it has none)."""
+    return address.split("://", 1)[0].lower() if "://" in address else "tcp"
+
+
+def plain_scheduler_risk(address: str | None) -> str | None:
+    """What is at risk with this scheduler address, or None.
+
+    Dask's messages are pickled: whoever can send them to a scheduler or worker runs code
+    there. A plain (not TLS) address whose host is not a loopback address of this machine is
+    reachable from elsewhere, so this returns a one-line warning for it; a TLS address, a
+    loopback address and a host name that does not resolve (the connection then fails) give
+    None.
+
+    Parameters
+    ----------
+    address : str or None
+        ``--scheduler``, e.g. ``tcp://10.0.0.5:8786`` or ``10.0.0.5:8786``.
+    """
+    if not address or address_scheme(address) in TLS_SCHEMES:
+        return None
+    if address_scheme(address) not in ("tcp", "ws"):
+        return None  # in-process (inproc://) or a transport of its own (ucx://)
+    text = address if "://" in address else f"tcp://{address}"
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return None
+    if all(ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback for ip in addresses):
+        return None
+    return (
+        f"--scheduler {address} is plain TCP to another machine: Dask's messages are pickled, "
+        "so anyone who can reach that port can run code on the workers; use a tls:// address "
+        "with --tls-ca-file, --tls-cert and --tls-key"
+    )
+
+
+def scheduler_security(address: str | None, files: TlsFiles | None = None):
+    """The :class:`distributed.Security` to reach ``address`` with, or None for plain TCP.
+
+    Parameters
+    ----------
+    address : str or None
+        The scheduler's address; a ``tls://`` (or ``wss://``) address needs certificates.
+    files : TlsFiles, optional
+        The CA, certificate and key (PEM files). Without them a TLS address takes Dask's
+        configuration (``distributed.comm.tls.ca-file``, ``.client.cert`` and ``.client.key``,
+        from ``~/.config/dask/*.yaml``, ``DASK_CONFIG`` or ``DASK_DISTRIBUTED__COMM__TLS__…``
+        variables).
+
+    Returns
+    -------
+    distributed.Security or None
+        Encryption required, this process's certificate shown to the scheduler.
+
+    Raises
+    ------
+    SweepError
+        Files given for a plain address, a file that cannot be read, or a TLS address with
+        neither files nor a configured CA and certificate.
+    """
+    files = files or TlsFiles()
+    scheme = address_scheme(address) if address else None
+    if scheme not in TLS_SCHEMES:
+        if files.given():
+            where = f"--scheduler {address}" if address else "the local cluster"
+            raise SweepError(
+                f"--tls-ca-file, --tls-cert, --tls-key: {where} is not a tls:// address; "
+                "expected a tls://host:port scheduler"
+            )
+        return None
+    options = {"--tls-ca-file": files.ca_file, "--tls-cert": files.cert, "--tls-key": files.key}
+    for option, path in options.items():
+        if path is not None and not Path(path).is_file():
+            raise SweepError(f"{option} {path}: not found (expected a PEM file)")
+    # optional heavy dependency: distributed takes seconds to import; only a sweep needs it
+    from distributed import Security
+
+    if files.given():
+        if files.ca_file is None or files.cert is None:
+            raise SweepError(
+                f"--scheduler {address}: TLS needs both --tls-ca-file and --tls-cert "
+                "(and --tls-key unless the certificate file holds the key)"
+            )
+        security = Security(
+            require_encryption=True,
+            tls_ca_file=str(files.ca_file),
+            tls_client_cert=str(files.cert),
+            tls_client_key=None if files.key is None else str(files.key),
+        )
+    else:
+        security = Security(require_encryption=True)  # Dask's configuration
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise SweepError(
+                f"--scheduler {address}: a TLS address needs --tls-ca-file, --tls-cert and "
+                "--tls-key (or distributed.comm.tls.ca-file and .client.cert in Dask's "
+                "configuration)"
+            )
+    try:
+        security.get_connection_args("client")  # reads the files: a bad one fails here
+    except (OSError, ValueError) as error:
+        raise SweepError(f"--scheduler {address}: TLS files not usable: {error}") from None
+    return security
 
 
 class SweepInterrupted(Exception):
@@ -116,6 +263,8 @@ def run_sweep(
     *,
     scheduler: str | None = None,
     workers: int | None = None,
+    tls: TlsFiles | None = None,
+    security=None,
     client=None,
     progress: bool = False,
     on_point: Callable[[dict], None] | None = None,
@@ -129,11 +278,17 @@ def run_sweep(
     out : path, optional
         Sweep folder (default ``runs/sweep-<name>``). Points finished there are not run again.
     scheduler : str, optional
-        Address of a Dask scheduler (``tcp://host:port``); its workers need arsim installed
-        and ``out`` at the same path (a shared file system). Default: a local cluster.
+        Address of a Dask scheduler (``tls://host:port`` or ``tcp://host:port``); its workers
+        need arsim installed and ``out`` at the same path (a shared file system). Default: a
+        local cluster. A plain address on another machine gives a
+        :class:`PlainSchedulerWarning` (see :func:`plain_scheduler_risk`).
     workers : int, optional
         Worker processes of the local cluster (default: the number of cores). Each point's
         BLAS runs on the threads of :func:`arsim.threads.resolve` (1 unless ``--threads``).
+    tls : TlsFiles, optional
+        CA, certificate and key for a ``tls://`` scheduler (default: Dask's configuration).
+    security : distributed.Security, optional
+        Use these security settings for the scheduler instead of ``tls``.
     client : distributed.Client, optional
         Use this client instead of making one (BLAS threads: 1).
     progress : bool
@@ -159,9 +314,12 @@ def run_sweep(
     arsim.spec.SpecError
         The sweep file is invalid (nothing is written).
     SweepError
-        The output folder cannot be used or the scheduler cannot be reached (nothing written).
+        The output folder cannot be used, the scheduler cannot be reached or its TLS files
+        are missing or unusable (nothing written).
     """
     given = client
+    if security is None and client is None:
+        security = scheduler_security(scheduler, tls)
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)
     out = Path(out) if out is not None else default_out_folder(sweep)
@@ -169,16 +327,11 @@ def run_sweep(
     out = out.resolve()
     order = [point.id for point in sweep.points]
     grid_keys = list(sweep.grid)
-    rows, reused = {}, 0
-    todo = []
-    for point in sweep.points:
-        if finished_status(out / "points" / point.id) is not None:
-            rows[point.id] = point_row(point_payload(sweep, point, out, None))
-            reused += 1
-        else:
-            todo.append(point)
-
-    cluster, client, blas_threads, executor = _connect(client, scheduler, workers, len(todo))
+    rows, todo = _finished_rows(sweep, out)
+    reused = len(rows)
+    cluster, client, blas_threads, executor = _connect(
+        client, scheduler, workers, len(todo), security
+    )
     own = client is not None and client is not given
     ran = 0
     bar = tqdm(
@@ -222,6 +375,17 @@ def run_sweep(
         "counts": {status: int((table["status"] == status).sum()) for status in STATUSES},
     }
     return table
+
+
+def _finished_rows(sweep: Sweep, out: Path) -> tuple[dict, list]:
+    """Rows of the points finished in ``out`` (by point id) and the points left to run."""
+    rows, todo = {}, []
+    for point in sweep.points:
+        if finished_status(out / "points" / point.id) is not None:
+            rows[point.id] = point_row(point_payload(sweep, point, out, None))
+        else:
+            todo.append(point)
+    return rows, todo
 
 
 def _wait_for_point_processes(points: Path, timeout: float = 120.0) -> None:
@@ -292,8 +456,10 @@ def _run_points(client, payloads: dict, record: Callable[[str, dict], None]) -> 
     return ran
 
 
-def _connect(client, scheduler: str | None, workers: int | None, todo: int):
+def _connect(client, scheduler: str | None, workers: int | None, todo: int, security=None):
     """The Dask client to run ``todo`` points with, and what it is.
+
+    ``security`` (a :class:`distributed.Security`) is used to reach ``scheduler``.
 
     Returns
     -------
@@ -312,8 +478,11 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
         from arsim.sweep.workers import IgnoreSigint
 
         if scheduler:
+            risk = plain_scheduler_risk(scheduler)
+            if risk is not None:
+                warnings.warn(risk, PlainSchedulerWarning, stacklevel=3)
             try:
-                client = Client(scheduler, timeout="20s")
+                client = Client(scheduler, timeout="20s", security=security)
             except (OSError, TimeoutError, ValueError) as error:
                 raise SweepError(f"--scheduler {scheduler}: cannot connect: {error}") from None
         else:
@@ -335,6 +504,7 @@ def _connect(client, scheduler: str | None, workers: int | None, todo: int):
     info = client.scheduler_info(n_workers=-1)
     executor = {
         "scheduler": scheduler or info.get("address"),
+        "tls": address_scheme(scheduler or info.get("address") or "") in TLS_SCHEMES,
         "local_cluster": cluster is not None,
         "workers": len(info.get("workers", {})),
         "blas_threads_per_point": blas_threads,
