@@ -90,7 +90,7 @@ _HOW_TO_GET_DATA = {
     "mnist": (
         "place the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz) in a folder "
-        f"and pass it as `folder=` or set {DATA_DIR_ENV_VAR} to it"
+        f"and name it with --data-dir DIR (Python: folder=) or set {DATA_DIR_ENV_VAR}=DIR"
     ),
 }
 

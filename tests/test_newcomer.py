@@ -1,0 +1,218 @@
+"""What a newcomer's path needs: plots of training folders, clear refusals, useful last lines."""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from conftest import ROOT, fashion_mnist_or_skip  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from arsim import plot  # noqa: E402
+from arsim.cli import add_run_arguments, add_train_arguments, main, run_from_args  # noqa: E402
+from arsim.datasets import DatasetError, load_dataset  # noqa: E402
+from arsim.spec import SpecError, model_from_dict, protocol_from_dict  # noqa: E402
+from arsim.spec.schema import check_name  # noqa: E402
+from arsim.train import epoch_order, train  # noqa: E402
+
+TINY_IMAGE_MODEL = {
+    "name": "tiny-images",
+    "layers": [
+        {"name": "input", "size": 784},
+        {"name": "h1", "size": 12, "activation": "relu"},
+        {"name": "output", "size": 10},
+    ],
+    "init": {"variance": 0.0025},
+}
+TINY_PROTOCOL = {
+    "tau": "10 ms",
+    "dt": "1 ms",
+    "phases": {"feedforward": "1 ms", "relaxation": "12 ms", "update": "1 ms"},
+    "learning": {"batch_size": 16, "rate": 0.0005},
+    "record": {"variables": ["x", "xhat"], "neurons": [0, 1, 2], "samples": [0, 1],
+               "epochs": [0]},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def images():
+    fashion_mnist_or_skip()
+    return load_dataset("fashion-mnist", train_limit=64, test_limit=100)
+
+
+@pytest.fixture(scope="module")
+def trained(images, tmp_path_factory):
+    """Two epochs that record epoch 0: fewer minibatches per epoch than --metrics-every."""
+    model = model_from_dict(TINY_IMAGE_MODEL, "tiny-images.toml")
+    protocol = protocol_from_dict(TINY_PROTOCOL, "tiny.toml")
+    out = tmp_path_factory.mktemp("newcomer") / "run"
+    folder, status = train(model, protocol, images, out, 2, metrics_every=50, progress=False)
+    assert status["status"] == "completed"
+    return model, protocol, folder
+
+
+# --------------------------------------------------------------------------------------------
+# Plots of a training folder
+# --------------------------------------------------------------------------------------------
+def test_traces_of_a_training_folder_shade_its_phases(trained):
+    _, _, folder = trained
+    fig = plot.traces(folder, sample=1)
+    assert [a.get_ylabel() for a in fig.axes] == ["input", "h1", "output"]
+    spans = [p for p in fig.axes[1].patches if isinstance(p, Rectangle)]
+    # 1 ms feedforward, 12 ms relaxation, 1 ms update: ends at 1, 13 and 14 ms
+    assert sorted(round(p.get_x() + p.get_width(), 6) for p in spans) == [1.0, 13.0, 14.0]
+    curves = [line for line in fig.axes[1].get_lines() if line.get_label() != "plasticity"]
+    assert len(curves) == 2 * 3  # x and xhat of the 3 recorded neurons
+    plt.close(fig)
+
+
+def test_learning_curves_of_a_short_training_use_the_epoch_rows(trained):
+    _, _, folder = trained
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert list(metrics.kind) == ["epoch", "epoch"]  # 4 minibatches < --metrics-every 50
+    fig = plot.learning_curves(folder)
+    left, right = fig.axes
+    ar, bp = left.get_lines()
+    assert ar.get_xdata().tolist() == [64, 128] and bp.get_xdata().tolist() == [64, 128]
+    # the epoch rows' test accuracy is the feedforward sweep of the saved weights (NumPy)
+    with np.load(folder / "weights" / "final.npz") as arrays:
+        w0, w1 = arrays["W0"], arrays["W1"]
+    data = load_dataset("fashion-mnist", train_limit=64, test_limit=100)
+    output = np.maximum(data.test_images @ w0.T, 0) @ w1.T
+    final = 100 * np.mean(output.argmax(axis=1) == data.test_labels)
+    assert ar.get_ydata()[-1] == pytest.approx(final)
+    assert right.get_lines()[0].get_ydata().tolist() == pytest.approx(metrics.angle_deg.tolist())
+    assert "epoch" in left.get_title()
+    assert not any(t.get_text().startswith("too little") for a in fig.axes for t in a.texts)
+    plt.close(fig)
+
+
+def test_sweep_results_on_a_categorical_parameter_pair_means_with_their_values():
+    table = pd.DataFrame(
+        {
+            "status": "completed",
+            "model.defaults.feedback": ["transpose", "transpose", "fixed", "fixed", "learned"],
+            "angle_deg": [1.0, 3.0, 40.0, 50.0, 30.0],
+        }
+    )
+    fig = plot.sweep_results(table, "model.defaults.feedback", values=["angle_deg"])
+    (axis,) = fig.axes
+    _, mean = axis.get_lines()
+    labels = [t.get_text() for t in axis.get_xticklabels()]
+    drawn = dict(zip([labels[int(x)] if not isinstance(x, str) else x for x in mean.get_xdata()],
+                     mean.get_ydata(), strict=True))  # fmt: skip
+    assert drawn == {"transpose": 2.0, "fixed": 45.0, "learned": 30.0}
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Epoch rows and the last line
+# --------------------------------------------------------------------------------------------
+def test_epoch_rows_carry_the_relaxation_error_of_the_last_minibatch(images, tmp_path):
+    """Learning rate 0: the epoch's last minibatch relaxes with the initial weights; its
+    relative error is recomputed here by 12 Euler steps written out against the exact
+    gradient (the output clamped to ∂L/∂x̂ = x̂ − T, linear output, ReLU hidden layer)."""
+    model = model_from_dict(TINY_IMAGE_MODEL, "tiny-images.toml")
+    still = TINY_PROTOCOL | {"learning": {"batch_size": 16, "rate": 0.0}, "record": {}}
+    protocol = protocol_from_dict(still, "still.toml")
+    folder, _ = train(model, protocol, images, tmp_path / "run", 1, metrics_every=50,
+                      baseline=False, progress=False)  # fmt: skip
+    row = pd.read_csv(folder / "metrics.csv").iloc[-1]
+    last = epoch_order(model.seed, 0, 64)[48:64]
+    x, t = images.train_images[last], images.one_hot(images.train_labels[last])
+    with np.load(folder / "weights" / "initial.npz") as arrays:
+        w0, w1 = arrays["W0"], arrays["W1"]
+    a = x @ w0.T
+    hidden, fp = np.maximum(a, 0), (a > 0).astype(float)
+    error = hidden @ w1.T - t  # loss_scale 1
+    gradient = error @ w1  # ∂L/∂x̂ of the hidden layer
+    relaxed = hidden.copy()
+    for _ in range(12):  # η_x = dt/τ = 0.1
+        relaxed += 0.1 * (-relaxed + error @ w1)
+    expected = np.linalg.norm(relaxed - gradient) / np.linalg.norm(gradient)
+    assert np.isfinite(row.relax_relerr_h1)
+    assert row.relax_relerr_h1 == pytest.approx(expected, rel=1e-9)
+    assert fp.any()  # the hidden layer is active
+
+
+def _train_args(**overrides):
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    add_train_arguments(parser)
+    args = parser.parse_args(["m", "p"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    args.quiet = True
+    return args
+
+
+def test_the_last_line_of_a_training_names_the_angle_to_backprop(images, tmp_path, capsys):
+    fashion_mnist_or_skip()
+    model = model_from_dict(TINY_IMAGE_MODEL, "tiny-images.toml")
+    protocol = protocol_from_dict(TINY_PROTOCOL | {"record": {"samples": []}}, "tiny.toml")
+    args = _train_args(data="fashion-mnist", train_samples=32, out=tmp_path / "run")
+    assert run_from_args(args, model, protocol) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    angle = pd.read_csv(tmp_path / "run" / "metrics.csv").angle_deg.iloc[-1]
+    assert f"angle to backprop {angle:.3g} deg" in line, line
+
+
+# --------------------------------------------------------------------------------------------
+# Clear refusals
+# --------------------------------------------------------------------------------------------
+def test_resume_of_a_random_data_run_is_one_line_and_exit_2(tmp_path, capsys):
+    model, protocol = ROOT / "models" / "paper-mlp.toml", ROOT / "protocols" / "paper.toml"
+    out = tmp_path / "random"
+    assert main(["run", str(model), str(protocol), "--samples", "2", "--out", str(out),
+                 "--quiet", "--target", "numpy"]) == 0  # fmt: skip
+    capsys.readouterr()
+    status = main(["run", str(model), str(protocol), "--resume", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert str(out) in err and "random data" in err and "Traceback" not in err
+
+
+def test_a_misspelt_required_key_is_named():
+    data = dict(TINY_PROTOCOL)
+    data["phases"] = {"feedforward": "1 ms", "relaxaton": "12 ms", "update": "1 ms"}
+    with pytest.raises(SpecError) as error:
+        protocol_from_dict(data, "typo.toml")
+    assert "phases.relaxation" in str(error.value)
+    assert "did you mean" in str(error.value) and "'relaxaton'" in str(error.value)
+    data = {key: value for key, value in TINY_PROTOCOL.items() if key != "phases"}
+    data["phses"] = TINY_PROTOCOL["phases"]
+    with pytest.raises(SpecError, match=r"phases: missing .*did you mean 'phses'"):
+        protocol_from_dict(data, "typo.toml")
+
+
+def test_missing_mnist_tells_a_command_line_user_about_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARSIM_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError) as error:
+        load_dataset("mnist", tmp_path / "empty")
+    assert "--data-dir" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["modèle", "τ-sweep", "模型_2", "x" * 100, "a.b-c_d"])
+def test_names_of_unicode_letters_and_digits_are_accepted(name):
+    assert check_name(name, "f.toml", "name") == name
+    protocol = protocol_from_dict(TINY_PROTOCOL | {"name": name}, "f.toml")
+    assert protocol.name == name
+
+
+@pytest.mark.parametrize(
+    "name", ["a/b", "a\\b", "a b", "tab\there", "nul\x00", ".hidden", "x" * 101, "", "a:b"]
+)
+def test_names_with_separators_control_characters_or_a_leading_dot_are_refused(name):
+    with pytest.raises(SpecError) as error:
+        check_name(name, "f.toml", "name")
+    message = str(error.value)
+    assert "Unicode letters, digits" in message and "leading dot" in message
+    assert "100 characters" in message and "\n" not in message
