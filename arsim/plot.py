@@ -167,7 +167,8 @@ def learning_curves(run: str | Path) -> Figure:
     x = metrics["samples"] if "samples" in metrics else pd.Series(range(len(metrics)))
     needed = 1 if rows == "epoch" else 2  # an epoch row alone is a result; a batch row is not
     if len(metrics) < needed:
-        message = f"too little data: {len(metrics)} metrics row(s); at least {needed} {'is' if needed == 1 else 'are'} needed"
+        verb = "is" if needed == 1 else "are"
+        message = f"too little data: {len(metrics)} metrics row(s); at least {needed} {verb} needed"
         too_little_data(left, message)
         too_little_data(right, message)
         return fig

@@ -94,7 +94,6 @@ from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
 from arsim.traces import epoch_recorder
 from arsim.trainlog import MetricsTable, Window
 
-
 LAST_EPOCH_KEYS = ("ar_test_acc", "bp_test_acc", "angle_deg")
 """What the last epoch row passes to the checkpoint and the final status: test accuracies
 and the mean angle (degrees) between AR's update and backprop over the epoch."""
