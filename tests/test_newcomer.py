@@ -216,3 +216,23 @@ def test_names_with_separators_control_characters_or_a_leading_dot_are_refused(n
     message = str(error.value)
     assert "Unicode letters, digits" in message and "leading dot" in message
     assert "100 characters" in message and "\n" not in message
+
+
+def test_a_single_precision_chunk_warns_nothing():
+    """Brian2 compares float32 variables with 1e50 after each run; NumPy's cast of that
+    constant must not print ``RuntimeWarning: overflow encountered in cast``."""
+    import warnings
+
+    from arsim.dense import DenseNetwork
+    from arsim.oracle import init_params
+
+    model = model_from_dict(TINY_IMAGE_MODEL, "tiny-images.toml")
+    protocol = protocol_from_dict(TINY_PROTOCOL | {"precision": "single"}, "single.toml")
+    network = DenseNetwork(model, protocol, init_params(model), record=False)
+    rng = np.random.default_rng(0)
+    inputs, targets = rng.random((16, 784)), np.eye(10)[rng.integers(0, 10, 16)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        network.run_chunk(inputs, targets)
+    assert network.groups[1].variables["x"].get_value().dtype == np.float32
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
