@@ -236,3 +236,41 @@ def test_a_single_precision_chunk_warns_nothing():
         network.run_chunk(inputs, targets)
     assert network.groups[1].variables["x"].get_value().dtype == np.float32
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+# --------------------------------------------------------------------------------------------
+# An oscillation whose period is no whole number of milliseconds
+# --------------------------------------------------------------------------------------------
+ALPHA = {
+    "tau": "10 ms",
+    "oscillation": {
+        "frequency": "12 Hz",
+        "steps_per_cycle": 250,
+        "relaxation": ["30 deg", "330 deg"],
+    },
+    "learning": {"batch_size": 4},
+}
+
+
+def test_steps_per_cycle_derives_dt_and_the_phases():
+    from arsim.spec.schedule import Schedule
+
+    protocol = protocol_from_dict(ALPHA, "alpha.toml")
+    assert protocol.dt == pytest.approx(1 / 3000, rel=1e-12)  # 83.33 ms / 250
+    assert protocol.oscillation.steps_per_cycle == 250
+    steps = Schedule(None, protocol).phase_steps
+    # 30 deg of 250 steps is step 20.8 → 21; 330 deg is 229.2 → 229 (nearest step)
+    assert steps == {"feedforward": 21, "relaxation": 229 - 21, "update": 250 - 229}
+
+
+def test_steps_per_cycle_and_dt_together_are_refused_and_the_refusal_of_dt_names_it():
+    with pytest.raises(SpecError, match=r"alpha\.toml: dt: oscillation\.steps_per_cycle sets"):
+        protocol_from_dict(ALPHA | {"dt": "1 ms"}, "alpha.toml")
+    plain = ALPHA | {"dt": "1 ms", "oscillation": ALPHA["oscillation"] | {}}
+    del plain["oscillation"]["steps_per_cycle"]
+    with pytest.raises(SpecError, match=r"not a multiple of dt = 1 ms; give oscillation\.steps_"):
+        protocol_from_dict(plain, "alpha.toml")
+    for bad in (1, 2.5, "250"):
+        with pytest.raises(SpecError, match=r"oscillation\.steps_per_cycle: expected"):
+            protocol_from_dict(ALPHA | {"oscillation": ALPHA["oscillation"] | {
+                "steps_per_cycle": bad}}, "alpha.toml")  # fmt: skip

@@ -68,7 +68,7 @@ MODEL_KEYS: dict[str, str] = {
 PROTOCOL_KEYS: dict[str, str] = {
     "name": "Protocol name (default: the file's stem); it names the run folder.",
     "tau": "τ of the leaky-integrator neurons; the relaxation rate `η_x = dt/τ` is derived.",
-    "dt": "Forward Euler step (below 2 τ).",
+    "dt": "Forward Euler step (below 2 τ); absent when `oscillation.steps_per_cycle` sets it.",
     "precision": "Floating point of the simulation: `double` (float64, default) or `single` "
     "(float32 NeuronGroups, matrices and BLAS in the dense mode; the synapses modes refuse; "
     "`--precision` overrides).",
@@ -117,6 +117,9 @@ PROTOCOL_KEYS: dict[str, str] = {
     "oscillation": "An oscillation whose cycle is the sample period and whose phase gates the "
     "sweep, the relaxation and the plasticity (replaces the `[phases]` durations).",
     "oscillation.frequency": "Cycles per second; the period 1/f is a whole number of steps.",
+    "oscillation.steps_per_cycle": "Steps of one cycle, given instead of `dt` (then "
+    "dt = 1/(f · steps_per_cycle)): a period that is no whole number of milliseconds, such as "
+    "12 Hz's 83.33… ms, in 250 steps of 1/3 ms.",
     "oscillation.waveform": "`square` (the window fully open) or `sine` (a half sine across "
     "the window gates the relaxation rate).",
     "oscillation.relaxation": "`[start, end]` phase angles (`deg` or `rad`) of the relaxation "
