@@ -274,3 +274,56 @@ def test_steps_per_cycle_and_dt_together_are_refused_and_the_refusal_of_dt_names
         with pytest.raises(SpecError, match=r"oscillation\.steps_per_cycle: expected"):
             protocol_from_dict(ALPHA | {"oscillation": ALPHA["oscillation"] | {
                 "steps_per_cycle": bad}}, "alpha.toml")  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The progress bar and a stop
+# --------------------------------------------------------------------------------------------
+class _Bar:
+    """A progress bar that remembers every position it was moved to."""
+
+    def __init__(self):
+        self.n, self.shown = 0, []
+
+    def update(self, step):
+        self.n += step
+        self.shown.append(self.n)
+
+
+def test_the_progress_bar_never_shows_more_than_a_stop_keeps(monkeypatch):
+    """A chunk of 8 minibatches of 16 is cut by a stop just after its simulated time was
+    reported 75 % done: 6 sample periods have passed, and the 6th minibatch's update lands in
+    the 7th period, so 5 minibatches are complete and kept. The bar must end at the 80 samples
+    kept and never show more."""
+    import signal
+
+    from arsim import loop as chunk_loop
+    from arsim.dense import DenseNetwork
+    from arsim.oracle import init_params
+
+    model = model_from_dict(TINY_IMAGE_MODEL, "tiny-images.toml")
+    protocol = protocol_from_dict(TINY_PROTOCOL | {"record": {"samples": []}}, "tiny.toml")
+    params = init_params(model)
+    network = DenseNetwork(model, protocol, params, record=False, batches_per_chunk=8)
+    real_run = network.run_chunk
+    stop = {"now": False}
+
+    def cut_run(inputs, targets, *upcoming, report=None):
+        real_run(inputs, targets, *upcoming)
+        report(0.75)  # 6 of 8 minibatches' time, as a report would say just before the cut
+        network.batch_params = network.batch_params[:5]
+        network.batch_signals = network.batch_signals[:5]
+        network.chunk_complete = False
+        stop["now"] = True
+
+    monkeypatch.setattr(network, "run_chunk", cut_run)
+    monkeypatch.setattr(
+        chunk_loop.stops, "requested", lambda: signal.SIGINT if stop["now"] else None
+    )
+    rng = np.random.default_rng(0)
+    inputs, targets = rng.random((256, 784)), np.eye(10)[rng.integers(0, 10, 256)]
+    bar = _Bar()
+    loop = chunk_loop.ChunkLoop(network, model, protocol, inputs, targets, params, bar=bar)
+    kept = list(loop)
+    assert len(kept) == 5 and loop.samples_done == 80 and loop.interrupted == signal.SIGINT
+    assert max(bar.shown) == 80 and bar.n == 80, bar.shown
