@@ -155,6 +155,17 @@ def empty_monitors(network) -> None:
             monitor.resize(0)
 
 
+def trace_dtype(protocol: ProtocolSpec) -> type:
+    """The float type of stored trace values.
+
+    ``[record] dtype``; ``auto`` is the simulation's (float32 in single precision).
+    """
+    chosen = protocol.record.dtype
+    if chosen == "auto":
+        chosen = "float32" if protocol.precision == "single" else "float64"
+    return np.float32 if chosen == "float32" else np.float64
+
+
 def timing(protocol: ProtocolSpec) -> tuple[float, int, list[int]]:
     """``(dt, P, phase steps)`` of a protocol: dt in seconds, P steps per sample."""
     schedule = Schedule(None, protocol)
@@ -425,5 +436,8 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         for layer, table in summarize(blocks, network.model, gradients).items():
             recorder.write_summary(layer, table)
         blocks = [b for b in (_select(b, record.neurons) for b in blocks) if b is not None]
+    dtype = trace_dtype(network.protocol)
+    for block in blocks:  # a float32 recording is stored as float32 (the buffer's, no copy)
+        block.values = block.values.astype(dtype, order="F", copy=False)
     recorder.write_chunk(blocks, stop)
     empty_monitors(network)

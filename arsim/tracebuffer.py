@@ -19,7 +19,7 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
-from arsim.recording import Block, phase_of_step
+from arsim.recording import Block, phase_of_step, trace_dtype
 from arsim.spec import PHASES
 
 
@@ -57,6 +57,7 @@ class TraceBuffer:
                 view = flat.reshape(network.replicas, size)
                 self._sources.append(((layer, variable), view, None if every else neurons))
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._dtype = trace_dtype(network.protocol)  # the copy of each step casts to it
         self._first_tick = 0
         self._recorded = False  # a step of the running chunk was copied
         self._carried = False  # slot 0 holds the first step of the chunk's first tick
@@ -69,7 +70,7 @@ class TraceBuffer:
         previous, self._arrays = self._arrays, {}
         for key, view, neurons in self._sources:
             columns = view.shape[1] if neurons is None else len(neurons)
-            array = np.empty((ticks + 1, period, replicas, columns), dtype=view.dtype)
+            array = np.empty((ticks + 1, period, replicas, columns), dtype=self._dtype)
             if carried:
                 array[0, 0] = previous[key][self._ticks, 0]
             self._arrays[key] = array

@@ -393,6 +393,9 @@ class Training:
         resumed run repeats the epoch exactly.
         """
         model, protocol, seed = self.model, self.protocol, self.options.seed
+        self.stopped_by = stops.requested()
+        if self.stopped_by is not None:  # stopped between epochs: no network is built
+            return None
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
         recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)

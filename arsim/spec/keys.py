@@ -100,7 +100,10 @@ PROTOCOL_KEYS: dict[str, str] = {
     "learning.feedback_rate": "η of a learned ψ (default: `rate`).",
     "learning.batch_size": "Samples whose weight changes accumulate before they are applied.",
     "learning.batch_reduction": "`sum` or `mean` of the per-sample changes of a minibatch.",
-    "record": "What goes into `traces.parquet`.",
+    "record": "What goes into the run folder's `traces/` (one Parquet file per layer and "
+    "variable).",
+    "record.dtype": "Float type of the stored values: `float64`, `float32` (half the memory, "
+    'disk and time) or `auto`, the simulation\'s (float32 under `precision = "single"`).',
     "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`.",
     "record.layers": "Layer names, or `all`.",
     "record.neurons": "Neuron indices recorded in every layer, or `all`.",

@@ -37,6 +37,8 @@ __all__ = [
 
 PRECISIONS = ("double", "single")
 """Floating point of a simulation (the protocol's ``precision``): float64 or float32."""
+TRACE_DTYPES = ("auto", "float64", "float32")
+"""Float types of recorded traces (``[record] dtype``); ``auto``: the simulation's."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class RecordSpec:
         Also store per layer and step the mean and standard deviation over all the layer's
         neurons of every recorded variable and the relative distance of x to the backprop
         gradient ``∂L/∂x̂`` (oracle, weights of the sample's minibatch).
+    dtype : {'auto', 'float64', 'float32'}
+        Float type of the stored values (:data:`TRACE_DTYPES`); ``auto``: the simulation's
+        (float32 in single precision). float32 halves the memory, the disk and the time of a
+        recording.
     """
 
     variables: tuple[str, ...] = ("x", "xhat", "fp")
@@ -78,6 +84,7 @@ class RecordSpec:
     minibatches: tuple[int, ...] | None = None
     epochs: tuple[int, ...] | None = None
     summary: bool = False
+    dtype: str = "auto"
 
     def keeps(self, slot: int, batch_size: int) -> bool:
         """Whether the rows of presentation slot ``slot`` are kept."""
@@ -476,6 +483,7 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
     minibatches = _index_list(table, "minibatches", RecordSpec.minibatches)
     epochs = _index_list(table, "epochs", RecordSpec.epochs)
     summary = table.get("summary", bool, RecordSpec.summary)
+    dtype = table.get("dtype", str, RecordSpec.dtype, choices=TRACE_DTYPES)
     table.finish()
     return RecordSpec(
         tuple(variables),
@@ -487,6 +495,7 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
         minibatches,
         epochs,
         summary,
+        dtype,
     )
 
 
