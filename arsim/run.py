@@ -32,7 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+
+# The text progress bar, in a terminal and in a notebook alike: tqdm.auto would pick the
+# notebook widget, which needs ipywidgets (no dependency of arsim), and without it warns with
+# the path of the installed tqdm ("TqdmWarning: IProgress not found") in every notebook.
+from tqdm.std import tqdm
 
 from arsim import stops, threads
 from arsim.loop import ChunkLoop, presentation_slots

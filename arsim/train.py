@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a text bar, as arsim.run explains
 
 from arsim import oracle, stops
 from arsim import threads as thread_policy

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a text bar, as arsim.run explains
 
 from arsim import threads
 from arsim.runfolder import versions
