@@ -113,7 +113,8 @@ class TraceBuffer:
         count = min(self._ticks * replicas, stop - first)
         sample = np.repeat(np.arange(first, first + count, dtype=np.int32), period)
         step = np.tile(np.arange(period, dtype=np.int32), count)
-        keep = np.isin(phase_of_step(step, network.protocol), [PHASES.index(p) for p in phases])
+        codes = phase_of_step(step, network.protocol, network.schedule)  # a jittered chunk's
+        keep = np.isin(codes, [PHASES.index(p) for p in phases])
         if samples is not None:
             keep &= np.isin(sample, np.fromiter(samples, dtype=np.int64))
         if not self._carried:  # step 0 of the first tick was not recorded (recording off)

@@ -95,9 +95,12 @@ class TraceWriter(Recorder):
             "dt": dt,
             "steps_per_sample": period,
             "phase_steps": phase_steps,
+            "batch_size": protocol.batch_size,
+            "phase_shifts": {},
             "epoch": epoch,
             "images": None if images is None else {str(k): int(v) for k, v in images.items()},
         }
+        self._meta = meta
         (self.folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
     def __enter__(self) -> TraceWriter:
@@ -187,6 +190,9 @@ class TraceWriter(Recorder):
         writers, self._writers = self._writers, {}
         for writer in writers.values():
             writer.close()
+        if self.phase_shifts:  # each jittered minibatch's boundary, for the phase labels
+            meta = self._meta | {"phase_shifts": {str(k): v for k, v in self.phase_shifts.items()}}
+            (self.folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         self._raise_error()
 
 
@@ -204,6 +210,11 @@ def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWrit
     # a resumed training repeats the epoch: what an interrupted attempt recorded goes
     shutil.rmtree(Path(folder) / f"epoch-{epoch}", ignore_errors=True)
     return TraceWriter(Path(folder) / f"epoch-{epoch}", protocol, epoch, images)
+
+
+def _shifts(meta: dict) -> dict[int, int]:
+    """Minibatch → phase-boundary shift in steps of a jittered run (empty otherwise)."""
+    return {int(k): int(v) for k, v in (meta.get("phase_shifts") or {}).items()}
 
 
 def _timing(meta: dict) -> tuple[float, int, list[int]]:
@@ -242,7 +253,8 @@ def _filters(meta: dict, samples, phases, t) -> list | None:
         period, dt = meta["steps_per_sample"], meta["dt"]
         common.append(("sample", ">=", int(np.floor(t[0] / dt / period)) - 1))
         common.append(("sample", "<=", int(np.ceil(t[1] / dt / period))))
-    ranges = _step_ranges(meta, phases)
+    # a jittered run's phases move per minibatch: they are selected after labelling
+    ranges = None if _shifts(meta) else _step_ranges(meta, phases)
     if ranges is None:
         return [common] if common else None
     return [common + [("step", ">=", lo), ("step", "<", hi)] for lo, hi in ranges]
@@ -367,7 +379,9 @@ def load(
         if as_xarray:
             frames.append((meta, blocks))
             continue
-        frame = blocks_to_frame(blocks, _timing(meta))
+        frame = blocks_to_frame(blocks, _timing(meta), _shifts(meta), meta.get("batch_size", 1))
+        if phases is not None and _shifts(meta):
+            frame = frame[frame.phase.isin(phases)].reset_index(drop=True)
         if t is not None:
             frame = frame[(frame.t >= t[0]) & (frame.t <= t[1])].reset_index(drop=True)
         if meta["epoch"] is not None:

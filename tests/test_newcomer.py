@@ -327,3 +327,54 @@ def test_the_progress_bar_never_shows_more_than_a_stop_keeps(monkeypatch):
     kept = list(loop)
     assert len(kept) == 5 and loop.samples_done == 80 and loop.interrupted == signal.SIGINT
     assert max(bar.shown) == 80 and bar.n == 80, bar.shown
+
+
+# --------------------------------------------------------------------------------------------
+# Phase labels of a jittered boundary
+# --------------------------------------------------------------------------------------------
+def test_trace_phase_labels_follow_each_minibatchs_jittered_boundary(tmp_path):
+    """Each minibatch's relaxation starts at its own step; in the traces, x of a hidden layer
+    stays at x̂ until it relaxes, so the first step whose x differs from x̂ is the first step
+    the labels must call relaxation, in every sample, in memory and on disk."""
+    from arsim import traces as trace_files
+    from arsim.run import random_data, run_to_folder, simulate
+
+    model = model_from_dict(
+        TINY_IMAGE_MODEL | {"layers": [{"name": "input", "size": 5},
+                                       {"name": "h1", "size": 6, "activation": "tanh"},
+                                       {"name": "output", "size": 3}]},
+        "tiny.toml",
+    )  # fmt: skip
+    data = {
+        "tau": "10 ms",
+        "dt": "1 ms",
+        "phases": {"feedforward": "5 ms", "relaxation": "20 ms", "update": "1 ms",
+                   "jitter": "4 ms"},
+        "learning": {"batch_size": 2},
+        "record": {"variables": ["x", "xhat"], "layers": ["h1"], "neurons": "all",
+                   "samples": "all"},
+    }  # fmt: skip
+    protocol = protocol_from_dict(data, "jittered.toml")
+    folder, result = run_to_folder(
+        model, protocol, tmp_path / "run", 16, seed=0, target="numpy", progress=False
+    )
+    inputs, targets = random_data(model, 16, 0)
+    in_memory = simulate(model, protocol, inputs, targets, seed=0).traces
+    for table in (in_memory, trace_files.load(folder)):
+        wide = table.pivot_table(
+            index=["sample", "t"], columns="variable", values="value", aggfunc="sum",
+            observed=True,
+        )  # fmt: skip
+        phases = table[table.variable == "x"].groupby(["sample", "t"], observed=True).phase.first()
+        starts = set()
+        for sample in range(16):
+            moved = wide.loc[sample]
+            first_moved = moved.index[~np.isclose(moved["x"], moved["xhat"], rtol=0, atol=0)][0]
+            labels = phases.loc[sample]
+            first_relaxing = labels.index[labels == "relaxation"][0]
+            assert first_relaxing == first_moved, sample
+            starts.add(round(first_relaxing * 1e3))
+        assert len(starts) > 1  # the boundary did move between minibatches
+    relaxing = trace_files.load(folder, phases=["relaxation"])
+    assert set(relaxing.phase) == {"relaxation"}
+    assert len(relaxing) == (table.phase == "relaxation").sum()
