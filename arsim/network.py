@@ -358,7 +358,7 @@ class ARNetwork:
         )
         if role.relaxes:  # x starts at the start of the onset step, after a presentation
             group.run_regularly(
-                onset_code(role, self.protocol.relaxation_start),
+                onset_code(role, self.protocol.relaxation_start, self.protocol.tolerance > 0),
                 when="start",
                 order=PRESENT_ORDER + 5,
                 name=f"{group.name}_onset",

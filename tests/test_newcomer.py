@@ -378,3 +378,85 @@ def test_trace_phase_labels_follow_each_minibatchs_jittered_boundary(tmp_path):
     relaxing = trace_files.load(folder, phases=["relaxation"])
     assert set(relaxing.phase) == {"relaxation"}
     assert len(relaxing) == (table.phase == "relaxation").sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Leaky forward dynamics with relaxation until converged
+# --------------------------------------------------------------------------------------------
+LEAKY_TOLERANT = {
+    "tau": "10 ms",
+    "dt": "1 ms",
+    "phases": {"feedforward": "8 ms", "relaxation": "40 ms", "update": "1 ms"},
+    "feedforward": {"kind": "leaky", "tau": "2 ms"},
+    "learning": {"batch_size": 3, "rate": 0.05},
+    "record": {"variables": ["x", "fb"], "layers": ["h1"], "neurons": "all",
+               "samples": "all", "phases": ["relaxation"]},
+}  # fmt: skip
+
+
+def _leaky_model():
+    return model_from_dict(
+        {
+            "name": "leaky",
+            "layers": [
+                {"name": "input", "size": 4},
+                {"name": "h1", "size": 5, "activation": "tanh"},
+                {"name": "output", "size": 2},
+            ],
+            "init": {"variance": 0.3},
+        },
+        "leaky.toml",
+    )
+
+
+def test_leaky_forward_dynamics_relax_until_converged():
+    """Every sample stops relaxing once its drive |−x + fb| is below the tolerance in every
+    hidden neuron, read from its own traces (the values at the end of relaxation step k give
+    the drive that step k + 1 checks: k + 1 steps are taken); a tolerance nothing reaches
+    changes nothing against the full relaxation."""
+    from arsim.run import random_data, simulate
+
+    model = _leaky_model()
+    tolerance = 0.02
+    tolerant = protocol_from_dict(
+        LEAKY_TOLERANT | {"phases": LEAKY_TOLERANT["phases"] | {"tolerance": tolerance}},
+        "tolerant.toml",
+    )
+    inputs, targets = random_data(model, 9, 0)
+    result = simulate(model, tolerant, inputs, targets, seed=0)
+    traces = result.traces
+    wide = traces.pivot_table(index=["sample", "t"], columns=["variable", "neuron"],
+                              values="value", observed=True)  # fmt: skip
+    for sample in range(9):
+        rows = wide.loc[sample]
+        drive = (rows["fb"] - rows["x"]).abs().max(axis=1).to_numpy()
+        first = int(np.flatnonzero(drive < tolerance)[0])
+        assert result.relaxation_steps[sample] == first + 1, sample
+        x = rows["x"].to_numpy()
+        assert np.array_equal(x[first + 1], x[-1])  # frozen from there on
+    assert len(set(result.relaxation_steps)) > 1
+    never = protocol_from_dict(
+        LEAKY_TOLERANT | {"phases": LEAKY_TOLERANT["phases"] | {"tolerance": 1e-300}},
+        "never.toml",
+    )
+    full = protocol_from_dict(LEAKY_TOLERANT, "full.toml")
+    a = simulate(model, never, inputs, targets, seed=0)
+    b = simulate(model, full, inputs, targets, seed=0)
+    for w_never, w_full in zip(a.params.W, b.params.W, strict=True):
+        np.testing.assert_array_equal(w_never, w_full)
+    assert (a.relaxation_steps == 40).all()
+
+
+@pytest.mark.parametrize("notebook", ["first-simulation", "timing-hypothesis"])
+def test_rendered_tutorials_show_no_warning_and_no_build_machine_path(notebook):
+    import json
+
+    cells = json.loads((ROOT / "docs" / "tutorials" / f"{notebook}.ipynb").read_text())["cells"]
+    texts = [
+        "".join(output.get("text", ""))
+        for cell in cells
+        for output in cell.get("outputs", [])
+    ]  # fmt: skip
+    assert texts, "the tutorial is rendered with its outputs"
+    for text in texts:
+        assert "Warning" not in text and "site-packages" not in text, text

@@ -257,12 +257,6 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
     record = _record(root.table("record"), dt, dt_text)
     forward, plasticity = _dynamics(root, oscillation, durations, dt)
-    if forward.leaky and tolerance > 0:
-        raise SpecError(
-            source,
-            "feedforward.kind",
-            "leaky forward dynamics do not run with phases.tolerance yet",
-        )
     _check_jitter(phases, jitter, forward, plasticity, tolerance, dwell, feedback_delay)
     root.finish()
     return ProtocolSpec(
