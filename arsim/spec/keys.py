@@ -159,7 +159,7 @@ SWEEP_KEYS: dict[str, str] = {
     "model": "The model file, relative to the sweep file (required).",
     "protocol": "The protocol file, relative to the sweep file (required).",
     "seeds": "Seeds of every grid point, distinct non-negative integers (default: the model's).",
-    "name": "Sweep name (default: the file's stem): letters, digits, `._-`.",
+    "name": "Sweep name (default: the file's stem): Unicode letters, digits and `._-`.",
     "grid": "The parameters to vary: dotted keys into the model and protocol tables.",
     "grid.<key>": "A non-empty list of distinct values for `model.KEY` or `protocol.KEY` (a "
     "whole table is a value too; `[[arrays of tables]]` take an index, `model.layers[1].size`).",
