@@ -90,8 +90,8 @@ class Block:
     neurons : ndarray of int, shape (m,)
         Neuron index of each column.
     values : ndarray, shape (n, m)
-        The values (Fortran order: one contiguous column per neuron); rows sorted by
-        ``(sample, step)``.
+        The values, rows sorted by ``(sample, step)`` (C order from the dense mode's buffer,
+        Fortran order from state monitors).
     """
 
     layer: str
@@ -489,6 +489,6 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         blocks = [b for b in (_select(b, record.neurons) for b in blocks) if b is not None]
     dtype = trace_dtype(network.protocol)
     for block in blocks:  # a float32 recording is stored as float32 (the buffer's, no copy)
-        block.values = block.values.astype(dtype, order="F", copy=False)
+        block.values = block.values.astype(dtype, copy=False)
     recorder.write_chunk(blocks, stop)
     empty_monitors(network)
