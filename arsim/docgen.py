@@ -203,6 +203,10 @@ class KeyInfo:
     allowed: str = ""
 
 
+ALL_BY_DEFAULT = {"record.layers", "record.neurons", "record.samples", "record.minibatches"}
+"""Keys whose absence (a default of None) means every layer, neuron, sample or minibatch."""
+
+
 def _default_text(method: str, default) -> str:
     """A reader's default in words (durations are in seconds, phases in degrees)."""
     if default is ...:
@@ -273,7 +277,8 @@ def _observed(found: dict, documented: dict):
                 info = found.setdefault(key, KeyInfo(key, kind, _UNITS.get(method_name, "")))
                 info.allowed = info.allowed or allowed
                 if "default" in values:
-                    info.defaults.add(_default_text(method_name, values["default"]))
+                    text = _default_text(method_name, values["default"])
+                    info.defaults.add("all" if text == "none" and key in ALL_BY_DEFAULT else text)
             depth[0] += 1
             try:
                 return method(self, *args, **kwargs)

@@ -252,14 +252,16 @@ def presentation_reset_code(role: LayerRole, reset: bool, error_unit: bool) -> s
     return "\n".join(lines)
 
 
-def onset_code(role: LayerRole, relaxation_start: str) -> str:
+def onset_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:
     """Code a hidden layer runs at the start of every step: x starts at its onset step.
 
-    ``delta = x · f'`` follows, so that the top-down input of the onset step sees the start.
+    ``delta = x · f'`` follows, so that the top-down input of the onset step sees the start;
+    ``stoppable`` (relaxation until converged): the sample relaxes again from its onset.
     """
     onset = f"int(t_in_timesteps % steps_per_sample == relax_onset_{role.index})"
     start = "xhat" if relaxation_start == "feedforward" else "0"
-    return f"x = {onset} * {start} + (1 - {onset}) * x\ndelta = x * fp"
+    code = f"x = {onset} * {start} + (1 - {onset}) * x\ndelta = x * fp"
+    return code + (f"\nactive = {onset} + (1 - {onset}) * active" if stoppable else "")
 
 
 def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = False) -> str:

@@ -270,7 +270,13 @@ def _random_interrupted(result: RunResult, folder: Path) -> Outcome:
 
 def _resumed(job: Training) -> Training:
     """``job`` with what it leaves open read from the configuration of the run it resumes."""
-    config = json.loads((_find_resume_folder(job.resume) / "config.json").read_text())
+    folder = _find_resume_folder(job.resume)
+    config = json.loads((folder / "config.json").read_text())
+    if not isinstance(config.get("data"), dict) or "epochs" not in config:
+        raise TrainError(
+            f"{folder}: a run on random data, not a training: it has no checkpoints to resume "
+            "from (run it again; --resume continues a training on a dataset)"
+        )
     return replace(
         job,
         data=job.data or config["data"]["name"],
@@ -335,6 +341,9 @@ def _train_resolved(job: Training, progress: bool) -> Outcome:
         for who, value in zip(("AR", "backprop"), accuracy.values(), strict=True)
         if value is not None
     )
+    angle = status.get("angle_deg")
+    if angle is not None and angle == angle:  # NaN: no minibatch was compared
+        text += f"; angle to backprop {angle:.3g} deg"
     return Outcome(
         EXIT_COMPLETED,
         f"arsim: wrote {folder} ({status['epochs_done']} epochs; test accuracy {text})",

@@ -262,7 +262,6 @@ class ChunkLoop:
             cut = getattr(network, "batches_per_chunk", 1) > 1  # collects each minibatch's weights
             with np.errstate(all="ignore"), stops.cuttable(cut):  # divergence: checked below
                 network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
-            self._advance(stop)
             rows = self._rows if protocol.dwell == 0 else None  # summaries: backprop reference
             if getattr(network, "chunk_complete", True):  # a chunk cut short records nothing
                 record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
@@ -279,6 +278,7 @@ class ChunkLoop:
                 yield self._minibatch(first, last, current, after, signal)
                 current = after
                 self.batches_done, self.samples_done = self.batches_done + 1, last
+                self._show(last)
                 if self.interrupted is None and stops.requested() is not None:
                     self.interrupted = stops.requested()  # later minibatches are dropped
                     return
@@ -314,15 +314,27 @@ class ChunkLoop:
             monitor.active = wanted
 
     def _reporter(self, start: int, stop: int):
-        bar = self.bar
-        if bar is None:
-            return None
-        first = self._bar_start + start
-        return lambda done: bar.update(first + int(done * (stop - start)) - bar.n)
+        """The progress callback of a chunk: whole minibatches surely done, never more.
 
-    def _advance(self, stop: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self._bar_start + stop - self.bar.n)
+        ``done`` is the fraction of the chunk's simulated time; the minibatch running and the
+        one before it (whose update lands in the next tick) are not counted, so the bar never
+        shows a sample that a stop in the middle of the chunk would not keep.
+        """
+        if self.bar is None:
+            return None
+        batch = self.protocol.batch_size
+
+        def report(done: float) -> None:
+            finished = int(done * (stop - start)) // batch - 1
+            if finished > 0:
+                self._show(min(start + finished * batch, stop))
+
+        return report
+
+    def _show(self, slots: int) -> None:
+        """Move the progress bar forward to ``slots`` presentation slots kept (never back)."""
+        if self.bar is not None and self._bar_start + slots > self.bar.n:
+            self.bar.update(self._bar_start + slots - self.bar.n)
 
     def _divergence(self, stop: int) -> Divergence | None:
         found = self.network.first_divergence()

@@ -29,6 +29,7 @@ The equation strings and the schedule's order numbers are in :mod:`arsim.equatio
 from __future__ import annotations
 
 import gc
+from contextlib import nullcontext
 
 import brian2 as b2
 import numpy as np
@@ -342,7 +343,7 @@ class ARNetwork:
         )
         if role.relaxes:  # x starts at the start of the onset step, after a presentation
             group.run_regularly(
-                onset_code(role, self.protocol.relaxation_start),
+                onset_code(role, self.protocol.relaxation_start, self.protocol.tolerance > 0),
                 when="start",
                 order=PRESENT_ORDER + 5,
                 name=f"{group.name}_onset",
@@ -433,8 +434,12 @@ class ARNetwork:
         # Brian2 calls gc.collect() at every run(), which walks every object in the process
         # (0.1 s here); freezing the long-lived ones for the call makes it nearly free.
         gc.freeze()
+        # After a run Brian2 compares every state variable with the float 1e50, which a float32
+        # variable cannot hold: NumPy's cast of that constant overflows (harmlessly, to inf)
+        single = np.errstate(over="ignore") if self.dtype == np.float32 else nullcontext()
         try:
-            self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
+            with single:
+                self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
         finally:
             gc.unfreeze()
         self.chunk_complete = bool(self.network.t > end + 0.5 * self.dt)

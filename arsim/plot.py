@@ -150,29 +150,39 @@ def learning_curves(run: str | Path) -> Figure:
     Figure
         Left: test accuracy of AR (solid) and backprop (dashed) per metrics row, or the loss
         for a random-data run; right: the angle to backprop (overall and per weight matrix).
-        A panel with fewer than two points says so instead of drawing.
+        A training draws its ``batch`` rows, or its ``epoch`` rows when it has fewer than two
+        batch rows (a short training: fewer minibatches than ``--metrics-every``); the title
+        says which (one epoch row is drawn as a point). Fewer rows say so instead of drawing.
     """
     metrics_file = Path(run) / "metrics.csv"
     metrics = pd.read_csv(metrics_file) if metrics_file.exists() else None
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     metrics = pd.DataFrame() if metrics is None else metrics
-    if "kind" in metrics:
-        metrics = metrics[metrics.kind == "batch"]
+    rows = "metrics"
+    if "kind" in metrics:  # a training: its batch rows, or its epoch rows when those are few
+        batches = metrics[metrics.kind == "batch"]
+        epochs = metrics[metrics.kind == "epoch"]
+        rows = "batch" if len(batches) >= 2 or len(batches) >= len(epochs) else "epoch"
+        metrics = batches if rows == "batch" else epochs
     x = metrics["samples"] if "samples" in metrics else pd.Series(range(len(metrics)))
-    if len(metrics) < 2:
-        message = f"too little data: {len(metrics)} metrics row(s); at least 2 are needed"
+    needed = 1 if rows == "epoch" else 2  # an epoch row alone is a result; a batch row is not
+    if len(metrics) < needed:
+        verb = "is" if needed == 1 else "are"
+        message = f"too little data: {len(metrics)} metrics row(s); at least {needed} {verb} needed"
         too_little_data(left, message)
         too_little_data(right, message)
         return fig
+    marker = "o" if len(metrics) < 10 else None  # few points stay visible
+    left.set_title(f"{len(metrics)} {rows} row(s) of metrics.csv", fontsize=9)
     if "ar_test_acc" in metrics:
-        left.plot(x, 100 * metrics.ar_test_acc, color="C0", label="AR")
-        left.plot(x, 100 * metrics.bp_test_acc, "--", color="C3", label="backprop")
+        left.plot(x, 100 * metrics.ar_test_acc, color="C0", marker=marker, label="AR")
+        left.plot(x, 100 * metrics.bp_test_acc, "--", color="C3", marker=marker, label="backprop")
         left.set(xlabel="samples", ylabel="test accuracy (%)")
         left.legend()
     else:
-        left.plot(x, metrics.loss, color="C0", label="AR")
+        left.plot(x, metrics.loss, color="C0", marker=marker, label="AR")
         left.set(xlabel="minibatch", ylabel="loss")
-    right.plot(x, metrics.angle_deg, color="k", label="all weights")
+    right.plot(x, metrics.angle_deg, color="k", marker=marker, label="all weights")
     for column in sorted(c for c in metrics if c.startswith("angle_deg_W")):
         right.plot(x, metrics[column], lw=0.8, label=column.removeprefix("angle_deg_"))
     right.set(xlabel=left.get_xlabel(), ylabel="angle to backprop (deg)", ylim=(0, None))
@@ -190,7 +200,8 @@ def sweep_results(table: pd.DataFrame | str | Path, parameter: str, values=None)
         ``results.csv`` of ``arsim sweep`` (or the table :func:`arsim.sweep.run_sweep` returns).
     parameter : str
         The grid column on x, e.g. ``protocol.oscillation.frequency``; values with a unit
-        (``"8 Hz"``) are placed by their number.
+        (``"8 Hz"``) are placed by their number; other values (``transpose``, ``fixed``)
+        are categories, placed in the order they first appear in the table and labelled.
     values : sequence of str, optional
         Result columns (default: those of ``ar_test_acc``, ``angle_deg``, ``mean_angle_deg``
         that the table has). Completed points only; the mean over seeds is drawn with the
@@ -213,12 +224,19 @@ def sweep_results(table: pd.DataFrame | str | Path, parameter: str, values=None)
         )
         return fig
     number = pd.to_numeric(done[parameter].astype(str).str.split().str[0], errors="coerce")
-    x = number if number.notna().all() else done[parameter].astype(str)
+    if number.notna().all():
+        x, labels = number.to_numpy(), None
+    else:  # categories at positions 0, 1, … in the order they first appear in the table
+        labels = list(dict.fromkeys(done[parameter].astype(str)))
+        x = done[parameter].astype(str).map({label: k for k, label in enumerate(labels)})
+        x = x.to_numpy()
     for axis, column in zip(axes, values, strict=False):
         axis.plot(x, done[column], "o", color="0.6", ms=3)
-        mean = done[column].groupby(x).mean()
+        mean = done[column].groupby(x).mean()  # sorted by position (or number)
         axis.plot(mean.index, mean.to_numpy(), "-", color="C0")
         axis.set(xlabel=parameter, ylabel=column)
+        if labels is not None:
+            axis.set_xticks(range(len(labels)), labels)
     fig.tight_layout()
     return fig
 

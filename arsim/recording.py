@@ -29,10 +29,49 @@ monitors (128 MiB of float64): a mode that simulates several minibatches per chu
 when the recording would exceed it (at least one)."""
 
 
-def phase_of_step(step_in_sample: np.ndarray, protocol: ProtocolSpec) -> np.ndarray:
-    """Phase index (into :data:`~arsim.spec.PHASES`) of each step within a sample."""
-    bounds = np.cumsum(list(Schedule(None, protocol).phase_steps.values()))
+def phase_of_step(
+    step_in_sample: np.ndarray, protocol: ProtocolSpec, schedule: Schedule | None = None
+) -> np.ndarray:
+    """Phase index (into :data:`~arsim.spec.PHASES`) of each step within a sample.
+
+    ``schedule``: the timing the steps ran with (a jittered minibatch's shifted one); the
+    protocol's by default.
+    """
+    schedule = Schedule(None, protocol) if schedule is None else schedule
+    bounds = np.cumsum(list(schedule.phase_steps.values()))
     return np.searchsorted(bounds, step_in_sample, side="right")
+
+
+def boundary_shift(network) -> int:
+    """Steps by which the running chunk's phase boundary is moved (``[phases] jitter``)."""
+    nominal = Schedule(None, network.protocol).phase_steps["feedforward"]
+    return int(network.schedule.phase_steps["feedforward"] - nominal)
+
+
+def phase_codes(sample, step, timeline, shifts: dict | None = None, batch_size: int = 1):
+    """Phase index of rows ``(sample, step)``: each minibatch's own boundary under jitter.
+
+    Parameters
+    ----------
+    sample, step : ndarray of int
+        Presentation slot and step within its period of each row.
+    timeline : (float, int, list of int)
+        :func:`timing`: dt, steps per sample, the protocol's phase steps.
+    shifts : dict of int to int, optional
+        Minibatch index → steps its feedforward phase was lengthened (and its relaxation
+        shortened) by; absent minibatches are not shifted.
+    batch_size : int
+        Samples per minibatch.
+    """
+    _, _, phase_steps = timeline
+    bounds = np.cumsum(phase_steps)
+    codes = np.searchsorted(bounds, step, side="right")
+    if shifts:
+        minibatch = np.asarray(sample, dtype=np.int64) // batch_size
+        shift = np.array([shifts.get(int(m), 0) for m in range(minibatch.max() + 1)])[minibatch]
+        first = bounds[0] + shift  # the relaxation starts later (or earlier); it ends in place
+        codes = np.where(step < first, 0, np.maximum(codes, 1))
+    return codes
 
 
 @dataclass
@@ -51,8 +90,8 @@ class Block:
     neurons : ndarray of int, shape (m,)
         Neuron index of each column.
     values : ndarray, shape (n, m)
-        The values (Fortran order: one contiguous column per neuron); rows sorted by
-        ``(sample, step)``.
+        The values, rows sorted by ``(sample, step)`` (C order from the dense mode's buffer,
+        Fortran order from state monitors).
     """
 
     layer: str
@@ -127,7 +166,7 @@ def chunk_blocks(network, limit: int, samples=None) -> list[Block]:
                 rows[columns], np.zeros(len(columns), np.int64), sizes[layer]
             )
             keep = (sample < limit) & np.isin(
-                phase_of_step(sequential % period, protocol), wanted_phases
+                phase_of_step(sequential % period, protocol, network.schedule), wanted_phases
             )
             if wanted is not None:
                 keep &= np.isin(sample, wanted)
@@ -155,13 +194,29 @@ def empty_monitors(network) -> None:
             monitor.resize(0)
 
 
+def trace_dtype(protocol: ProtocolSpec) -> type:
+    """The float type of stored trace values.
+
+    ``[record] dtype``; ``auto`` is the simulation's (float32 in single precision).
+    """
+    chosen = protocol.record.dtype
+    if chosen == "auto":
+        chosen = "float32" if protocol.precision == "single" else "float64"
+    return np.float32 if chosen == "float32" else np.float64
+
+
 def timing(protocol: ProtocolSpec) -> tuple[float, int, list[int]]:
     """``(dt, P, phase steps)`` of a protocol: dt in seconds, P steps per sample."""
     schedule = Schedule(None, protocol)
     return protocol.dt, schedule.sample_steps, [int(n) for n in schedule.phase_steps.values()]
 
 
-def blocks_to_frame(blocks: list[Block], timeline: tuple[float, int, list[int]]) -> pd.DataFrame:
+def blocks_to_frame(
+    blocks: list[Block],
+    timeline: tuple[float, int, list[int]],
+    shifts: dict | None = None,
+    batch_size: int = 1,
+) -> pd.DataFrame:
     """The tidy (long-format) trace table of some blocks.
 
     Parameters
@@ -170,6 +225,8 @@ def blocks_to_frame(blocks: list[Block], timeline: tuple[float, int, list[int]])
         Recorded values.
     timeline : (float, int, list of int)
         The run's :func:`timing`: dt in seconds, steps per sample, steps of each phase.
+    shifts, batch_size : dict, int, optional
+        Each minibatch's phase-boundary shift under ``[phases] jitter`` (:func:`phase_codes`).
 
     Returns
     -------
@@ -177,17 +234,17 @@ def blocks_to_frame(blocks: list[Block], timeline: tuple[float, int, list[int]])
         Columns :data:`TRACE_COLUMNS`; ``phase``, ``layer`` and ``variable`` are categorical;
         rows sorted by sample, layer, variable, neuron and ``t``.
     """
-    dt, period, phase_steps = timeline
-    bounds = np.cumsum(phase_steps)
+    dt, period, _ = timeline
     frames = []
     for block in blocks:
         n, m = block.values.shape
         sequential = block.sample.astype(np.int64) * period + block.step
+        codes = phase_codes(block.sample, block.step, timeline, shifts, batch_size)
         frames.append(
             pd.DataFrame(
                 {
                     "sample": np.tile(block.sample, m).astype(np.int32),
-                    "phase": np.tile(np.searchsorted(bounds, sequential % period, side="right"), m),
+                    "phase": np.tile(codes, m),
                     "t": np.tile((sequential + 1) * dt, m),
                     "layer": block.layer,
                     "neuron": np.repeat(block.neurons, n).astype(np.int32),
@@ -257,6 +314,8 @@ class Recorder:
     def __init__(self):
         self.rows = 0
         self._pending: dict[tuple[str, str], Block] = {}
+        self.phase_shifts: dict[int, int] = {}
+        """Minibatch → steps its phase boundary was moved by (``[phases] jitter``; not 0)."""
 
     def write_chunk(self, blocks: list[Block], stop: int) -> None:
         """Write the rows of samples before ``stop``; hold back the later ones."""
@@ -304,7 +363,8 @@ class MemoryRecorder(Recorder):
 
     def frame(self) -> pd.DataFrame:
         """The tidy table of everything kept (:func:`blocks_to_frame`)."""
-        return blocks_to_frame(self.blocks, timing(self.protocol))
+        timeline = timing(self.protocol)
+        return blocks_to_frame(self.blocks, timeline, self.phase_shifts, self.protocol.batch_size)
 
 
 def chunk_gradients(model, protocol, before, after, start: int, rows, slots) -> dict:
@@ -406,6 +466,8 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         return
     record: RecordSpec = network.protocol.record
     batch = network.protocol.batch_size
+    if network.protocol.jitter > 0 and boundary_shift(network):  # one minibatch per chunk
+        recorder.phase_shifts[start // batch] = boundary_shift(network)
     samples = None
     if record.samples is not None or record.minibatches is not None:
         samples = [s for s in range(start, stop + 1) if record.keeps(s, batch)]
@@ -425,5 +487,8 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         for layer, table in summarize(blocks, network.model, gradients).items():
             recorder.write_summary(layer, table)
         blocks = [b for b in (_select(b, record.neurons) for b in blocks) if b is not None]
+    dtype = trace_dtype(network.protocol)
+    for block in blocks:  # a float32 recording is stored as float32 (the buffer's, no copy)
+        block.values = block.values.astype(dtype, copy=False)
     recorder.write_chunk(blocks, stop)
     empty_monitors(network)

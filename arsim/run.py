@@ -32,7 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+
+# The text progress bar, in a terminal and in a notebook alike: tqdm.auto would pick the
+# notebook widget, which needs ipywidgets (no dependency of arsim), and without it warns with
+# the path of the installed tqdm ("TqdmWarning: IProgress not found") in every notebook.
+from tqdm.std import tqdm
 
 from arsim import stops, threads
 from arsim.loop import ChunkLoop, presentation_slots
@@ -48,9 +52,15 @@ from arsim.modes import (
 )
 from arsim.network import seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
-from arsim.runfolder import prepare_run_folder, publish, save_npz, versions, write_json
+from arsim.runfolder import (
+    derived_timing,
+    prepare_run_folder,
+    publish,
+    save_npz,
+    versions,
+    write_json,
+)
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
-from arsim.spec.schedule import Schedule
 from arsim.traces import TraceWriter
 
 
@@ -291,20 +301,10 @@ def run_to_folder(
 
 def _run_config(model, protocol, seed, n_samples, target, mode, device) -> dict:
     """``config.json`` of a random-data run."""
-    schedule = Schedule(model, protocol)
     return {
         "model": model.to_dict(),
         "protocol": protocol.to_dict(),
-        "derived": {
-            "eta_x": schedule.eta_x,
-            "steps_per_sample": schedule.sample_steps,
-            "phase_steps": schedule.phase_steps,
-            "plasticity_step": schedule.plasticity_step,
-            "relaxation_windows": {  # steps of the sample period, per hidden layer
-                layer.name: list(schedule.window_steps(layer.name)) for layer in model.layers[1:-1]
-            },
-            "stimulus_dwell_steps": schedule.dwell_steps,
-        },
+        "derived": derived_timing(model, protocol),
         "seed": seed,
         "samples": n_samples,
         "data": "random: inputs uniform in [0, 1), one-hot targets of random classes; "

@@ -34,6 +34,7 @@ from brian2.utils.logger import BrianLogger, std_silent
 
 import arsim
 from arsim.spec import ModelSpec, ProtocolSpec
+from arsim.spec.schedule import Schedule
 
 
 def no_brian_files() -> None:
@@ -193,3 +194,28 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     temporary = path.with_name(path.name + ".tmp.npz")
     np.savez(temporary, **arrays)
     os.replace(temporary, path)
+
+
+def derived_timing(model: ModelSpec, protocol: ProtocolSpec) -> dict:
+    """The ``derived`` entry of ``config.json``: what the protocol's timing comes to in steps.
+
+    Returns
+    -------
+    dict
+        ``eta_x`` (dt/τ), ``steps_per_sample``, ``phase_steps`` (steps of each phase),
+        ``relaxation_steps``, ``plasticity_step`` (step of the sample period at which the
+        weights change), ``relaxation_windows`` (per hidden layer, its window in steps of the
+        period) and ``stimulus_dwell_steps``; the same for random-data runs and trainings.
+    """
+    schedule = Schedule(model, protocol)
+    return {
+        "eta_x": schedule.eta_x,
+        "steps_per_sample": schedule.sample_steps,
+        "phase_steps": schedule.phase_steps,
+        "relaxation_steps": schedule.phase_steps["relaxation"],
+        "plasticity_step": schedule.plasticity_step,
+        "relaxation_windows": {
+            layer.name: list(schedule.window_steps(layer.name)) for layer in model.layers[1:-1]
+        },
+        "stimulus_dwell_steps": schedule.dwell_steps,
+    }

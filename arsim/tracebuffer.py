@@ -4,11 +4,11 @@ The dense mode runs a whole minibatch as replicas of every layer, so the values 
 are the rows of each group's ``(replicas, size)`` array. Instead of Brian2 ``StateMonitor`` s
 (which grow a dynamic array per variable at every step and are then indexed row by row), one
 ``NetworkOperation`` copies those arrays at the end of every step, contiguously, into arrays of
-shape ``(ticks, P, replicas, neurons)`` allocated once per chunk; after the chunk, one transposed
-copy to ``(neurons, ticks, replicas, P)`` gives the :class:`~arsim.recording.Block` values
-(rows ordered by sample and step, one contiguous column per neuron, as the Parquet writer
-reads them). Copying a step's rows to where they end up directly would touch one cache line
-per value and cost several times more.
+shape ``(ticks, replicas, P, neurons)`` allocated once per chunk: each step writes one row of
+neurons per replica, and after the chunk the array, read as rows ``(sample, step)``, is the
+:class:`~arsim.recording.Block` values without a copy (a new array per chunk, so that the
+trace writer may still hold the last ones); the writer cuts them into per-neuron columns in
+its own thread.
 
 The tick that ends a chunk records the first step of the next samples; that step is carried
 into the next chunk's arrays, so every chunk hands over exactly the rows of its own samples.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
-from arsim.recording import Block, phase_of_step
+from arsim.recording import Block, phase_of_step, trace_dtype
 from arsim.spec import PHASES
 
 
@@ -57,6 +57,7 @@ class TraceBuffer:
                 view = flat.reshape(network.replicas, size)
                 self._sources.append(((layer, variable), view, None if every else neurons))
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._dtype = trace_dtype(network.protocol)  # the copy of each step casts to it
         self._first_tick = 0
         self._recorded = False  # a step of the running chunk was copied
         self._carried = False  # slot 0 holds the first step of the chunk's first tick
@@ -69,9 +70,9 @@ class TraceBuffer:
         previous, self._arrays = self._arrays, {}
         for key, view, neurons in self._sources:
             columns = view.shape[1] if neurons is None else len(neurons)
-            array = np.empty((ticks + 1, period, replicas, columns), dtype=view.dtype)
+            array = np.empty((ticks + 1, replicas, period, columns), dtype=self._dtype)
             if carried:
-                array[0, 0] = previous[key][self._ticks, 0]
+                array[0, :, 0] = previous[key][self._ticks, :, 0]
             self._arrays[key] = array
         self._first_tick, self._ticks = done, ticks
         # the first chunk records its first step itself
@@ -84,7 +85,7 @@ class TraceBuffer:
         slot = tick - self._first_tick
         for key, view, neurons in self._sources:
             source = view if neurons is None else view[:, neurons]
-            self._arrays[key][slot, step] = source
+            self._arrays[key][slot, :, step] = source  # a row of neurons per replica
         self._recorded = True
 
     def blocks(self, stop: int, phases, samples=None) -> list[Block]:
@@ -112,7 +113,8 @@ class TraceBuffer:
         count = min(self._ticks * replicas, stop - first)
         sample = np.repeat(np.arange(first, first + count, dtype=np.int32), period)
         step = np.tile(np.arange(period, dtype=np.int32), count)
-        keep = np.isin(phase_of_step(step, network.protocol), [PHASES.index(p) for p in phases])
+        codes = phase_of_step(step, network.protocol, network.schedule)  # a jittered chunk's
+        keep = np.isin(codes, [PHASES.index(p) for p in phases])
         if samples is not None:
             keep &= np.isin(sample, np.fromiter(samples, dtype=np.int64))
         if not self._carried:  # step 0 of the first tick was not recorded (recording off)
@@ -124,12 +126,13 @@ class TraceBuffer:
         blocks = []
         for _, layer, variables, neurons in self.layers:
             for variable in variables:
-                array = self._arrays[layer, variable][:ticks].transpose(3, 0, 2, 1)
-                columns = np.ascontiguousarray(array).reshape(len(neurons), -1)
-                values = columns[:, : count * period].T
+                # rows (tick, replica, step) are (sample, step): a view, no copy; the writer
+                # cuts the per-neuron columns from it in its own thread
+                array = self._arrays[layer, variable][:ticks]
+                values = array.reshape(-1, len(neurons))[: count * period]
                 if rows is None:
                     blocks.append(Block(layer, variable, sample, step, neurons, values))
                 else:
-                    values = np.asfortranarray(values[rows])
+                    values = values[rows]
                     blocks.append(Block(layer, variable, sample[rows], step[rows], neurons, values))
         return blocks

@@ -20,6 +20,9 @@ needs (Parquet column selection and row-group statistics).
 from __future__ import annotations
 
 import json
+import queue
+import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +51,22 @@ columns that repeat (x̂ between presentations, f' of rectified units, zeros). R
 statistics are only needed on the columns a query filters (``sample``, ``step``)."""
 
 
+COLUMNS_AT_ONCE = 64
+"""Neuron columns the trace writer cuts from a block's rows in one pass."""
+
+
 class TraceWriter(Recorder):
     """Streams recorded blocks to ``folder`` (see the module docstring), one row group a chunk.
 
-    Use as a context manager (or call :meth:`close`): every file is closed, and stays readable
-    with the chunks written so far, however the run ends.
+    A background thread converts and writes the chunks while the simulation runs the next
+    ones: :meth:`write` hands a chunk over through a queue of at most :attr:`QUEUE_CHUNKS`
+    chunks (so memory does not grow when the disk is slower than the simulation: the run then
+    waits), and only that thread touches the files. An error of the thread (a full disk) is
+    raised by the next :meth:`write` or by :meth:`close`.
+
+    Use as a context manager (or call :meth:`close`): the chunks handed over are written,
+    every file is closed, and stays readable with the chunks written so far, however the run
+    ends (a stop included).
 
     Parameters
     ----------
@@ -66,21 +80,31 @@ class TraceWriter(Recorder):
         Training: the training-set index of the image shown at each recorded sample slot.
     """
 
+    QUEUE_CHUNKS = 2
+    """Chunks waiting for the writer thread at most (besides the one it writes)."""
+
     def __init__(self, folder, protocol, epoch: int | None = None, images: dict | None = None):
         super().__init__()
         self.folder = Path(folder)
         self.protocol = protocol
         self.folder.mkdir(parents=True, exist_ok=True)
         self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._error_raised = False
+        self._thread: threading.Thread | None = None
         dt, period, phase_steps = timing(protocol)
         meta = {
             "format": FORMAT,
             "dt": dt,
             "steps_per_sample": period,
             "phase_steps": phase_steps,
+            "batch_size": protocol.batch_size,
+            "phase_shifts": {},
             "epoch": epoch,
             "images": None if images is None else {str(k): int(v) for k, v in images.items()},
         }
+        self._meta = meta
         (self.folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
     def __enter__(self) -> TraceWriter:
@@ -90,15 +114,60 @@ class TraceWriter(Recorder):
         self.close()
 
     def write(self, blocks: list[Block]) -> None:
-        """Append a chunk's blocks (one row group per layer and variable)."""
+        """Hand a chunk's blocks to the writer thread (one row group per layer and variable).
+
+        The blocks must not change afterwards. Waits while :attr:`QUEUE_CHUNKS` chunks wait.
+        """
+        self._hand_over(self._write_blocks, blocks)
+
+    def _write_blocks(self, blocks: list[Block]) -> None:
         for block in blocks:
             columns = {"sample": pa.array(block.sample), "step": pa.array(block.step)}
-            for j, neuron in enumerate(block.neurons):
-                columns[f"n{neuron}"] = pa.array(block.values[:, j])
-            self.write_table(block.layer, block.variable, pa.table(columns))
+            for first in range(0, len(block.neurons), COLUMNS_AT_ONCE):
+                # a few columns at a time: each row's values of them share cache lines
+                part = np.ascontiguousarray(block.values[:, first : first + COLUMNS_AT_ONCE].T)
+                for j, values in enumerate(part):
+                    columns[f"n{block.neurons[first + j]}"] = pa.array(values)
+            self._write_table(block.layer, block.variable, pa.table(columns))
 
-    def write_table(self, layer: str, name: str, table: pa.Table) -> None:
-        """Append ``table`` as a row group of ``<layer>/<name>.parquet``."""
+    def _hand_over(self, write, *args) -> None:
+        """Queue ``write(*args)`` for the writer thread (started on first use)."""
+        self._raise_error()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="trace-writer", daemon=True)
+            self._thread.start()
+        while True:
+            try:
+                self._queue.put((write, args), timeout=0.2)
+                return
+            except queue.Full:  # the thread writes; if it failed, say why instead of waiting
+                self._raise_error()
+
+    def _drain(self) -> None:
+        """The writer thread: write what is queued until :meth:`close` sends ``None``.
+
+        After an error it writes nothing more but keeps emptying the queue, so that nothing
+        waits on it.
+        """
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            write, args = item
+            if self._error is None:
+                try:
+                    write(*args)
+                except BaseException as error:  # raised in the simulating thread
+                    self._error = error
+
+    def _raise_error(self) -> None:
+        """Raise the writer thread's error in the calling thread (once)."""
+        if self._error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self._error
+
+    def _write_table(self, layer: str, name: str, table: pa.Table) -> None:
+        """Append ``table`` as a row group of ``<layer>/<name>.parquet`` (writer thread)."""
         key = (layer, name)
         if key not in self._writers:
             path = self.folder / layer / f"{name}.parquet"
@@ -108,17 +177,30 @@ class TraceWriter(Recorder):
 
     def write_summary(self, layer: str, table: pd.DataFrame) -> None:
         """Append a chunk's summary rows of ``layer`` to ``<layer>/summary.parquet``."""
-        self.write_table(layer, "summary", pa.Table.from_pandas(table, preserve_index=False))
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        self._hand_over(self._write_table, layer, "summary", arrow)
 
     def frame(self) -> None:
         """Nothing is held in memory: read the traces back with :func:`load`."""
         return None
 
     def close(self) -> None:
-        """Close every file (each keeps the row groups written)."""
+        """Write what was handed over, then close every file (each keeps its row groups).
+
+        Raises the writer thread's error, if any and not raised yet; closing again does
+        nothing.
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
         writers, self._writers = self._writers, {}
         for writer in writers.values():
             writer.close()
+        if self.phase_shifts:  # each jittered minibatch's boundary, for the phase labels
+            meta = self._meta | {"phase_shifts": {str(k): v for k, v in self.phase_shifts.items()}}
+            (self.folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        self._raise_error()
 
 
 def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWriter | None:
@@ -132,7 +214,14 @@ def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWrit
         return None
     kept = [s for s in range(len(order)) if record.keeps(s, protocol.batch_size)]
     images = {s: int(order[s]) for s in kept}
+    # a resumed training repeats the epoch: what an interrupted attempt recorded goes
+    shutil.rmtree(Path(folder) / f"epoch-{epoch}", ignore_errors=True)
     return TraceWriter(Path(folder) / f"epoch-{epoch}", protocol, epoch, images)
+
+
+def _shifts(meta: dict) -> dict[int, int]:
+    """Minibatch → phase-boundary shift in steps of a jittered run (empty otherwise)."""
+    return {int(k): int(v) for k, v in (meta.get("phase_shifts") or {}).items()}
 
 
 def _timing(meta: dict) -> tuple[float, int, list[int]]:
@@ -171,7 +260,8 @@ def _filters(meta: dict, samples, phases, t) -> list | None:
         period, dt = meta["steps_per_sample"], meta["dt"]
         common.append(("sample", ">=", int(np.floor(t[0] / dt / period)) - 1))
         common.append(("sample", "<=", int(np.ceil(t[1] / dt / period))))
-    ranges = _step_ranges(meta, phases)
+    # a jittered run's phases move per minibatch: they are selected after labelling
+    ranges = None if _shifts(meta) else _step_ranges(meta, phases)
     if ranges is None:
         return [common] if common else None
     return [common + [("step", ">=", lo), ("step", "<", hi)] for lo, hi in ranges]
@@ -296,7 +386,9 @@ def load(
         if as_xarray:
             frames.append((meta, blocks))
             continue
-        frame = blocks_to_frame(blocks, _timing(meta))
+        frame = blocks_to_frame(blocks, _timing(meta), _shifts(meta), meta.get("batch_size", 1))
+        if phases is not None and _shifts(meta):
+            frame = frame[frame.phase.isin(phases)].reset_index(drop=True)
         if t is not None:
             frame = frame[(frame.t >= t[0]) & (frame.t <= t[1])].reset_index(drop=True)
         if meta["epoch"] is not None:

@@ -38,7 +38,8 @@ The run folder::
                        ``angle_deg_max``,
                        ``angle_deg_last``; ``angle_deg_W<l>`` per weight matrix (mean)
 ``relax_relerr_<layer>``  ``|x − ∂L/∂x̂| / |∂L/∂x̂|`` per hidden layer after the protocol's
-                       relaxation (NumPy oracle) on the last minibatch, AR's weights
+                       relaxation (NumPy oracle) on the row's last minibatch (the epoch's
+                       last in ``epoch`` rows), AR's weights before its update
 ``ar_train_acc``       accuracy (feedforward sweep) on the training set — the first
                        ``eval_samples`` of it in ``batch`` rows, all of it in ``epoch`` rows;
                        ``ar_test_acc`` on the test set; ``ar_train_loss``/``ar_test_loss``
@@ -68,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a text bar, as arsim.run explains
 
 from arsim import oracle, stops
 from arsim import threads as thread_policy
@@ -81,6 +82,7 @@ from arsim.modes import build_network, resolve_codegen_target, session, set_code
 from arsim.network import FLOAT_DTYPES, seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
 from arsim.runfolder import (
+    derived_timing,
     partial_folders,
     prepare_run_folder,
     publish,
@@ -89,9 +91,12 @@ from arsim.runfolder import (
     write_json,
 )
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
-from arsim.spec.schedule import Schedule
 from arsim.traces import epoch_recorder
 from arsim.trainlog import MetricsTable, Window
+
+LAST_EPOCH_KEYS = ("ar_test_acc", "bp_test_acc", "angle_deg")
+"""What the last epoch row passes to the checkpoint and the final status: test accuracies
+and the mean angle (degrees) between AR's update and backprop over the epoch."""
 
 
 class TrainError(ValueError):
@@ -227,7 +232,7 @@ class Training:
     table : MetricsTable
         ``metrics.csv``.
     test_accuracy : dict
-        ``ar_test_acc`` and ``bp_test_acc`` of the last epoch row.
+        ``ar_test_acc``, ``bp_test_acc`` and ``angle_deg`` of the last epoch row.
     """
 
     def __init__(
@@ -267,10 +272,7 @@ class Training:
         config = {
             "model": model.to_dict(),
             "protocol": protocol.to_dict(),
-            "derived": {
-                "eta_x": Schedule(model, protocol).eta_x,
-                "relaxation_steps": Schedule(model, protocol).phase_steps["relaxation"],
-            },
+            "derived": derived_timing(model, protocol),
             "seed": options.seed,
             "epochs": epochs,
             "data": data,
@@ -336,7 +338,7 @@ class Training:
             )
             kept_rows = state["metrics_rows"]
             self.batches, self.samples = state["batches"], state["samples"]
-            self.test_accuracy = {key: state.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+            self.test_accuracy = {key: state.get(key) for key in LAST_EPOCH_KEYS}
         else:
             arrays = np.load(self.folder / "weights" / "initial.npz")
             self.ar = _params_from_arrays(self.model, arrays)
@@ -391,6 +393,9 @@ class Training:
         resumed run repeats the epoch exactly.
         """
         model, protocol, seed = self.model, self.protocol, self.options.seed
+        self.stopped_by = stops.requested()
+        if self.stopped_by is not None:  # stopped between epochs: no network is built
+            return None
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
         recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)
@@ -403,6 +408,7 @@ class Training:
             )  # fmt: skip
             n_layers = len(model.connections)
             window, epoch_window = Window(n_layers), Window(n_layers)
+            batch = None
             for batch in loop:
                 bp_loss = self._baseline_step(batch)
                 window.add(batch.metrics, bp_loss)
@@ -423,8 +429,10 @@ class Training:
             self.stopped_by = loop.interrupted
             return None
         row = self.evaluate("epoch", epoch, epoch_window, full=True)
+        if batch is not None:  # the epoch's last minibatch, as a batch row measures it
+            row |= relaxation_errors(model, protocol, batch.before, batch.inputs, batch.targets)
         self.table.write(row)
-        self.test_accuracy = {key: row.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+        self.test_accuracy = {key: row.get(key) for key in LAST_EPOCH_KEYS}
         self.epochs_done = epoch + 1
         return None
 
@@ -517,7 +525,7 @@ class Training:
             "samples": self.samples,
         }
         if state == "completed":
-            status |= {key: self.test_accuracy.get(key) for key in ("ar_test_acc", "bp_test_acc")}
+            status |= {key: self.test_accuracy.get(key) for key in LAST_EPOCH_KEYS}
         if state == "interrupted":
             status["signal"] = stops.signal_name(self.stopped_by)
         write_json(self.folder / "status.json", status)

@@ -2,11 +2,11 @@
 
 For 64, 1,024 and 4,096 samples of the paper network (``models/paper-mlp.toml``, the protocol
 ``protocols/paper.toml`` changed to record x, x̂ and f' of every neuron of every layer and
-sample), runs ``arsim run … --target numpy`` under ``/usr/bin/time -v`` with and without
-recording (peak memory: "Maximum resident set size"; wall time), then loads one layer,
-variable and sample of the 4,096-sample recording with :func:`arsim.traces.load` and counts the
-bytes read from the trace files (``rchar`` of ``/proc/self/io``: every byte passed through a
-read system call, cached or not) against the bytes on disk. Usage::
+sample, stored as float32), runs ``arsim run … --target numpy`` under ``/usr/bin/time -v``
+with and without recording (peak memory: "Maximum resident set size"; wall time), then loads
+one layer, variable and sample of the 4,096-sample recording with :func:`arsim.traces.load`
+and counts the bytes read from the trace files (``rchar`` of ``/proc/self/io``: every byte
+passed through a read system call, cached or not) against the bytes on disk. Usage::
 
     python benchmarks/recording.py [--samples 64 1024 4096] [--out benchmarks/recording.json]
 """
@@ -31,6 +31,7 @@ layers = "all"
 neurons = "all"
 samples = "all"
 phases = ["feedforward", "relaxation", "update"]
+dtype = "float32"
 """
 
 
@@ -100,7 +101,8 @@ def main(argv=None) -> int:
         for record in (False, True):
             out = work / f"run-{samples}-{'all' if record else 'none'}"
             row = timed_run(protocol_file(work, record), samples, out)
-            row |= {"samples": samples, "record": "x, xhat, fp of every neuron" if record else ""}
+            recorded = "x, xhat, fp of every neuron, float32" if record else ""
+            row |= {"samples": samples, "record": recorded}
             if record:
                 row["trace_bytes"] = sum(
                     p.stat().st_size for p in (out / "traces").rglob("*") if p.is_file()

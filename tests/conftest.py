@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import shutil
 import tempfile
@@ -98,6 +100,30 @@ def relaxation_history(traces, protocol, layer, n_samples):
     )
     assert not np.isnan(history).any(), f"missing trace rows for layer {layer}"
     return history
+
+
+class _UnusedBrianObjects(logging.Handler):
+    """Collects Brian2's warnings about objects deleted without ever being in a network."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        if "never included in a network" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_unused_brian_objects():
+    """Fail the session when a test builds Brian2 objects that never run (Brian2 warns on
+    stderr when they are deleted): arsim builds what it runs, and so do the tests."""
+    handler = _UnusedBrianObjects()
+    logging.getLogger("brian2").addHandler(handler)
+    yield
+    gc.collect()
+    logging.getLogger("brian2").removeHandler(handler)
+    assert not handler.messages, "; ".join(handler.messages[:3])
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -71,6 +71,7 @@ def test_double_precision_stays_float64(paper_model):
     protocol = make_protocol(relax_steps=3, batch_size=2)
     assert protocol.precision == "double"
     network = DenseNetwork(paper_model, protocol, oracle.init_params(paper_model), record=False)
+    network.run_chunk(*random_batch(paper_model, 2))  # a network built is a network run
     assert network.groups[1].variables["x"].get_value().dtype == np.float64
     assert {w.dtype for w in network.W} == {np.dtype(np.float64)}
 

@@ -74,7 +74,7 @@ MODEL_KEYS: dict[str, str] = {
 PROTOCOL_KEYS: dict[str, str] = {
     "name": "Protocol name (default: the file's stem); it names the run folder.",
     "tau": "τ of the leaky-integrator neurons; the relaxation rate `η_x = dt/τ` is derived.",
-    "dt": "Forward Euler step (below 2 τ).",
+    "dt": "Forward Euler step (below 2 τ); absent when `oscillation.steps_per_cycle` sets it.",
     "precision": "Floating point of the simulation: `double` (float64, default) or `single` "
     "(float32 NeuronGroups, matrices and BLAS in the dense mode; the synapses modes refuse; "
     "`--precision` overrides).",
@@ -106,7 +106,10 @@ PROTOCOL_KEYS: dict[str, str] = {
     "learning.feedback_rate": "η of a learned ψ (default: `rate`).",
     "learning.batch_size": "Samples whose weight changes accumulate before they are applied.",
     "learning.batch_reduction": "`sum` or `mean` of the per-sample changes of a minibatch.",
-    "record": "What goes into `traces.parquet`.",
+    "record": "What goes into the run folder's `traces/` (one Parquet file per layer and "
+    "variable).",
+    "record.dtype": "Float type of the stored values: `float64`, `float32` (half the memory, "
+    'disk and time) or `auto`, the simulation\'s (float32 under `precision = "single"`).',
     "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`.",
     "record.layers": "Layer names, or `all`.",
     "record.neurons": "Neuron indices recorded in every layer, or `all`.",
@@ -123,6 +126,9 @@ PROTOCOL_KEYS: dict[str, str] = {
     "oscillation": "An oscillation whose cycle is the sample period and whose phase gates the "
     "sweep, the relaxation and the plasticity (replaces the `[phases]` durations).",
     "oscillation.frequency": "Cycles per second; the period 1/f is a whole number of steps.",
+    "oscillation.steps_per_cycle": "Steps of one cycle, given instead of `dt` (then "
+    "dt = 1/(f · steps_per_cycle)): a period that is no whole number of milliseconds, such as "
+    "12 Hz's 83.33… ms, in 250 steps of 1/3 ms.",
     "oscillation.waveform": "`square` (the window fully open) or `sine` (a half sine across "
     "the window gates the relaxation rate).",
     "oscillation.relaxation": "`[start, end]` phase angles (`deg` or `rad`) of the relaxation "
@@ -183,7 +189,7 @@ SWEEP_KEYS: dict[str, str] = {
     "model": "The model file, relative to the sweep file (required).",
     "protocol": "The protocol file, relative to the sweep file (required).",
     "seeds": "Seeds of every grid point, distinct non-negative integers (default: the model's).",
-    "name": "Sweep name (default: the file's stem): letters, digits, `._-`.",
+    "name": "Sweep name (default: the file's stem): Unicode letters, digits and `._-`.",
     "grid": "The parameters to vary: dotted keys into the model and protocol tables.",
     "grid.<key>": "A non-empty list of distinct values for `model.KEY` or `protocol.KEY` (a "
     "whole table is a value too; `[[arrays of tables]]` take an index, `model.layers[1].size`).",

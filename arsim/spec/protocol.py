@@ -40,6 +40,8 @@ __all__ = [
 
 PRECISIONS = ("double", "single")
 """Floating point of a simulation (the protocol's ``precision``): float64 or float32."""
+TRACE_DTYPES = ("auto", "float64", "float32")
+"""Float types of recorded traces (``[record] dtype``); ``auto``: the simulation's."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,10 @@ class RecordSpec:
         Also store per layer and step the mean and standard deviation over all the layer's
         neurons of every recorded variable and the relative distance of x to the backprop
         gradient ``∂L/∂x̂`` (oracle, weights of the sample's minibatch).
+    dtype : {'auto', 'float64', 'float32'}
+        Float type of the stored values (:data:`TRACE_DTYPES`); ``auto``: the simulation's
+        (float32 in single precision). float32 halves the memory, the disk and the time of a
+        recording.
     """
 
     variables: tuple[str, ...] = ("x", "xhat", "fp")
@@ -81,6 +87,7 @@ class RecordSpec:
     minibatches: tuple[int, ...] | None = None
     epochs: tuple[int, ...] | None = None
     summary: bool = False
+    dtype: str = "auto"
 
     def keeps(self, slot: int, batch_size: int) -> bool:
         """Whether the rows of presentation slot ``slot`` are kept."""
@@ -100,6 +107,9 @@ class OscillationSpec:
     ----------
     frequency : float
         Cycles per second (Hz); the period 1/f is a whole number of steps.
+    steps_per_cycle : int or None
+        Steps of one cycle when the protocol gives them instead of dt
+        (``oscillation.steps_per_cycle``; dt = 1/(f · steps_per_cycle)); None: dt was given.
     waveform : {'square', 'sine'}
         Relaxation gain across the window (see :data:`WAVEFORMS`).
     window : (float, float)
@@ -119,6 +129,7 @@ class OscillationSpec:
     plasticity: float = 360.0
     phase_offset: tuple[tuple[str, float], ...] = ()
     feedforward: tuple[float, float] | None = None
+    steps_per_cycle: int | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +251,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     root = Table(data, source)
     name = root.safe_name(Path(str(source)).stem)
     tau, dt = _time_step(root)
-    dt_text = data["dt"]
+    dt_text = data.get("dt") or f"{dt * 1e3:.10g} ms (1/oscillation.steps_per_cycle of 1/f)"
     layer_tau = _named_durations(
         root.table("layer_tau"),
         lambda value: value > 0 and dt < 2 * value,
@@ -265,12 +276,6 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     relaxation_order, relaxation_input = _relaxation(
         root.table("relaxation"), tolerance > 0 or any(d > 0 for _, d in feedback_delay)
     )
-    if forward.leaky and tolerance > 0:
-        raise SpecError(
-            source,
-            "feedforward.kind",
-            "leaky forward dynamics do not run with phases.tolerance yet",
-        )
     _check_jitter(phases, jitter, forward, plasticity, tolerance, dwell, feedback_delay)
     spikes = spikes_from_table(root.table("spikes"), dt) if "spikes" in data else None
     _check_spikes(spikes, source, relaxation_order, relaxation_input, tolerance, dwell)
@@ -354,16 +359,45 @@ def _time_step(root: Table) -> tuple[float, float]:
     tau = root.duration("tau")
     if tau <= 0:
         raise root.error("tau", f"expected a positive time constant, got {root.data['tau']!r}")
-    dt = root.duration("dt")
+    dt = _cycle_step(root)
+    if dt is None:
+        dt = root.duration("dt")
     if dt <= 0:
         raise root.error("dt", f"expected a positive step, got {root.data['dt']!r}")
     if dt >= 2 * tau:
         raise root.error(
             "dt",
-            f"forward Euler is unstable for dt >= 2 tau; got dt = {root.data['dt']} with tau = "
+            f"forward Euler is unstable for dt >= 2 tau; got dt = {dt * 1e3:g} ms with tau = "
             f"{root.data['tau']} (dt/tau = {dt / tau:g}; 0.1 is the paper's value)",
         )
     return tau, dt
+
+
+def _cycle_step(root: Table) -> float | None:
+    """The step in seconds set by ``[oscillation] steps_per_cycle`` (a cycle in that many steps).
+
+    None when the key is absent (the protocol gives ``dt``). An oscillation at 12 Hz has a
+    period of 83.33… ms, no whole number of steps of a decimal dt: ``steps_per_cycle = 250``
+    says what is meant, dt = 1/(12 Hz · 250) = 0.3333… ms.
+    """
+    oscillation = root.data.get("oscillation")
+    if not isinstance(oscillation, dict) or "steps_per_cycle" not in oscillation:
+        return None
+    table = Table(oscillation, root.file, "oscillation")
+    steps = table.integer("steps_per_cycle", low=2)
+    if "dt" in root.data:
+        raise root.error(
+            "dt",
+            "oscillation.steps_per_cycle sets dt = 1/(frequency · steps_per_cycle); "
+            "remove one of dt and steps_per_cycle",
+        )
+    root.used.add("dt")
+    frequency = table.frequency("frequency")
+    if frequency <= 0:
+        raise table.error(
+            "frequency", f"expected a frequency > 0 Hz, got {oscillation['frequency']!r}"
+        )
+    return 1.0 / (frequency * steps)
 
 
 def _phases(
@@ -504,6 +538,7 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
     minibatches = _index_list(table, "minibatches", RecordSpec.minibatches)
     epochs = _index_list(table, "epochs", RecordSpec.epochs)
     summary = table.get("summary", bool, RecordSpec.summary)
+    dtype = table.get("dtype", str, RecordSpec.dtype, choices=TRACE_DTYPES)
     table.finish()
     return RecordSpec(
         tuple(variables),
@@ -515,6 +550,7 @@ def _record(table: Table, dt: float, dt_text) -> RecordSpec:
         minibatches,
         epochs,
         summary,
+        dtype,
     )
 
 
@@ -528,11 +564,13 @@ def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | Non
     text = table.data["frequency"]
     if frequency <= 0:
         raise table.error("frequency", f"expected a frequency > 0 Hz, got {text!r}")
+    steps_per_cycle = table.integer("steps_per_cycle", None, low=2)
     if not _is_multiple(1.0 / frequency, dt):
         raise table.error(
             "frequency",
             f"the period 1/f = {1e3 / frequency:g} ms of {text!r} is not a multiple of "
-            f"dt = {dt_text}",
+            f"dt = {dt_text}; give oscillation.steps_per_cycle instead of dt (dt is then "
+            "1/(f · steps_per_cycle))",
         )
     period = int(round(1.0 / frequency / dt))
     waveform = table.get("waveform", str, OscillationSpec.waveform, choices=WAVEFORMS)
@@ -584,7 +622,9 @@ def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | Non
         "relaxation": (last - first) * dt,
         "update": (period - last) * dt,
     }
-    oscillation = OscillationSpec(frequency, waveform, (start, stop), plasticity, offsets, forward)
+    oscillation = OscillationSpec(
+        frequency, waveform, (start, stop), plasticity, offsets, forward, steps_per_cycle
+    )
     return oscillation, durations
 
 

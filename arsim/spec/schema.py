@@ -6,6 +6,7 @@ was expected.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import tomllib
@@ -119,9 +120,13 @@ def parse_with_unit(
     return value
 
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
-"""A name that is safe in a file name: letters, digits, ``._-``, not starting with a dot, at
-most 100 characters."""
+NAME_PUNCTUATION = "._-"
+"""The characters besides Unicode letters and digits that a name may hold."""
+NAME_RULE = (
+    "a name of Unicode letters, digits and ._- (no path separators, spaces or control "
+    "characters; no leading dot; 1 to 100 characters)"
+)
+"""What :func:`check_name` accepts, in the words of its error message."""
 
 
 def _shown(value: Any, limit: int = 60) -> str:
@@ -131,14 +136,20 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 
 def check_name(name: Any, file: str | Path | None, key: str) -> str:
-    """``name`` if it is safe in a file name (:data:`NAME_PATTERN`), else a :class:`SpecError`."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise SpecError(
-            file,
-            key,
-            "expected a name of letters, digits and ._- (not starting with a dot, at most 100 "
-            f"characters), got {_shown(name)}",
-        )
+    """``name`` if it is safe in a file name (:data:`NAME_RULE`), else a :class:`SpecError`.
+
+    Letters and digits are those of Unicode (``modèle``, ``τ-sweep``); everything else that
+    could split, hide or escape a path (separators, spaces, control characters, a leading
+    dot) is refused.
+    """
+    safe = (
+        isinstance(name, str)
+        and 1 <= len(name) <= 100
+        and not name.startswith(".")
+        and all(char.isalnum() or char in NAME_PUNCTUATION for char in name)
+    )
+    if not safe:
+        raise SpecError(file, key, f"expected {NAME_RULE}, got {_shown(name)}")
     return name
 
 
@@ -201,8 +212,14 @@ class Table:
         if name in self.data:
             return True
         if default is ...:
-            raise self.error(name, "missing (required)")
+            raise self.error(name, f"missing (required){self._did_you_mean(name)}")
         return False
+
+    def _did_you_mean(self, name: str) -> str:
+        """``"; did you mean 'KEY'?"`` for an unread key of the table close to ``name``."""
+        unread = [key for key in self.data if key not in self.used and isinstance(key, str)]
+        close = difflib.get_close_matches(name, unread, n=1, cutoff=0.75)
+        return f"; did you mean {printable(repr(close[0]))}?" if close else ""
 
     def get(self, name: str, kinds: type | tuple, default: Any = ..., choices=None) -> Any:
         """Entry ``name`` of one of the types ``kinds`` (and in ``choices``), else ``default``.
@@ -273,7 +290,7 @@ class Table:
         """The sub-table ``name`` (empty when absent and not ``required``)."""
         self.used.add(name)
         if name not in self.data and required:
-            raise self.error(name, "missing (required table)")
+            raise self.error(name, f"missing (required table){self._did_you_mean(name)}")
         return Table(self.data.get(name, {}), self.file, self.key(name))
 
     def tables(self, name: str) -> list[Table]:

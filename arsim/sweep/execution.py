@@ -24,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # a text bar, as arsim.run explains
 
 from arsim import threads
 from arsim.runfolder import versions
