@@ -41,7 +41,8 @@ The run folder::
                        relaxation (NumPy oracle) on the last minibatch, AR's weights
 ``ar_train_acc``       accuracy (feedforward sweep) on the training set — the first
                        ``eval_samples`` of it in ``batch`` rows, all of it in ``epoch`` rows;
-                       ``ar_test_acc`` on the test set; ``ar_train_loss``/``ar_test_loss``
+                       ``ar_test_acc`` on the test set, likewise (the first ``eval_samples``
+                       test images in ``batch`` rows); ``ar_train_loss``/``ar_test_loss``
                        the mean loss there; ``bp_*`` the same for the baseline (empty
                        without a baseline)
 =====================  ===================================================================
@@ -176,7 +177,10 @@ class TrainingOptions:
     baseline : bool
         Train the backprop baseline beside AR.
     eval_samples : int
-        Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
+        Training and test samples (the first ones of each set) on which ``batch`` rows measure
+        accuracy and loss; ``epoch`` rows measure them on both whole sets. 1,000 samples give
+        an accuracy near 85 % within about ±1.1 pp (binomial standard error) at a fiftieth of
+        the cost of the whole sets.
     compare_every : int
         Compare AR's update with backprop (the angles of ``metrics.csv``) on every this many
         minibatches of an epoch (the first, then every ``compare_every``-th) and on the last
@@ -188,7 +192,7 @@ class TrainingOptions:
     seed: int
     metrics_every: int = 50
     baseline: bool = True
-    eval_samples: int = 10000
+    eval_samples: int = 1000
     compare_every: int = 10
     blas_threads: int | None = None
 
@@ -439,8 +443,8 @@ class Training:
     def evaluate(self, kind: str, epoch: int, window: Window, full: bool) -> dict:
         """A metrics row: position, the window's summary, accuracies and losses.
 
-        ``full``: the train accuracy on the whole training set, else on its first
-        ``eval_samples``; the test accuracy is always on the whole test set.
+        ``full``: accuracy and loss on the whole training and test sets, else on the first
+        ``eval_samples`` of each.
         """
         row = {"kind": kind, "epoch": epoch + 1, "batch": self.batches, "samples": self.samples}
         row |= window.summary()
@@ -451,6 +455,9 @@ class Training:
             labels = self.labels[: self.options.eval_samples]
         test_images = self._cast("test", self.dataset.test_images)
         test_labels, n_classes = self.dataset.test_labels, self.dataset.n_classes
+        if not full:
+            test_images = test_images[: self.options.eval_samples]
+            test_labels = test_labels[: self.options.eval_samples]
         for who, params in (("ar", self.ar), ("bp", self.bp)):
             if params is None:
                 continue
@@ -549,7 +556,7 @@ def train(
     baseline: bool = True,
     resume: bool = False,
     progress: bool = True,
-    eval_samples: int = 10000,
+    eval_samples: int = TrainingOptions.eval_samples,
     target: str = "auto",
     compare_every: int = TrainingOptions.compare_every,
 ) -> tuple[Path, dict]:
@@ -579,7 +586,8 @@ def train(
     progress : bool
         Show a progress bar over samples.
     eval_samples : int
-        Training samples (the first ones) on which ``batch`` rows measure the train accuracy.
+        Training and test samples on which ``batch`` rows measure accuracy and loss
+        (:class:`TrainingOptions`).
     target : {'auto', 'numpy', 'cython'}
         Brian2 code generation target; ``'auto'`` compiles (Cython) for long trainings
         (``arsim.modes.resolve_codegen_target`` over the epochs' sample presentations), and

@@ -107,6 +107,38 @@ def test_single_precision_baseline_and_evaluations_compute_in_float32(fmnist, tm
         assert row[f"{who}_test_loss"] == pytest.approx(loss, rel=1e-6)  # scale 2 × ½ Σ
 
 
+def _accuracy(weights, images, labels):
+    """Accuracy of a hand-written float64 sweep of the paper network (ReLU hidden, linear out)."""
+    output = images
+    for k in range(4):
+        output = output @ weights[f"W{k}"].T
+        output = np.maximum(output, 0.0) if k < 3 else output
+    return np.mean(output.argmax(axis=1) == labels)
+
+
+def test_batch_rows_evaluate_the_first_eval_samples_and_epoch_rows_the_whole_sets(
+    fmnist, tmp_path
+):
+    """Two minibatches with a metrics row after the second: the ``batch`` row and the ``epoch``
+    row see the same final weights; the batch row's accuracies are those of the first
+    ``eval_samples`` training and test images, the epoch row's those of the whole sets."""
+    model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(PAPER_PROTOCOL)
+    folder, _ = train(
+        model, protocol, fmnist, tmp_path / "run", 1, train_samples=128, metrics_every=2,
+        eval_samples=100, progress=False,
+    )  # fmt: skip
+    metrics = pd.read_csv(folder / "metrics.csv")
+    batch, epoch = metrics[metrics.kind == "batch"].iloc[0], metrics[metrics.kind == "epoch"].iloc[0]
+    for who, name in (("ar", "final.npz"), ("bp", "backprop-final.npz")):
+        weights = _weights(folder / "weights" / name)
+        train_x, train_y = fmnist.train_images[:128], fmnist.train_labels[:128]
+        test_x, test_y = fmnist.test_images, fmnist.test_labels
+        assert batch[f"{who}_train_acc"] == _accuracy(weights, train_x[:100], train_y[:100])
+        assert batch[f"{who}_test_acc"] == _accuracy(weights, test_x[:100], test_y[:100])
+        assert epoch[f"{who}_train_acc"] == _accuracy(weights, train_x, train_y)
+        assert epoch[f"{who}_test_acc"] == _accuracy(weights, test_x, test_y)
+
+
 def test_ar_tracks_backprop_and_loss_falls_on_real_data(fmnist, tmp_path):
     """640 real samples, 2 epochs, every minibatch: angle ≤ 1°, training loss falls."""
     model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(RELAX150)
