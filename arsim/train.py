@@ -38,7 +38,9 @@ The run folder::
                        ``angle_deg_max``,
                        ``angle_deg_last``; ``angle_deg_W<l>`` per weight matrix (mean)
 ``relax_relerr_<layer>``  ``|x − ∂L/∂x̂| / |∂L/∂x̂|`` per hidden layer after the protocol's
-                       relaxation (NumPy oracle) on the last minibatch, AR's weights
+                       relaxation (NumPy oracle, float64) on the first
+                       ``RELAXATION_ERROR_SAMPLES`` samples of the row's last minibatch,
+                       from the weights before its update
 ``ar_train_acc``       accuracy (feedforward sweep) on the training set — the first
                        ``eval_samples`` of it in ``batch`` rows, all of it in ``epoch`` rows;
                        ``ar_test_acc`` on the test set, likewise (the first ``eval_samples``
@@ -102,6 +104,11 @@ class TrainError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Small pieces
 # --------------------------------------------------------------------------------------------
+RELAXATION_ERROR_SAMPLES = 16
+"""Samples of a ``batch`` row's last minibatch on which the relaxation's error is measured (a
+float64 relaxation of the oracle: on 16 samples a quarter of the cost of a whole minibatch)."""
+
+
 def epoch_order(seed: int, epoch: int, n_samples: int) -> np.ndarray:
     """Presentation order of epoch ``epoch`` (0-based): a permutation of ``n_samples``."""
     return seeded_rng(seed, SeedStream.SHUFFLE, epoch).permutation(n_samples)
@@ -415,7 +422,10 @@ class Training:
             self.samples += batch.last - batch.first
             if (batch.index + 1) % self.options.metrics_every == 0:
                 row = self.evaluate("batch", epoch, window, full=False)
-                row |= relaxation_errors(model, protocol, batch.before, batch.inputs, batch.targets)
+                first = slice(RELAXATION_ERROR_SAMPLES)
+                row |= relaxation_errors(
+                    model, protocol, batch.before, batch.inputs[first], batch.targets[first]
+                )
                 self.table.write(row)
                 window = Window(n_layers)
         if loop.divergence is not None:
