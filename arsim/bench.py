@@ -9,7 +9,9 @@ absolute speeds on a shared machine are noisy. The BLAS threads follow the threa
 Options (see ``docs/speed.md``): ``contended`` measures every mode a second time while a
 CPU-bound process occupies one core (``contended_ratio``); ``batch`` sets the minibatch size
 of the modes and the reference; the ``epoch`` rows time one Fashion-MNIST training epoch with
-the default training options against the reference's time for as many samples.
+the default training options against the reference's time for as many samples, against the
+same epoch without its bookkeeping (``bookkeeping_ratio``) and the bare epoch against the
+relaxation's matrix products alone (``ceiling_ratio``).
 """
 
 from __future__ import annotations
@@ -248,16 +250,67 @@ def measure(
     return row
 
 
+def relaxation_products_s(model, protocol, params, steps: int = 400, repeats: int = 5) -> float:
+    """Seconds of the relaxation's matrix products for one minibatch step (the ceiling's unit).
+
+    For every connection whose source layer relaxes, the top-down product
+    ``np.matmul(δ_target, W, out=fb_source)`` of a minibatch of ``protocol.batch_size``
+    samples, in the protocol's precision, with the BLAS threads this process has: nothing but
+    the products, in a loop of ``steps`` steps; the median of ``repeats`` loops, divided by
+    ``steps``.
+    """
+    dtype = FLOAT_DTYPES[protocol.precision]
+    batch, rng = protocol.batch_size, np.random.default_rng(0)
+    sizes = {layer.name: layer.size for layer in model.layers}
+    products = [
+        (
+            rng.standard_normal((batch, sizes[connection.target])).astype(dtype),
+            weight.astype(dtype),
+            np.empty((batch, sizes[connection.source]), dtype),
+        )
+        for connection, weight in zip(model.connections, params.W, strict=True)
+        if model.relaxes(connection.source)
+    ]
+    loops = []
+    for _ in range(repeats + 1):  # the first loop warms up
+        start = time.perf_counter()
+        for _ in range(steps):
+            for delta, weight, feedback in products:
+                np.matmul(delta, weight, out=feedback)
+        loops.append((time.perf_counter() - start) / steps)
+    return float(np.median(loops[1:]))
+
+
+BARE_OPTIONS = {"baseline": False, "metrics_every": 100_000}
+"""Training options of the bare epoch: no baseline, no ``batch`` rows (the epoch row only)."""
+
+
+def _time_training(model, protocol, samples: int | None, **options) -> tuple[float, dict]:
+    """Seconds of one training epoch on Fashion-MNIST (data loading included) and its status."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = load_dataset("fashion-mnist", train_limit=samples)
+        _, status = train(
+            model, protocol, dataset, Path(folder) / "run", 1, train_samples=samples,
+            progress=False, **options,
+        )  # fmt: skip
+    return time.perf_counter() - start, status
+
+
 def measure_epoch(name: str, threads: int | None = None, samples: int | None = None):
-    """Time one training epoch on Fashion-MNIST and the reference on as many samples.
+    """Time one training epoch on Fashion-MNIST, the bare epoch, the ceiling and the reference.
 
     The epoch is ``arsim run`` with ``--data fashion-mnist`` and the default training
     options (data loading, the backprop baseline, metrics and test evaluation included) in
-    the row's precision; the reference is the float64 :func:`numpy_reference` on the same
-    training images, timed in the same process: its first half before the epoch and its
-    second half (from the first half's weights) after it, so that both see the machine at
-    the same pace on average. ``samples`` limits the training set (the whole 60,000 by
-    default).
+    the row's precision; the bare epoch is the same with ``--baseline none --metrics-every
+    100000`` (:data:`BARE_OPTIONS`), and ``bookkeeping_ratio`` is the one's time over the
+    other's. The ceiling is the relaxation's matrix products alone
+    (:func:`relaxation_products_s`) times the relaxation steps of the epoch's minibatches;
+    ``ceiling_ratio`` is the bare epoch's time over it. The reference is the float64
+    :func:`numpy_reference` on the same training images, timed in the same process: its
+    first half before the epochs and its second half (from the first half's weights) after
+    them, so that both see the machine at the same pace on average. ``samples`` limits the
+    training set (the whole 60,000 by default).
     """
     used = thread_policy.apply(threads)
     model = load_model(PAPER_MODEL)
@@ -271,24 +324,26 @@ def measure_epoch(name: str, threads: int | None = None, samples: int | None = N
     start = time.perf_counter()
     weights = numpy_reference(model, reference_protocol, params, images[:half], targets[:half])
     reference = time.perf_counter() - start
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        dataset = load_dataset("fashion-mnist", train_limit=samples)
-        _, status = train(
-            model, protocol, dataset, Path(folder) / "run", 1, train_samples=samples,
-            progress=False,
-        )  # fmt: skip
-    epoch = time.perf_counter() - start
+    step_s = relaxation_products_s(model, protocol, params)
+    epoch, status = _time_training(model, protocol, samples)
+    bare, _ = _time_training(model, protocol, samples, **BARE_OPTIONS)
     params = replace(params, W=weights)
     start = time.perf_counter()
     numpy_reference(model, reference_protocol, params, images[half:], targets[half:])
     reference += time.perf_counter() - start
+    steps = Schedule(None, protocol).phase_steps["relaxation"]
+    ceiling = len(images) / protocol.batch_size * steps * step_s
     return {
         "mode": name,
         "batch_size": protocol.batch_size,
         "precision": protocol.precision,
         "samples": len(images),
         "epoch_s": epoch,
+        "bare_epoch_s": bare,
+        "bookkeeping_ratio": epoch / bare,
+        "products_step_s": step_s,
+        "ceiling_s": ceiling,
+        "ceiling_ratio": bare / ceiling,
         "reference_s": reference,
         "epoch_ratio": epoch / reference,
         "samples_per_s": len(images) / epoch,
@@ -373,7 +428,10 @@ def _line(row: dict) -> str:
         return (
             f"{name:<24}{row['samples_per_s']:>11.1f}{row['ratio_to_numpy']:>8.3f}"
             f"{row['reference_samples_per_s']:>11.1f}   epoch {row['epoch_s']:.1f} s, "
-            f"reference {row['reference_s']:.1f} s, epoch_ratio {row['epoch_ratio']:.3f}"
+            f"reference {row['reference_s']:.1f} s, epoch_ratio {row['epoch_ratio']:.3f}; "
+            f"bare {row['bare_epoch_s']:.1f} s (bookkeeping_ratio "
+            f"{row['bookkeeping_ratio']:.3f}), ceiling {row['ceiling_s']:.1f} s "
+            f"(ceiling_ratio {row['ceiling_ratio']:.3f})"
         )
     text = (
         f"{name:<24}{row['samples_per_s']:>11.1f}{row['ratio_to_numpy']:>8.3f}"

@@ -177,6 +177,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "last of each metrics row (default 10: about 2 %% of an epoch; 1: every minibatch)",
     )
     group.add_argument(
+        "--eval-samples",
+        type=positive_int,
+        default=Training.eval_samples,
+        help="accuracy and loss of each metrics row on the first N training and N test images "
+        f"(default {Training.eval_samples:,}); the epoch rows use the whole sets",
+    )
+    group.add_argument(
         "--baseline",
         choices=BASELINES,
         default="backprop",
@@ -320,6 +327,7 @@ def job_from_args(
         train_samples=args.train_samples,
         metrics_every=args.metrics_every,
         compare_every=getattr(args, "compare_every", Training.compare_every),
+        eval_samples=getattr(args, "eval_samples", Training.eval_samples),
         baseline=args.baseline,
         resume=args.resume,
         **common,

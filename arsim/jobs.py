@@ -109,6 +109,8 @@ class Training(Job):
         A metrics row every this many minibatches.
     compare_every : int
         Compare with backprop on every this many minibatches (and each row's last).
+    eval_samples : int
+        Training and test samples of the accuracies of ``batch`` rows (the first of each set).
     baseline : str
         One of :data:`BASELINES`.
     resume : Path or None
@@ -121,6 +123,7 @@ class Training(Job):
     train_samples: int | None = None
     metrics_every: int = 50
     compare_every: int = TrainingOptions.compare_every
+    eval_samples: int = TrainingOptions.eval_samples
     baseline: str = "backprop"
     resume: Path | None = None
 
@@ -320,6 +323,7 @@ def _train_resolved(job: Training, progress: bool) -> Outcome:
         train_samples=job.train_samples,
         metrics_every=job.metrics_every,
         compare_every=job.compare_every,
+        eval_samples=job.eval_samples,
         baseline=job.baseline == "backprop",
         resume=job.resume is not None,
         progress=progress,

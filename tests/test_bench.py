@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_model, make_protocol, random_batch
+from conftest import PAPER_MODEL, PAPER_PROTOCOL, make_model, make_protocol, random_batch
 
 from arsim import oracle
-from arsim.bench import numpy_reference, run_benchmark, start_competitor, timed_samples
+from arsim.bench import (
+    numpy_reference,
+    relaxation_products_s,
+    run_benchmark,
+    start_competitor,
+    timed_samples,
+)
 from arsim.datasets import DatasetError, find_dataset_folder
+from arsim.spec import load_model, load_protocol
 from arsim.spec.schedule import Schedule
 
 
@@ -100,4 +108,32 @@ def test_epoch_row_times_a_training_epoch_and_the_reference(tmp_path):
     assert "error" not in row, row.get("error")
     assert row["samples"] == 128 and row["precision"] == "single" and row["batch_size"] == 64
     assert row["epoch_ratio"] == row["epoch_s"] / row["reference_s"]
+    assert row["bookkeeping_ratio"] == row["epoch_s"] / row["bare_epoch_s"]
+    # 128 samples = 2 minibatches of 100 relaxation steps, each step the products' time
+    assert row["ceiling_s"] == pytest.approx(2 * 100 * row["products_step_s"], rel=1e-12)
+    assert row["ceiling_ratio"] == row["bare_epoch_s"] / row["ceiling_s"]
     assert 0 <= row["ar_test_acc"] <= 1
+
+
+def test_ceiling_times_the_top_down_products_of_the_relaxing_layers(monkeypatch):
+    """The paper network relaxes h1, h2, h3: the products δ_h2·W1, δ_h3·W2 and δ_out·W3
+    (shapes (64, out) @ (out, in)) and nothing else, in the precision of the protocol."""
+    model = load_model(PAPER_MODEL)
+    protocol = replace(load_protocol(PAPER_PROTOCOL), precision="single")
+    calls = []
+    matmul = np.matmul
+
+    def recording_matmul(a, b, out):
+        calls.append((a.shape, b.shape, out.shape, a.dtype, b.dtype, out.dtype))
+        return matmul(a, b, out=out)
+
+    monkeypatch.setattr(np, "matmul", recording_matmul)
+    seconds = relaxation_products_s(model, protocol, oracle.init_params(model), steps=2, repeats=1)
+    assert seconds > 0
+    f32 = np.dtype(np.float32)
+    expected = [
+        ((64, 300), (300, 300), (64, 300), f32, f32, f32),
+        ((64, 100), (100, 300), (64, 300), f32, f32, f32),
+        ((64, 10), (10, 100), (64, 100), f32, f32, f32),
+    ]
+    assert calls == expected * 4  # (warm-up + 1 repeat) × 2 steps

@@ -107,6 +107,76 @@ def test_single_precision_baseline_and_evaluations_compute_in_float32(fmnist, tm
         assert row[f"{who}_test_loss"] == pytest.approx(loss, rel=1e-6)  # scale 2 × ½ Σ
 
 
+def _accuracy(weights, images, labels):
+    """Accuracy of a hand-written float64 sweep of the paper network (ReLU hidden, linear out)."""
+    output = images
+    for k in range(4):
+        output = output @ weights[f"W{k}"].T
+        output = np.maximum(output, 0.0) if k < 3 else output
+    return np.mean(output.argmax(axis=1) == labels)
+
+
+def test_batch_rows_evaluate_the_first_eval_samples_and_epoch_rows_the_whole_sets(
+    fmnist, tmp_path
+):
+    """Two minibatches with a metrics row after the second: the ``batch`` row and the ``epoch``
+    row see the same final weights; the batch row's accuracies are those of the first
+    ``eval_samples`` training and test images, the epoch row's those of the whole sets."""
+    model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(PAPER_PROTOCOL)
+    folder, _ = train(
+        model, protocol, fmnist, tmp_path / "run", 1, train_samples=128, metrics_every=2,
+        eval_samples=100, progress=False,
+    )  # fmt: skip
+    metrics = pd.read_csv(folder / "metrics.csv")
+    batch = metrics[metrics.kind == "batch"].iloc[0]
+    epoch = metrics[metrics.kind == "epoch"].iloc[0]
+    for who, name in (("ar", "final.npz"), ("bp", "backprop-final.npz")):
+        weights = _weights(folder / "weights" / name)
+        train_x, train_y = fmnist.train_images[:128], fmnist.train_labels[:128]
+        test_x, test_y = fmnist.test_images, fmnist.test_labels
+        assert batch[f"{who}_train_acc"] == _accuracy(weights, train_x[:100], train_y[:100])
+        assert batch[f"{who}_test_acc"] == _accuracy(weights, test_x[:100], test_y[:100])
+        assert epoch[f"{who}_train_acc"] == _accuracy(weights, train_x, train_y)
+        assert epoch[f"{who}_test_acc"] == _accuracy(weights, test_x, test_y)
+
+
+def test_relaxation_error_is_measured_on_the_first_samples_of_the_rows_last_minibatch(
+    fmnist, tmp_path
+):
+    """One minibatch with its row: ``relax_relerr_<layer>`` is |x − ∂L/∂x̂| / |∂L/∂x̂| over the
+    first 16 samples, from a hand-written relaxation (100 parallel Euler steps of
+    x ← x + η_x (−x + (x_above ⊙ f') W)) and a hand-written backprop at the initial weights."""
+    model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(PAPER_PROTOCOL)
+    folder, _ = train(
+        model, protocol, fmnist, tmp_path / "run", 1, train_samples=64, metrics_every=1,
+        baseline=False, progress=False,
+    )  # fmt: skip
+    row = pd.read_csv(folder / "metrics.csv").iloc[0]
+    assert row.kind == "batch"
+    weights = _weights(folder / "weights" / "initial.npz")
+    w = [weights[f"W{k}"] for k in range(4)]
+    order = epoch_order(model.seed, 0, 64)[:16]
+    x0, target = fmnist.train_images[:64][order], fmnist.one_hot(fmnist.train_labels[:64])[order]
+    xhat, fprime = [x0], [None]
+    for k in range(4):
+        a = xhat[-1] @ w[k].T
+        xhat.append(np.maximum(a, 0.0) if k < 3 else a)
+        fprime.append((a > 0).astype(float) if k < 3 else np.ones_like(a))
+    gradient = [None] * 5
+    gradient[4] = 2.0 * (xhat[4] - target)  # loss_scale 2
+    for k in (3, 2, 1):
+        gradient[k] = (gradient[k + 1] * fprime[k + 1]) @ w[k]
+    x = [None] + [h.copy() for h in xhat[1:4]] + [gradient[4]]
+    eta = protocol.dt / protocol.tau
+    for _ in range(100):
+        top_down = [None] + [(x[k + 1] * fprime[k + 1]) @ w[k] for k in (1, 2, 3)]
+        for k in (1, 2, 3):
+            x[k] = x[k] + eta * (top_down[k] - x[k])
+    for k, name in ((1, "h1"), (2, "h2"), (3, "h3")):
+        expected = np.linalg.norm(x[k] - gradient[k]) / np.linalg.norm(gradient[k])
+        assert row[f"relax_relerr_{name}"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_ar_tracks_backprop_and_loss_falls_on_real_data(fmnist, tmp_path):
     """640 real samples, 2 epochs, every minibatch: angle ≤ 1°, training loss falls."""
     model, protocol = load_model(MODELS / "paper-mlp.toml"), load_protocol(RELAX150)
