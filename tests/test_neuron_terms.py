@@ -6,10 +6,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_model, make_protocol, random_batch, relaxation_history, run_brian
+from conftest import (
+    ROOT,
+    make_model,
+    make_protocol,
+    random_batch,
+    relaxation_history,
+    run_brian,
+)
 
 from arsim import oracle
-from arsim.spec import SpecError, model_from_dict
+from arsim.spec import SpecError, load_model, model_from_dict
 
 ADAPTATION = {"equations": "dadapt/dt = (0.3*x - adapt) / (40*ms) : 1", "drive": "-adapt"}
 
@@ -106,3 +113,10 @@ def test_adaptation_runs_the_same_in_the_dense_and_synapses_modes():
     for a, b in zip(dense.params.W, synapses.params.W, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
     assert not np.allclose(dense.params.W[0], plain.params.W[0], rtol=0, atol=1e-8)
+
+
+def test_the_adaptation_example_declares_adaptation_in_every_hidden_layer():
+    model = load_model(ROOT / "models" / "paper-mlp-adaptation.toml")
+    hidden = [layer for layer in model.layers if model.relaxes(layer.name)]
+    assert [layer.name for layer in hidden] == ["h1", "h2", "h3"]
+    assert all((layer.equations, layer.drive) == tuple(ADAPTATION.values()) for layer in hidden)
