@@ -175,24 +175,9 @@ class DenseNetwork(ARNetwork):
             self._connections.append((source, target, connection))
         operations = []
         if self._input_relaxes:
-            operations.append(
-                b2.NetworkOperation(
-                    self._start_inputs,
-                    clock=self.step_clock,
-                    when="before_groups",
-                    order=1,
-                    name="start_inputs",
-                )
-            )
+            operations.append(self._step_operation(self._start_inputs, "before_groups", 1))
         if self.schedule.leaky_forward:  # every step of the forward phase, from the last x̂
-            operations.append(
-                b2.NetworkOperation(
-                    self._forward_step,
-                    clock=self.step_clock,
-                    when="before_groups",
-                    name="forward_step",
-                )
-            )
+            operations.append(self._step_operation(self._forward_step, "before_groups"))
         for role in self.roles if not self.schedule.leaky_forward else ():
             if role.is_input:
                 continue
@@ -210,17 +195,9 @@ class DenseNetwork(ARNetwork):
                 if role.relaxes or (role.is_input and self._input_relaxes):
                     operations.append(self._layer_feedback_operation(role))
         else:
-            operations.append(
-                b2.NetworkOperation(
-                    self._feedback, clock=self.step_clock, when="groups", order=0, name="feedback"
-                )
-            )
+            operations.append(self._step_operation(self._feedback, "groups"))
         if "delta" in self.protocol.record.variables:
-            operations.append(
-                b2.NetworkOperation(
-                    self._after_step, clock=self.step_clock, when="after_groups", name="after_step"
-                )
-            )
+            operations.append(self._step_operation(self._after_step, "after_groups"))
         at_tick = self.schedule.plasticity_step == self.steps_per_sample
         operations.append(
             b2.NetworkOperation(
@@ -233,25 +210,24 @@ class DenseNetwork(ARNetwork):
         )
         if self._continuous is not None:
             operations.append(
-                b2.NetworkOperation(
-                    self._continuous_step,
-                    clock=self.step_clock,
-                    when="after_groups",
-                    order=1,
-                    name="continuous_plasticity",
+                self._step_operation(
+                    self._continuous_step, "after_groups", 1, "continuous_plasticity"
                 )
             )
         if self.protocol.dwell > 0:
             operations.append(
-                b2.NetworkOperation(
-                    self._show_stream,
-                    clock=self.step_clock,
-                    when="start",
-                    order=PRESENT_ORDER + 1,
-                    name="stimulus_stream_op",
+                self._step_operation(
+                    self._show_stream, "start", PRESENT_ORDER + 1, "stimulus_stream_op"
                 )
             )
         return operations
+
+    def _step_operation(
+        self, method, when: str, order: int = 0, name: str = ""
+    ) -> b2.NetworkOperation:
+        """A ``NetworkOperation`` calling ``method`` at every step, named after it by default."""
+        name = name or method.__name__.lstrip("_")
+        return b2.NetworkOperation(method, clock=self.step_clock, when=when, order=order, name=name)
 
     # -- the connection products -------------------------------------------------------------
     def _sweep_operation(self, role: LayerRole):

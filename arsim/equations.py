@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from brian2 import Equations
 
 from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX, SOFTMAX_EXPR
-from arsim.components import forward, plasticity, relaxation
+from arsim.components import forward, neuron_terms, plasticity, relaxation
 from arsim.components import memory as memory_component
 from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
 
@@ -174,8 +174,11 @@ def layer_equations(
         lines.append(f"fb = {_sum([f'fb_c{c}' for c in role.outgoing])} : 1")
         # the relaxation gain of this step of the sample period (Schedule.gate)
         lines.append(f"relaxing = {gate_expression(role, square_gate)} : 1")
-        lines += relaxation.x_equations(noise > 0, stoppable)
+        drive = neuron_terms.drive_expression(role.spec.drive)
+        lines += relaxation.x_equations(noise > 0, stoppable, drive)
     equations = Equations(xhat) + timing + Equations("\n".join(lines))
+    if role.spec.equations:
+        equations += Equations(role.spec.equations)
     if leaky_forward:
         equations += _leaky_forward_equations(role, error_unit)
     return equations
@@ -215,9 +218,7 @@ def _leaky_forward_equations(role: LayerRole, error_unit: bool) -> Equations:
     activation = role.spec.activation
     f_a = SOFTMAX_EXPR if activation == SOFTMAX else ACTIVATIONS[activation].f_expr
     return Equations(
-        f"f_a = {f_a} : 1\n"
-        f"forward_on = {forward_on_expression(role)} : 1\n"
-        "tau_f : second (shared)"
+        f"f_a = {f_a} : 1\nforward_on = {forward_on_expression(role)} : 1\ntau_f : second (shared)"
     )
 
 

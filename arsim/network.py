@@ -35,7 +35,7 @@ import brian2 as b2
 import numpy as np
 
 from arsim.codecache import reuse_code_objects
-from arsim.components import CORE, Feature
+from arsim.components import CORE, Feature, neuron_terms
 from arsim.equations import (
     BIAS_ORDER,
     FORWARD_STEP_ORDER,
@@ -295,6 +295,8 @@ class ARNetwork:
         if role.relaxes:
             group.tau = self.schedule.tau_of(role.spec.name) * b2.second
         present = [f"a_c{c} = 0" for c in role.incoming]
+        carry_over = leaky and not self.protocol.forward.reset
+        present += neuron_terms.presentation_code(role.spec.equations, carry_over)
         if role.is_output:
             present.append("target = target_stream(t - chunk_start, i)")
         if leaky:

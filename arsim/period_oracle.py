@@ -172,6 +172,10 @@ class _Period:
     """One sample period of a minibatch: the step loop of :func:`run_period`."""
 
     def __init__(self, model, params, inputs, targets, timing, rates, variants, channels=None):
+        if any(layer.equations or layer.drive for layer in model.layers):
+            raise ValueError(
+                f"{model.source}: the period oracle does not state a layer's own equations"
+            )
         self.model, self.timing, self.targets = model, timing, targets
         self.channels, self.spike_step = channels, None
         self.params = params.copy()

@@ -97,7 +97,7 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
 
     mode = "synapses"
     device = "cpp_standalone"
-    builds = CORE | {Feature.MEMORY, Feature.GATING}
+    builds = CORE | {Feature.MEMORY, Feature.GATING, Feature.NEURON_TERMS}
     device_refusals = {Feature.NOISE: "would draw the same noise in every minibatch"}
     """Why this device cannot build a component the runtime device builds."""
     traces_per_chunk = True

@@ -58,6 +58,7 @@ class SynapsesNetwork(ARNetwork):
         Feature.ERROR_UNIT,
         Feature.MEMORY,
         Feature.GATING,
+        Feature.NEURON_TERMS,
     }
 
     def _stimulus_rows(self) -> int:

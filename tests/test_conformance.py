@@ -14,14 +14,24 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
-from conftest import every_feature_model, make_model, make_protocol, oscillating
+from conftest import (
+    every_feature_model,
+    make_model,
+    make_protocol,
+    oscillating,
+    random_batch,
+    relaxation_history,
+    run_brian,
+)
 from test_conv import cnn
 from test_forward_dynamics import LEAKY, assert_dense_matches_period_oracle, make, protocol_data
 from test_forward_dynamics import every_feature_model as every_feature_model_with_fprime
 from test_network import _assert_matches_oracle
+from test_neuron_terms import ADAPTATION
 
-from arsim import components
+from arsim import components, oracle
 from arsim.components import Feature
 from arsim.modes import NETWORKS, ExecutionError, check_execution, component_table
 from arsim.spec import RecordSpec, model_from_dict
@@ -67,6 +77,13 @@ def _jittered():
     return every_feature_model_with_fprime(), make(data)
 
 
+def _neuron_terms():
+    model = every_feature_model()
+    layers = list(model.layers)
+    layers[1] = replace(layers[1], **ADAPTATION)
+    return replace(model, layers=tuple(layers)), make_protocol(12, batch_size=3, rate=0.05)
+
+
 def _stream():
     return every_feature_model(), make(protocol_data(batch_size=2, stimulus={"dwell": "7 ms"}))
 
@@ -103,9 +120,11 @@ JOBS = {
         _period(spikes={"encoder": "poisson", "max_rate": "500 Hz", "synapse_tau": "2 ms"}),
         "period",
     ),
+    Feature.NEURON_TERMS: (_neuron_terms, "brian"),
 }
 """A job asking for each component, and its reference: ``relax`` (the NumPy AR oracle, 1e-10),
-``relax-single`` (the same in float32, 1e-5), ``period`` (the period oracle, 1e-10) or None
+``relax-single`` (the same in float32, 1e-5), ``period`` (the period oracle, 1e-10),
+``brian`` (the other runtime mode, which builds the connections its own way; 1e-10) or None
 (noise: a statistical check, ``test_network.py::test_noise_has_the_euler_maruyama_variance…``)."""
 
 PAIRS = [(feature, cls) for feature in Feature for cls in NETWORKS]
@@ -137,6 +156,9 @@ def test_backend_conformance(feature, backend):
         pytest.skip(f"the job also asks for {sorted(needs - backend.builds)}")
     if reference is None:
         pytest.skip("noise has no deterministic reference (statistical test in test_network)")
+    if reference == "brian":
+        _assert_modes_agree(model, protocol, backend)
+        return
     if reference == "period":
         assert_dense_matches_period_oracle(
             model, protocol, 2 * protocol.batch_size, mode=backend.mode, device=backend.device
@@ -146,6 +168,25 @@ def test_backend_conformance(feature, backend):
     _assert_matches_oracle(
         model, protocol, 6, backend.mode, tolerance, tolerance, device=backend.device
     )
+
+
+def _assert_modes_agree(model, protocol, backend):
+    """The backend's weights and hidden traces equal the other runtime mode's to 1e-10."""
+    params = oracle.init_params(model, seed=7)
+    inputs, targets = random_batch(model, 6, seed=7)
+    other = "synapses" if backend.mode == "dense" else "dense"
+    got, _ = run_brian(model, protocol, inputs, targets, params, backend.mode, backend.device)
+    want, _ = run_brian(model, protocol, inputs, targets, params, other)
+    for a, b in zip(got.params.W, want.params.W, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+    for layer in model.layers:
+        if model.relaxes(layer.name):
+            np.testing.assert_allclose(
+                relaxation_history(got.traces, protocol, layer.name, 6),
+                relaxation_history(want.traces, protocol, layer.name, 6),
+                rtol=0,
+                atol=1e-10,
+            )
 
 
 def test_the_documented_table_is_the_registry_s():

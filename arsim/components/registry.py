@@ -41,6 +41,7 @@ class Feature(StrEnum):
     DERIVATIVE_AT = "f' away from the stored pre-activation"
     UPDATE_USES = "weight updates from the current activity"
     UPDATE_DERIVATIVE_AT = "a weight update's f' away from the stored pre-activation"
+    NEURON_TERMS = "a layer's own equations and drive"
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ def euler_step(xp, x, rate, drive_value):
     return x + rate * drive_value
 
 
-def x_equations(noise: bool, stoppable: bool) -> list[str]:
+def x_equations(noise: bool, stoppable: bool, drive: str = DRIVE_EXPR) -> list[str]:
     """Brian2 equations of a hidden layer's relaxing ``x`` (``relaxing`` is its gain).
 
     With ``stoppable`` the gain is multiplied by ``active`` (0 once the sample converged);
-    with ``noise`` the state updater is Euler–Maruyama with amplitude ``noise_sigma``.
+    with ``noise`` the state updater is Euler–Maruyama with amplitude ``noise_sigma``;
+    ``drive`` is the right-hand side (:data:`DRIVE_EXPR`, with a layer's own drive added).
     """
     lines = ["tau : second (shared, constant)"]
     if stoppable:  # relaxation until converged: active is 0 once the sample converged
@@ -44,11 +45,9 @@ def x_equations(noise: bool, stoppable: bool) -> list[str]:
     else:
         lines.append("relaxing_now = relaxing : 1")
     if noise:  # Euler–Maruyama: x += η(−x + fb) + σ √η N(0, 1)
-        lines.append(
-            f"dx/dt = relaxing_now * (({DRIVE_EXPR}) / tau + noise_sigma * xi * tau**-0.5) : 1"
-        )
+        lines.append(f"dx/dt = relaxing_now * (({drive}) / tau + noise_sigma * xi * tau**-0.5) : 1")
     else:
-        lines.append(f"dx/dt = relaxing_now * ({DRIVE_EXPR}) / tau : 1")
+        lines.append(f"dx/dt = relaxing_now * ({drive}) / tau : 1")
     return lines
 
 

@@ -49,6 +49,10 @@ MODEL_KEYS: dict[str, str] = {
     "read or write; activities are flattened channel, row, column.",
     "layers[].activation": "Activation f: `linear`, `relu`, `tanh`, `sigmoid`, … or `softmax` "
     "(output only, with the cross-entropy loss).",
+    "layers[].equations": "Extra state variables of a hidden layer in Brian2's syntax (e.g. "
+    '`"dadapt/dt = (0.3*x - adapt) / (40*ms) : 1"`); a model file with equations is code.',
+    "layers[].drive": "A term added to a hidden layer's relaxation, "
+    '`τ dx/dt = −x + fb + drive` (a dimensionless Brian2 expression, e.g. `"-adapt"`).',
     "connections": "The edges of the graph (`[[connections]]`), each with its own W.",
     "connections[].source": "Presynaptic (lower) layer of the edge.",
     "connections[].target": "Postsynaptic (upper) layer of the edge.",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arsim.activations import ACTIVATIONS, LOSSES, SOFTMAX
+from arsim.spec import terms
 from arsim.spec.schema import (
     DERIVATIVE_AT,
     FEEDBACK_KINDS,
@@ -42,12 +43,20 @@ class LayerSpec:
     shape : tuple of int or None
         ``(channels, height, width)`` of an image-like layer (``size`` is their product and
         the activities are flattened in that order), or None for a flat layer.
+    equations : str
+        Extra state variables of a hidden layer in Brian2's syntax ("" for none); see
+        :mod:`arsim.components.neuron_terms`.
+    drive : str
+        A term added to the hidden layer's relaxation, ``τ dx/dt = −x + fb + drive`` (a
+        dimensionless Brian2 expression; "" for none).
     """
 
     name: str
     size: int
     activation: str = "linear"
     shape: tuple[int, ...] | None = None
+    equations: str = ""
+    drive: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,8 +366,14 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
         activation = table.get(
             "activation", str, LayerSpec.activation, choices=(*ACTIVATIONS, SOFTMAX)
         )
+        equations = table.get("equations", str, LayerSpec.equations)
+        drive = table.get("drive", str, LayerSpec.drive)
+        try:
+            terms.parse(equations, drive)
+        except ValueError as error:
+            raise table.error("equations" if equations else "drive", str(error)) from None
         table.finish()
-        layers.append(LayerSpec(layer_name, size, activation, shape))
+        layers.append(LayerSpec(layer_name, size, activation, shape, equations, drive))
 
     names = [layer.name for layer in layers]
     connection_tables = root.tables("connections")
@@ -373,6 +388,7 @@ def model_from_dict(data: dict, source: str | Path = "<spec>") -> ModelSpec:
     order = topological_order(names, connections, source)
     layers = [layers[names.index(name)] for name in order]
     _check_graph(layer_tables, names, layers, connections, loss, source)
+    _check_neuron_terms(layer_tables, names, layers, connections)
     return ModelSpec(
         name, tuple(layers), tuple(connections), loss, loss_scale, init, seed, str(source), memory
     )
@@ -558,6 +574,19 @@ def _find_cycle(unplaced: list[str], parents: dict[str, set[str]]) -> list[str]:
     first = cycle.index(min(cycle, key=unplaced.index))  # start at the first declared
     cycle = cycle[first:] + cycle[:first]
     return [*cycle, cycle[0]]
+
+
+def _check_neuron_terms(layer_tables, names, layers, connections) -> None:
+    """A layer's own ``equations`` and ``drive`` only where the layer relaxes."""
+    sources = {c.source for c in connections}
+    targets = {c.target for c in connections}
+    for layer in layers:
+        if (layer.equations or layer.drive) and not (
+            layer.name in sources and layer.name in targets
+        ):
+            table = layer_tables[names.index(layer.name)]
+            key = "equations" if layer.equations else "drive"
+            raise table.error(key, f"layer {layer.name!r} does not relax (only hidden layers may)")
 
 
 def _check_graph(
