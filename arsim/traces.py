@@ -210,7 +210,7 @@ def epoch_recorder(folder, protocol, epoch: int, order: np.ndarray) -> TraceWrit
     the protocol records (``[record] samples`` and ``minibatches``) are kept with their image.
     """
     record = protocol.record
-    if record.epochs is None or epoch not in record.epochs:
+    if record.epochs is None or (record.epochs != "all" and epoch not in record.epochs):
         return None
     kept = [s for s in range(len(order)) if record.keeps(s, protocol.batch_size)]
     images = {s: int(order[s]) for s in kept}

@@ -14,7 +14,7 @@ from arsim import oracle
 from arsim.params import init_params
 from arsim.recording import MemoryRecorder
 from arsim.run import random_data, simulate
-from arsim.spec import RecordSpec, load_model, load_protocol
+from arsim.spec import RecordSpec, load_model, load_protocol, protocol_from_dict
 from arsim.spec.schedule import Schedule
 from arsim.traces import load
 from arsim.train import _params_from_arrays, epoch_order, train
@@ -101,6 +101,21 @@ def _weights_before_batches(model, protocol, inputs, targets, params):
 
 def _fashion_mnist():
     return fashion_mnist_or_skip(train_limit=128, test_limit=100)
+
+
+def test_record_epochs_all_records_every_epoch_of_a_training(tmp_path):
+    data = _fashion_mnist()
+    model = load_model(ROOT / "models" / "paper-mlp.toml")
+    protocol = load_protocol(ROOT / "protocols" / "paper.toml")
+    table = {"variables": ["x"], "layers": ["h3"], "samples": [0], "epochs": "all"}
+    parsed = protocol_from_dict(
+        {"tau": "10 ms", "dt": "1 ms", "phases": {"relaxation": "5 ms"}, "record": table}
+    ).record
+    assert parsed.epochs == "all"
+    protocol = replace(protocol, record=replace(parsed, phases=("relaxation",)))
+    folder, _ = train(model, protocol, data, tmp_path / "run", 2, train_samples=64,
+                      progress=False, baseline=False, target="numpy")  # fmt: skip
+    assert sorted(load(folder).epoch.unique()) == [0, 1]
 
 
 def test_training_records_the_chosen_epochs_and_x_is_the_oracle_relaxation(tmp_path):

@@ -56,3 +56,5 @@ def test_a_session_restores_on_error_and_constructors_change_nothing():
     network = DenseNetwork(model, protocol, oracle.init_params(model), record=False)
     assert network.groups[1].variables["x"].get_value().dtype == np.float32
     assert _state() == before
+    network.run_chunk(np.zeros((1, 3)), np.zeros((1, 2)))  # what is built runs
+    assert _state() == before

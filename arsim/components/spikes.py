@@ -38,9 +38,11 @@ NumPy by default) and a Brian2 model (:func:`encoder_model`, :func:`filter_model
 
 from __future__ import annotations
 
+import brian2 as b2
 import numpy as np
 
 from arsim.components.registry import Asks, Feature, register
+from arsim.params import SeedStream, seeded_rng
 from arsim.spec.spikes import RATE, SpikeCode
 
 
@@ -122,9 +124,7 @@ def encoder_model(code: SpikeCode) -> dict:
     ``polarity`` (+1 ON, −1 OFF), ``unit`` (the signal's index it carries); integrate-and-fire also
     ``integral``. The namespace needs ``max_rate`` (Hz) and ``scale``.
     """
-    from brian2 import Equations
-
-    equations = Equations(
+    equations = b2.Equations(
         f"""rate = {ENCODER_RATE} : Hz
         value : 1
         polarity : 1 (constant)
@@ -132,7 +132,7 @@ def encoder_model(code: SpikeCode) -> dict:
     )
     if code.encoder == "poisson":
         return {"model": equations, "threshold": "rand() < rate * dt"}
-    equations += Equations("dintegral/dt = rate : 1")
+    equations += b2.Equations("dintegral/dt = rate : 1")
     return {
         "model": equations,
         "threshold": "integral >= 1",
@@ -147,9 +147,7 @@ def filter_model() -> object:
     The spikes' jumps come from :func:`spike_synapse_model`. The namespace needs
     ``synapse_tau``.
     """
-    from brian2 import Equations
-
-    return Equations("dreceived/dt = -received / synapse_tau : 1")
+    return b2.Equations("dreceived/dt = -received / synapse_tau : 1")
 
 
 def spike_synapse_model(code: SpikeCode, weight: str = "1") -> dict:
@@ -196,8 +194,6 @@ def transmit_brian2(code: SpikeCode, values, dt: float, steps: int, record: bool
     received signal after each step, shape ``(steps, n)`` (or only the last row, shape
     ``(1, n)``, without ``record``).
     """
-    import brian2 as b2
-
     code.check(dt)
     values = np.asarray(values, dtype=float)
     n, population = len(values), code.population
@@ -266,8 +262,6 @@ class SpikeChannels:
     """
 
     def __init__(self, codes: dict, dt: float, seed_key: tuple[int, ...]):
-        from arsim.params import SeedStream, seeded_rng
-
         seed, *key = seed_key
         self.codes, self.dt = codes, dt
         self.generators = {c: seeded_rng(seed, SeedStream.SPIKES, *key, c) for c in codes}

@@ -122,8 +122,8 @@ PROTOCOL_KEYS: dict[str, str] = {
     "record.phases": "Phases whose rows are kept.",
     "record.minibatches": "Minibatch indices whose samples are kept, or `all` (a sample is "
     "kept when both `samples` and `minibatches` allow it).",
-    "record.epochs": "Training only: the epochs (0-based) to record; without it training "
-    "records nothing.",
+    "record.epochs": "Training only: the epochs (0-based) to record, or `all`; without it "
+    "training records nothing.",
     "record.summary": "Also store per layer and step the mean and standard deviation over all "
     "of the layer's neurons of every recorded variable, and the relative distance of x to the "
     "backprop gradient (`arsim.traces.load_summary`).",

@@ -12,21 +12,22 @@ from pathlib import Path
 
 from arsim.spec.forward import FeedforwardSpec, PlasticitySpec, read_feedforward, read_plasticity
 from arsim.spec.model import ModelSpec
+from arsim.spec.record import RecordSpec, read_record
 from arsim.spec.schema import (
     BATCH_REDUCTIONS,
     PHASES,
-    RECORDABLE,
     RELAXATION_INPUTS,
     RELAXATION_ORDERS,
     RELAXATION_STARTS,
     WAVEFORMS,
     SpecError,
     Table,
+    is_multiple,
     parse_phase,
     phase_to_step,
     read_toml,
 )
-from arsim.spec.spikes import SpikesSpec, spikes_from_table
+from arsim.spec.spikes import SpikesSpec, check_spikes_with, spikes_from_table
 
 __all__ = [
     "PRECISIONS",
@@ -40,59 +41,6 @@ __all__ = [
 
 PRECISIONS = ("double", "single")
 """Floating point of a simulation (the protocol's ``precision``): float64 or float32."""
-TRACE_DTYPES = ("auto", "float64", "float32")
-"""Float types of recorded traces (``[record] dtype``); ``auto``: the simulation's."""
-
-
-@dataclass(frozen=True)
-class RecordSpec:
-    """What to record.
-
-    Attributes
-    ----------
-    variables : tuple of str
-        Neuron variables (see :data:`RECORDABLE`).
-    layers : tuple of str or None
-        Layer names; None means every layer.
-    neurons : tuple of int or None
-        Neuron indices recorded in every layer (those beyond a layer's size are skipped);
-        None means all neurons.
-    interval : float or None
-        Sampling interval in seconds (a multiple of dt); None means every step.
-    phases : tuple of str
-        Phases whose rows are kept.
-    samples : tuple of int or None
-        Sample indices whose rows are kept; None means all samples.
-    minibatches : tuple of int or None
-        Minibatch indices (of the run, or of each recorded training epoch) whose samples are
-        kept, together with ``samples`` (a sample is kept when both allow it); None: all.
-    epochs : tuple of int or None
-        Training epochs (0-based) recorded by ``arsim train``; None: training records nothing.
-    summary : bool
-        Also store per layer and step the mean and standard deviation over all the layer's
-        neurons of every recorded variable and the relative distance of x to the backprop
-        gradient ``∂L/∂x̂`` (oracle, weights of the sample's minibatch).
-    dtype : {'auto', 'float64', 'float32'}
-        Float type of the stored values (:data:`TRACE_DTYPES`); ``auto``: the simulation's
-        (float32 in single precision). float32 halves the memory, the disk and the time of a
-        recording.
-    """
-
-    variables: tuple[str, ...] = ("x", "xhat", "fp")
-    layers: tuple[str, ...] | None = None
-    neurons: tuple[int, ...] | None = (0, 1, 2, 3, 4)
-    interval: float | None = None
-    phases: tuple[str, ...] = PHASES
-    samples: tuple[int, ...] | None = (0, 1)
-    minibatches: tuple[int, ...] | None = None
-    epochs: tuple[int, ...] | None = None
-    summary: bool = False
-    dtype: str = "auto"
-
-    def keeps(self, slot: int, batch_size: int) -> bool:
-        """Whether the rows of presentation slot ``slot`` are kept."""
-        in_samples = self.samples is None or slot in self.samples
-        return in_samples and (self.minibatches is None or slot // batch_size in self.minibatches)
 
 
 @dataclass(frozen=True)
@@ -240,12 +188,6 @@ class ProtocolSpec:
         return asdict(self)
 
 
-def _is_multiple(duration: float, dt: float) -> bool:
-    """Whether ``duration`` is a whole number of steps ``dt`` (to 1e-9 relative)."""
-    steps = duration / dt
-    return abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
-
-
 def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpec:
     """Validate a protocol declaration (the parsed TOML) into a :class:`ProtocolSpec`."""
     root = Table(data, source)
@@ -259,7 +201,7 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     )
     feedback_delay = _named_durations(
         root.table("feedback_delay"),
-        lambda value: value >= 0 and _is_multiple(value, dt),
+        lambda value: value >= 0 and is_multiple(value, dt),
         f"a delay >= 0 that is a multiple of dt = {dt_text}",
     )
     oscillation, durations = _oscillation(root, dt, dt_text)
@@ -271,16 +213,22 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
     phases.finish()
     dwell = _stimulus(root.table("stimulus"), dt, dt_text)
     rate, feedback_rate, batch_size, reduction = _learning(root.table("learning"))
-    record = _record(root.table("record"), dt, dt_text)
+    record = read_record(root.table("record"), dt, dt_text)
     forward, plasticity = _dynamics(root, oscillation, durations, dt)
     relaxation_order, relaxation_input = _relaxation(
         root.table("relaxation"), tolerance > 0 or any(d > 0 for _, d in feedback_delay)
     )
     _check_jitter(phases, jitter, forward, plasticity, tolerance, dwell, feedback_delay)
-    spikes = spikes_from_table(root.table("spikes"), dt) if "spikes" in data else None
-    _check_spikes(spikes, source, relaxation_order, relaxation_input, tolerance, dwell)
-    if any(delay > 0 for _, delay in feedback_delay) and spikes is not None:
-        raise SpecError(source, "spikes", "spiking feedback does not run with feedback_delay yet")
+    spikes = None
+    if "spikes" in data:
+        spikes = spikes_from_table(root.table("spikes"), dt)
+        check_spikes_with(spikes, root.table("spikes"), {
+            "relaxation.order": relaxation_order != "parallel",
+            "relaxation.input": relaxation_input != "clamped",
+            "phases.tolerance": tolerance > 0,
+            "stimulus.dwell": dwell > 0,
+            "feedback_delay": any(delay > 0 for _, delay in feedback_delay),
+        })  # fmt: skip
     root.finish()
     return ProtocolSpec(
         name=name,
@@ -308,25 +256,6 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
         spikes=spikes,
         source=str(source),
     )
-
-
-def _check_spikes(spikes, source, order: str, inputs: str, tolerance: float, dwell: float):
-    """One line for what spiking signals do not run with (yet)."""
-    if spikes is None:
-        return
-    if "forward" in spikes.signals:
-        raise SpecError(
-            source, "spikes.signals", "forward spikes (x̂ sent up) are not run yet; use ['feedback']"
-        )
-    others = {
-        "relaxation.order": order != "parallel",
-        "relaxation.input": inputs != "clamped",
-        "phases.tolerance": tolerance > 0,
-        "stimulus.dwell": dwell > 0,
-    }
-    for key, used in others.items():
-        if used:
-            raise SpecError(source, "spikes", f"spiking feedback does not run with {key} yet")
 
 
 def _dynamics(
@@ -415,7 +344,7 @@ def _phases(
     for phase in PHASES if oscillation is None else ():
         minimum = 0 if phase == "relaxation" else dt
         value = table.duration(phase, dt if phase != "relaxation" else ...)
-        if value < minimum - 1e-12 * dt or not _is_multiple(value, dt):
+        if value < minimum - 1e-12 * dt or not is_multiple(value, dt):
             raise table.error(
                 phase,
                 f"expected a multiple of dt = {dt_text} that is at least "
@@ -454,7 +383,7 @@ def _jitter(
     if oscillation is not None:
         raise table.error("jitter", "the [oscillation] fixes the phases; remove phases.jitter")
     shortest = min(durations["feedforward"], durations["relaxation"])
-    if jitter < 0 or not _is_multiple(jitter, dt) or jitter > shortest - dt + 1e-12 * dt:
+    if jitter < 0 or not is_multiple(jitter, dt) or jitter > shortest - dt + 1e-12 * dt:
         raise table.error(
             "jitter",
             f"expected a multiple of dt = {dt_text} from 0 to one step less than the shorter of "
@@ -492,7 +421,7 @@ def _check_jitter(
 def _stimulus(table: Table, dt: float, dt_text) -> float:
     """The ``[stimulus]`` table: the stream's dwell in seconds (0: no stream)."""
     dwell = table.duration("dwell", ProtocolSpec.dwell)
-    if dwell < 0 or not _is_multiple(dwell, dt) or 0 < dwell < dt:
+    if dwell < 0 or not is_multiple(dwell, dt) or 0 < dwell < dt:
         raise table.error(
             "dwell",
             f"expected a multiple of dt = {dt_text} (> 0), got {table.data['dwell']!r}",
@@ -513,47 +442,6 @@ def _learning(table: Table) -> tuple[float, float, int, str]:
     return rate, feedback_rate, batch_size, reduction
 
 
-def _record(table: Table, dt: float, dt_text) -> RecordSpec:
-    """The ``[record]`` table."""
-    variables = table.get("variables", list, RecordSpec.variables)
-    for variable in variables:
-        if variable not in RECORDABLE:
-            raise table.error("variables", f"expected names from {RECORDABLE}, got {variable!r}")
-    layers = table.get("layers", (list, str), RecordSpec.layers)
-    if isinstance(layers, str):
-        if layers != "all":
-            raise table.error("layers", f"expected 'all' or a list of layer names, got {layers!r}")
-        layers = None
-    neurons = _index_list(table, "neurons", RecordSpec.neurons)
-    samples = _index_list(table, "samples", RecordSpec.samples)
-    interval = table.duration("interval", RecordSpec.interval)
-    if interval is not None and (interval < dt or not _is_multiple(interval, dt)):
-        raise table.error(
-            "interval", f"expected a multiple of dt = {dt_text}, got {table.data['interval']!r}"
-        )
-    phases = table.get("phases", list, RecordSpec.phases)
-    for phase in phases:
-        if phase not in PHASES:
-            raise table.error("phases", f"expected names from {PHASES}, got {phase!r}")
-    minibatches = _index_list(table, "minibatches", RecordSpec.minibatches)
-    epochs = _index_list(table, "epochs", RecordSpec.epochs)
-    summary = table.get("summary", bool, RecordSpec.summary)
-    dtype = table.get("dtype", str, RecordSpec.dtype, choices=TRACE_DTYPES)
-    table.finish()
-    return RecordSpec(
-        tuple(variables),
-        None if layers is None else tuple(layers),
-        neurons,
-        interval,
-        tuple(phases),
-        samples,
-        minibatches,
-        epochs,
-        summary,
-        dtype,
-    )
-
-
 def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | None, dict]:
     """The ``[oscillation]`` table and the phase durations (seconds) it implies, or (None, {})."""
     if "oscillation" not in root.data:
@@ -565,7 +453,7 @@ def _oscillation(root: Table, dt: float, dt_text) -> tuple[OscillationSpec | Non
     if frequency <= 0:
         raise table.error("frequency", f"expected a frequency > 0 Hz, got {text!r}")
     steps_per_cycle = table.integer("steps_per_cycle", None, low=2)
-    if not _is_multiple(1.0 / frequency, dt):
+    if not is_multiple(1.0 / frequency, dt):
         raise table.error(
             "frequency",
             f"the period 1/f = {1e3 / frequency:g} ms of {text!r} is not a multiple of "
@@ -657,20 +545,6 @@ def _named_durations(table: Table, valid, expected: str) -> tuple[tuple[str, flo
         pairs.append((key, value))
     table.finish()
     return tuple(pairs)
-
-
-def _index_list(table: Table, key: str, default) -> tuple[int, ...] | None:
-    """Entry ``key``: a list of non-negative indices, or ``"all"`` (None)."""
-    value = table.get(key, (list, str), default)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value != "all":
-            raise table.error(key, f"expected 'all' or a list of indices, got {value!r}")
-        return None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-        raise table.error(key, f"expected non-negative integers, got {value!r}")
-    return tuple(value)
 
 
 def load_protocol(path: str | Path) -> ProtocolSpec:

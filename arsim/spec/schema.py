@@ -69,6 +69,12 @@ def phase_to_step(degrees: float, period_steps: int) -> int:
     return math.floor(degrees / 360.0 * period_steps + 0.5 + 1e-9)
 
 
+def is_multiple(duration: float, dt: float) -> bool:
+    """Whether ``duration`` is a whole number of steps ``dt`` (to 1e-9 relative)."""
+    steps = duration / dt
+    return abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+
+
 class SpecError(ValueError):
     """A declaration that cannot be used; ``str(error)`` is ``"FILE: KEY: what was expected"``."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from arsim.spec.schema import Table
+from arsim.spec.schema import SpecError, Table
 
 ENCODERS = ("poisson", "integrate-and-fire")
 """Spike encoders: stochastic (Bernoulli per step) and deterministic (integrate, fire, subtract)."""
@@ -171,3 +171,16 @@ def spikes_from_table(table: Table, dt: float) -> SpikesSpec:
         raise table.error(key, message) from None
     table.finish()
     return spec
+
+
+def check_spikes_with(spikes: SpikesSpec, table: Table, others: dict[str, bool]) -> None:
+    """One line for what spiking signals do not run with yet.
+
+    ``others``: the protocol keys spiking feedback does not run with, each with whether the
+    protocol uses it; ``table`` is the ``[spikes]`` table (for the file in the message).
+    """
+    if "forward" in spikes.signals:
+        raise table.error("signals", "forward spikes (x̂ sent up) are not run yet; use ['feedback']")
+    for key, used in others.items():
+        if used:
+            raise SpecError(table.file, "spikes", f"spiking feedback does not run with {key} yet")
