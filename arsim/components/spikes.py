@@ -267,8 +267,6 @@ class SpikeChannels:
         self.generators = {c: seeded_rng(seed, SeedStream.SPIKES, *key, c) for c in codes}
         self.received: dict = {}
         self.integrals: dict = {}
-        self.saturated = 0
-        """Signal values beyond their scale so far (a clipped channel each, per step)."""
 
     @classmethod
     def of(cls, model, spikes, dt: float, seed_key: tuple[int, ...]) -> SpikeChannels | None:
@@ -297,7 +295,6 @@ class SpikeChannels:
             self.integrals[c] = staggered_integrals(signal.shape, code, xp)
         received = self.received[c]
         now = received.copy()
-        self.saturated += saturated(signal, code, xp)
         if code.encoder == RATE:
             clipped = xp.clip(signal, -code.scale, code.scale)
             received += (clipped - received) * (self.dt / code.synapse_tau)
