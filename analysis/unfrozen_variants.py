@@ -15,6 +15,12 @@ diverged or failed) and per variant across the settings. Usage::
 
     python analysis/unfrozen_variants.py SWEEP_OR_RUN_FOLDER [...] [--tolerance 1.0]
         [--out FIRST_FOLDER/unfrozen-variants-table.md] [--docs docs/timing-hypotheses.md]
+        [--runs EARLIER-runs.csv [...]]
+
+``--runs`` adds the rows of earlier tables' ``-runs.csv`` files (one row per run: setting,
+variant, seed, status, accuracies, angle), so that runs made on another machine, whose folders
+are gone, count beside new ones; a run found in a folder replaces the same setting, variant
+and seed read from such a file.
 
 Writes the markdown table and a CSV beside it (``.csv`` instead of ``.md``; the runs in
 ``-runs.csv``); with ``--docs`` the verdict also replaces the text between the markers
@@ -91,6 +97,40 @@ def collect_runs(folders: list[Path]) -> list[dict]:
                 if ".partial-" not in status.parent.name:
                     rows.append(read_run(status.parent))
     return rows
+
+
+RUN_COLUMNS = (
+    "setting",
+    "variant",
+    "seed",
+    "status",
+    "message",
+    "folder",
+    "ar_test_acc",
+    "bp_test_acc",
+    "angle_deg",
+)
+"""The columns of a ``-runs.csv`` file, one row per run."""
+
+
+def read_runs_csv(path: Path) -> list[dict]:
+    """The rows of an earlier table's ``-runs.csv`` (:data:`RUN_COLUMNS`).
+
+    Raises
+    ------
+    ValueError
+        With a one-line message naming the file and the missing columns.
+    """
+    frame = pd.read_csv(path)
+    missing = [name for name in RUN_COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"unfrozen_variants: {path}: not a runs table, expected the columns "
+            f"{', '.join(RUN_COLUMNS)}; missing {', '.join(missing)}"
+        )
+    frame = frame.loc[:, list(RUN_COLUMNS)].astype({"seed": "Int64"})
+    frame["message"] = frame["message"].fillna("")
+    return frame.to_dict("records")
 
 
 def latest_results(runs: pd.DataFrame) -> pd.DataFrame:
@@ -429,7 +469,15 @@ def replace_block(page: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", type=Path, nargs="+", help="sweep or run folders")
+    parser.add_argument("folders", type=Path, nargs="*", help="sweep or run folders")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="earlier tables' -runs.csv files whose runs count too (a folder's run wins)",
+    )
     parser.add_argument("--tolerance", type=float, default=1.0, help="pp below exact AR")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (and .csv)")
     parser.add_argument(
@@ -437,7 +485,18 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     TOLERANCE[0] = args.tolerance
-    rows = collect_runs(args.folders)
+    if not args.folders and not args.runs:
+        parser.error("give at least one sweep or run folder, or --runs CSV")
+    for path in args.runs:
+        if not path.is_file():
+            print(f"unfrozen_variants: {path}: no such runs table (--runs expects a -runs.csv)")
+            return 2
+    try:
+        rows = [row for path in args.runs for row in read_runs_csv(path)]
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    rows += collect_runs(args.folders)
     if not rows:
         print(f"unfrozen_variants: no runs in {', '.join(map(str, args.folders))}")
         return 2
@@ -454,7 +513,7 @@ def main(argv=None) -> int:
             *verdicts,
         ]
     )
-    out = args.out or args.folders[0] / "unfrozen-variants-table.md"
+    out = args.out or (args.folders or [args.runs[0].parent])[0] / "unfrozen-variants-table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(table, runs, text) + "\n" + verdict_block + "\n")
     if args.docs is not None:

@@ -84,6 +84,35 @@ def test_unfrozen_variants_table_reports_mean_and_spread(tmp_path):
     assert "71.00 ± 1.41 [70.00, 72.00]" in text and "cannot be judged" in text
 
 
+def test_unfrozen_variants_table_counts_runs_of_an_earlier_table(tmp_path, capsys):
+    """Runs whose folders are gone count through the earlier table's -runs.csv; a folder's run
+    replaces the same setting, variant and seed; a file that is not a runs table is refused."""
+    script = load_script("unfrozen_variants")
+    make_run(tmp_path / "first" / "a", 0, ar=0.70, bp=0.71, angle=10.0)
+    make_run(tmp_path / "first" / "b", 1, ar=0.90, bp=0.91, angle=30.0)
+    earlier = tmp_path / "earlier.md"
+    assert script.main([str(tmp_path / "first"), "--out", str(earlier)]) == 0
+    earlier_runs = tmp_path / "earlier-runs.csv"
+    make_run(tmp_path / "second" / "b", 1, ar=0.72, bp=0.74, angle=14.0)  # seed 1 rerun
+    make_run(tmp_path / "second" / "c", 2, ar=0.74, bp=0.75, angle=12.0)
+    out = tmp_path / "table.md"
+    argv = [str(tmp_path / "second"), "--runs", str(earlier_runs), "--out", str(out)]
+    assert script.main(argv) == 0
+    row = pd.read_csv(out.with_suffix(".csv")).iloc[0]
+    assert row.runs == 3 and row.ar_mean == pytest.approx(72.0)  # 70, 72 (not 90), 74
+    assert row.angle_mean == pytest.approx(12.0)
+    assert sorted(pd.read_csv(tmp_path / "table-runs.csv").seed) == [0, 1, 2]
+    assert script.main(["--runs", str(earlier_runs), "--out", str(tmp_path / "t2.md")]) == 0
+    assert pd.read_csv(tmp_path / "t2.csv").iloc[0].ar_mean == pytest.approx(80.0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("setting,seed\nx,0\n")
+    capsys.readouterr()
+    assert script.main(["--runs", str(bad), "--out", str(tmp_path / "t3.md")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "bad.csv: not a runs table" in error
+    assert "missing variant, status" in error and not (tmp_path / "t3.md").exists()
+
+
 def test_unfrozen_variants_verdict(tmp_path):
     script = load_script("unfrozen_variants")
     make_run(tmp_path / "exact", 0, ar=0.70, bp=0.71, angle=10.0)
