@@ -62,8 +62,6 @@ class Backend(Protocol):
     ----------
     mode, device : str
         The ``--mode`` and ``--device`` it runs.
-    chunk_samples : int
-        Samples one :meth:`run_chunk` takes at most.
     """
 
     mode: str
