@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,13 +146,15 @@ class _ModeTimer:
         self.samples = timed_samples(name, protocol.batch_size)
         set_codegen_target(target or "numpy")
         self.rng, self.model = rng, model
-        self.session = session(protocol, mode, device).__enter__()  # left by close()
+        self._job = ExitStack()  # the session and the network, left by close()
+        self._job.enter_context(session(protocol, mode, device))
         start = time.perf_counter()
-        self.network = build_network(model, protocol, params, mode, device, record=False)
+        network = build_network(model, protocol, params, mode, device, record=False)
+        self.network = self._job.enter_context(network)
         self.build_s = time.perf_counter() - start
         inputs, targets = self._samples(min(self.network.chunk_samples, 64))
         start = time.perf_counter()
-        self.network.run_chunk(inputs, targets)  # compiles (cython)
+        self._check(self.network.run_chunk(inputs, targets), len(inputs))  # compiles (cython)
         self.warm_s, self.warm_samples = time.perf_counter() - start, len(inputs)
 
     def _samples(self, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,12 +167,23 @@ class _ModeTimer:
         chunk = self.network.chunk_samples
         start = time.perf_counter()
         for begin in range(0, self.samples, chunk):
-            self.network.run_chunk(inputs[begin : begin + chunk], targets[begin : begin + chunk])
+            stop = begin + chunk
+            result = self.network.run_chunk(inputs[begin:stop], targets[begin:stop])
+            self._check(result, len(inputs[begin:stop]))  # a comparison: nothing to time
         return self.samples / (time.perf_counter() - start)
 
+    def _check(self, result, samples: int) -> None:
+        """Raise unless ``result`` ran ``samples`` samples to their end, one update a minibatch."""
+        expected = -(-samples // self.network.protocol.batch_size)
+        if not result.complete or len(result.batch_params) != expected:
+            raise RuntimeError(
+                f"a timed chunk of {samples} samples made {len(result.batch_params)} updates "
+                f"(expected {expected}, complete: {result.complete})"
+            )
+
     def close(self) -> None:
-        """Leave the row's Brian2 session (its preferences and device restored)."""
-        self.session.__exit__(None, None, None)
+        """Close the row's network, then leave its Brian2 session (preferences, device restored)."""
+        self._job.close()
 
 
 def _paper_setup(name: str, batch: int):

@@ -100,8 +100,6 @@ class DenseNetwork(ARNetwork):
             self.batches_per_chunk = 1
         super().__init__(model, protocol, params, record)
         self._relaxing_roles = [role for role in self.roles if role.relaxes]
-        self.relaxation_steps: dict[int, int] = {}
-        """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
         self._delays = self.schedule.delay_steps
         self._delay_buffers = {
             c: np.zeros(
@@ -440,7 +438,7 @@ class DenseNetwork(ARNetwork):
                 self._view(role.index, "active")[converged] = 0.0
             tick = int(self._step_counter[0]) // self.steps_per_sample
             for replica in np.flatnonzero(converged):
-                self.relaxation_steps[tick * self.replicas + int(replica)] = relaxation_step
+                self._relaxation_steps[tick * self.replicas + int(replica)] = relaxation_step
 
     def _delayed(self, connection: int, signal: np.ndarray, step: int) -> np.ndarray:
         """The signal of ``connection`` as it was ``delay`` steps ago (see ``oracle.relax``).
@@ -518,8 +516,8 @@ class DenseNetwork(ARNetwork):
         if self._continuous is None:
             signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
             if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
-                self.batch_signals.append(signals)
-        self.batch_params.append(self.get_params())
+                self._batch_signals.append(signals)
+        self._batch_params.append(self.get_params())
 
     def _learn(self, mask, rates, delta_of, fraction: float = 1.0, keep: bool = True) -> list:
         """``W -= fraction · η Σ δ pᵀ`` (ψ, biases likewise) over the replicas in ``mask``.
@@ -665,6 +663,3 @@ class DenseNetwork(ARNetwork):
         if self.trace_buffer is not None:
             self.trace_buffer.start_chunk(len(self._batches))
         return len(self._batches)
-
-    def _after_chunk(self) -> None:
-        pass  # batch_params were collected by the plasticity operation

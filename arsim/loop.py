@@ -195,6 +195,9 @@ class ChunkLoop:
         The signal that stopped the loop before a chunk (:func:`arsim.stops.requested`).
     batches_done, samples_done : int
         Minibatches yielded and the presentation slots they span.
+    relaxation_steps : dict of int to int
+        Sample slot → relaxation steps it took, for the samples that converged to
+        ``[relaxation] tolerance`` (:attr:`arsim.backend.ChunkResult.relaxation_steps`).
     """
 
     def __init__(
@@ -222,6 +225,7 @@ class ChunkLoop:
         self.recorder = recorder if recorder is not None else MemoryRecorder(protocol)
         self.interrupted: int | None = None
         self.batches_done = self.samples_done = 0
+        self.relaxation_steps: dict[int, int] = {}
         wanted = protocol.record.samples
         self._wanted = None if wanted is None else set(wanted)
 
@@ -261,16 +265,18 @@ class ChunkLoop:
                 upcoming = self._chunk_rows(stop, min(stop + chunk, self.slots))
             cut = getattr(network, "batches_per_chunk", 1) > 1  # collects each minibatch's weights
             with np.errstate(all="ignore"), stops.cuttable(cut):  # divergence: checked below
-                network.run_chunk(inputs, targets, *upcoming, report=self._reporter(start, stop))
+                result = network.run_chunk(
+                    inputs, targets, *upcoming, report=self._reporter(start, stop)
+                )
+            self.relaxation_steps.update(result.relaxation_steps)
             rows = self._rows if protocol.dwell == 0 else None  # summaries: backprop reference
-            if getattr(network, "chunk_complete", True):  # a chunk cut short records nothing
-                record_chunk(network, self.recorder, start, stop, self.slots, current, rows)
+            if result.complete:  # a chunk cut short records nothing
+                record_chunk(network, result, self.recorder, start, stop, self.slots, current, rows)
             divergence = self._divergence(stop)
             # a stop request ends the chunk early: the minibatches completed are kept
             self.interrupted = stops.requested()
-            signals = network.batch_signals or [None] * len(network.batch_params)
             for first, after, signal in zip(
-                range(start, stop, batch), network.batch_params, signals, strict=False
+                range(start, stop, batch), result.batch_params, result.signals(), strict=False
             ):
                 last = min(first + batch, self.slots)
                 if divergence is not None and last > divergence.sample:

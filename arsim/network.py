@@ -34,6 +34,7 @@ from contextlib import nullcontext
 import brian2 as b2
 import numpy as np
 
+from arsim.backend import ChunkResult
 from arsim.codecache import reuse_code_objects
 from arsim.components import CORE, Feature, neuron_terms
 from arsim.equations import (
@@ -134,11 +135,10 @@ class ARNetwork:
         self.steps_per_sample = self.schedule.sample_steps
         self.dt = protocol.dt * b2.second
         self.ticks_done = 0
-        self.batch_params: list[Params] = []
-        """Parameters after each minibatch of the last chunk (for per-batch metrics)."""
-        self.batch_signals: list[list] = []
-        """Per minibatch of the last chunk, where the mode keeps them (dense): each
-        connection's ``(δ_post, x̂_pre, has_bias)`` per sample at the plasticity."""
+        # what the running chunk collects for its ChunkResult (see run_chunk)
+        self._batch_params: list[Params] = []
+        self._batch_signals: list[list] = []
+        self._relaxation_steps: dict[int, int] = {}
         rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
@@ -208,20 +208,36 @@ class ARNetwork:
                 self.namespace[f"forward_start_{role.index}"] = start
                 self.namespace[f"forward_stop_{role.index}"] = stop
 
-    def _apply_jitter(self, ticks: int) -> None:
-        """Apply the next minibatch's shifted schedule (one minibatch per chunk when jittered)."""
+    def _apply_jitter(self, ticks: int) -> int:
+        """Apply the next minibatch's shifted schedule (one minibatch per chunk when jittered).
+
+        Returns the steps by which the phase boundary (the end of the feedforward phase) moved
+        from the protocol's, as :attr:`ChunkResult.phase_shift` reports it.
+        """
         base = Schedule(self.model, self.protocol)
         if base.jitter_steps == 0:
-            return
+            return 0
         if ticks != 1:
             raise ValueError("a jittered protocol runs one minibatch per chunk")
         seed, *key = self.seed_key
         shift = phase_shift(seed, base.jitter_steps, *key, self.ticks_done)
         self.apply_schedule(base.shifted(shift))
+        nominal = Schedule(None, self.protocol).phase_steps["feedforward"]
+        return int(self.schedule.phase_steps["feedforward"] - nominal)
 
     def _relaxation_span(self) -> tuple[int, int]:
         """First step of the earliest relaxation window and the step after the latest."""
         return self.schedule.relaxation_span()
+
+    # -- a backend is a context manager (arsim.backend.Backend) ---------------------------------
+    def close(self) -> None:
+        """Release what the network holds (nothing here; a standalone build folder)."""
+
+    def __enter__(self) -> ARNetwork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- to be provided by a mode -----------------------------------------------------------
     def _stimulus_rows(self) -> int:
@@ -397,13 +413,12 @@ class ARNetwork:
         next_input: np.ndarray | None = None,
         next_target: np.ndarray | None = None,
         report=None,
-    ) -> None:
+    ) -> ChunkResult:
         """Simulate consecutive minibatches of ``len(inputs)`` samples, updating after each.
 
         The run ends just after the tick that follows the last minibatch, at which its last
         plasticity and its update happen; that tick also presents ``next_input`` (the next
         chunk's samples; zeros when None) so that the next chunk continues seamlessly.
-        ``batch_params`` then holds the parameters after each minibatch.
 
         Parameters
         ----------
@@ -415,13 +430,18 @@ class ARNetwork:
             The next chunk's samples (the synapses mode needs only the first).
         report : callable, optional
             Called about once a second with the fraction of the chunk done.
+
+        Returns
+        -------
+        ChunkResult
+            The parameters after each minibatch and what else the chunk produced.
         """
         count = len(inputs)
         if not 0 < count <= self.chunk_samples:
             raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
-        self.batch_params, self.batch_signals = [], []
+        self._batch_params, self._batch_signals, self._relaxation_steps = [], [], {}
         ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
-        self._apply_jitter(ticks)
+        shift = self._apply_jitter(ticks)
         sample_dt = self.steps_per_sample * self.dt
         end = (self.ticks_done + ticks) * sample_dt
         for group in self.groups:
@@ -444,13 +464,20 @@ class ARNetwork:
                 self.network.run(end + self.dt - self.network.t, namespace={}, **progress)
         finally:
             gc.unfreeze()
-        self.chunk_complete = bool(self.network.t > end + 0.5 * self.dt)
-        """Whether the last chunk ran to its end (a stop request may cut it short)."""
+        complete = bool(self.network.t > end + 0.5 * self.dt)  # a stop may cut it short
         self.ticks_done += ticks
-        self._after_chunk()
+        batch_params = self._after_chunk()
+        return ChunkResult(
+            tuple(self._batch_params if batch_params is None else batch_params),
+            tuple(self._batch_signals),
+            complete,
+            dict(self._relaxation_steps),
+            shift,
+        )
 
-    def _after_chunk(self) -> None:
-        """Collect ``batch_params`` if the mode did not while running."""
+    def _after_chunk(self) -> list[Params] | None:
+        """The parameters after each minibatch, or None if the mode collected them running."""
+        return None
 
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         """Write the chunk's stimuli into the TimedArrays; returns the sample ticks it spans."""

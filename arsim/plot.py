@@ -22,6 +22,20 @@ PHASE_COLOURS = {"feedforward": "0.97", "relaxation": "0.90", "update": "0.97"}
 """Background of each phase in :func:`traces`."""
 LINE_STYLES = {"x": "-", "xhat": "--", "fp": ":", "delta": "-.", "fb": (0, (1, 3))}
 """Line style of each recorded variable in :func:`traces`."""
+OWN_VARIABLE_STYLES = ((0, (6, 2)), (0, (6, 2, 1, 2)), (0, (2, 1)), (0, (8, 2, 1, 2, 1, 2)))
+"""Line styles of the variables a layer declares itself (``adapt``), in the order drawn."""
+
+
+def line_styles(variables) -> dict:
+    """Line style of each of ``variables``.
+
+    :data:`LINE_STYLES`, then a layer's own variables in turn from :data:`OWN_VARIABLE_STYLES`.
+    """
+    own = [v for v in variables if v not in LINE_STYLES]
+    styles = {v: LINE_STYLES[v] for v in variables if v in LINE_STYLES}
+    for index, variable in enumerate(own):
+        styles[variable] = OWN_VARIABLE_STYLES[index % len(OWN_VARIABLE_STYLES)]
+    return styles
 
 
 def load_run(
@@ -78,8 +92,9 @@ def traces(
     sample : int
         Sample index (as recorded).
     variables : sequence of str
-        Variables to draw (``x``, ``xhat``, ``fp``, ``delta``, ``fb``), one line style each
-        (:data:`LINE_STYLES`); a neuron keeps its colour across variables.
+        Variables to draw (``x``, ``xhat``, ``fp``, ``delta``, ``fb``, or a variable a layer
+        declares in its ``equations``, such as ``adapt``), one line style each
+        (:func:`line_styles`); a neuron keeps its colour across variables.
     layers : sequence of str, optional
         Layers to draw (default: every recorded layer, in the model's order).
     neurons : sequence of int, optional
@@ -95,6 +110,7 @@ def traces(
         plasticity step marked by a vertical line.
     """
     config, recorded, _ = load_run(run, samples=[sample], variables=list(variables))
+    styles = line_styles(variables)
     rows = pd.DataFrame() if recorded is None else recorded[recorded["sample"] == sample]
     rows = rows[rows.variable.isin(variables)] if not rows.empty else rows
     names = [layer["name"] for layer in config["model"]["layers"]]
@@ -121,17 +137,17 @@ def traces(
             axis.plot(
                 group.t * 1e3 - start,
                 group.value,
-                linestyle=LINE_STYLES[variable],
+                linestyle=styles[variable],
                 lw=1,
                 color=f"C{int(neuron) % 10}",
                 label=f"{variable} {neuron}",
             )
         axis.set_ylabel(layer)
     axes[-1, 0].set_xlabel("time in sample (ms)")
-    styles = ", ".join(
-        f"{v} {LINE_STYLES[v]}" for v in variables if isinstance(LINE_STYLES[v], str)
-    )
-    axes[0, 0].set_title(f"sample {sample}: {styles}; relaxation shaded", fontsize=9)
+    named = ", ".join(f"{v} {styles[v]}" for v in variables if isinstance(styles[v], str))
+    own = [v for v in variables if v not in LINE_STYLES]
+    named += f"; {', '.join(own)} dashed" if own else ""
+    axes[0, 0].set_title(f"sample {sample}: {named}; relaxation shaded", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -42,12 +42,6 @@ def phase_of_step(
     return np.searchsorted(bounds, step_in_sample, side="right")
 
 
-def boundary_shift(network) -> int:
-    """Steps by which the running chunk's phase boundary is moved (``[phases] jitter``)."""
-    nominal = Schedule(None, network.protocol).phase_steps["feedforward"]
-    return int(network.schedule.phase_steps["feedforward"] - nominal)
-
-
 def phase_codes(sample, step, timeline, shifts: dict | None = None, batch_size: int = 1):
     """Phase index of rows ``(sample, step)``: each minibatch's own boundary under jitter.
 
@@ -444,13 +438,17 @@ def _select(block: Block, neurons) -> Block | None:
     )
 
 
-def record_chunk(network, recorder, start: int, stop: int, slots: int, before=None, rows=None):
+def record_chunk(
+    network, result, recorder, start: int, stop: int, slots: int, before=None, rows=None
+):
     """Hand the chunk ``start:stop`` just run to ``recorder`` and empty the monitors.
 
     Parameters
     ----------
     network : arsim.network.ARNetwork
         The network that ran the chunk.
+    result : arsim.backend.ChunkResult
+        What its ``run_chunk`` returned (the weights after each minibatch, the phase shift).
     recorder : MemoryRecorder or arsim.traces.TraceWriter
         Receives the chunk's blocks (``write``) and summaries (``write_summary``).
     start, stop : int
@@ -466,8 +464,8 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         return
     record: RecordSpec = network.protocol.record
     batch = network.protocol.batch_size
-    if network.protocol.jitter > 0 and boundary_shift(network):  # one minibatch per chunk
-        recorder.phase_shifts[start // batch] = boundary_shift(network)
+    if result.phase_shift:  # a jittered protocol runs one minibatch per chunk
+        recorder.phase_shifts[start // batch] = result.phase_shift
     samples = None
     if record.samples is not None or record.minibatches is not None:
         samples = [s for s in range(start, stop + 1) if record.keeps(s, batch)]
@@ -482,7 +480,7 @@ def record_chunk(network, recorder, start: int, stop: int, slots: int, before=No
         seen = {int(s) for block in blocks for s in np.unique(block.sample)}
         gradients = {}
         if rows is not None and before is not None:
-            model, after = network.model, network.batch_params
+            model, after = network.model, list(result.batch_params)
             gradients = chunk_gradients(model, network.protocol, before, after, start, rows, seen)
         for layer, table in summarize(blocks, network.model, gradients).items():
             recorder.write_summary(layer, table)

@@ -163,16 +163,16 @@ def simulate(
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
     seed_noise(seed)
-    with session(protocol, mode, device):
-        network = build_network(model, protocol, params, mode, device, record)
+    # leaving the network releases what it holds (a standalone build folder), then the session
+    # restores Brian2's preferences and device
+    with (
+        session(protocol, mode, device),
+        build_network(model, protocol, params, mode, device, record) as network,
+    ):
         network.seed_key = (seed,)
-        try:
-            return _simulate(
-                network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
-            )
-        finally:
-            if hasattr(network, "close"):  # a standalone network releases its build folder
-                network.close()
+        return _simulate(
+            network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
+        )
 
 
 def _append_row(path: Path | None, row: dict) -> None:
@@ -214,7 +214,7 @@ def _simulate(
     steps = None
     if protocol.tolerance > 0:
         steps = np.full(loop.slots, network.schedule.phase_steps["relaxation"])
-        for sample, taken in getattr(network, "relaxation_steps", {}).items():
+        for sample, taken in loop.relaxation_steps.items():
             if sample < loop.slots:
                 steps[sample] = taken
     samples = pd.concat(per_sample, ignore_index=True) if per_sample else None

@@ -21,6 +21,7 @@ import numpy as np
 from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
 
 from arsim import threads as thread_policy
+from arsim.backend import ChunkResult
 from arsim.components import CORE, Feature
 from arsim.network import FLOAT_DTYPES
 from arsim.params import Params
@@ -182,7 +183,9 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
         """As the synapses mode, shifted by the samples of earlier program runs."""
         return super().locate(rows, steps + self._offset_steps, layer_size)
 
-    def run_chunk(self, inputs, targets, next_input=None, next_target=None, report=None):
+    def run_chunk(
+        self, inputs, targets, next_input=None, next_target=None, report=None
+    ) -> ChunkResult:
         """Run the compiled program on one minibatch (see :meth:`ARNetwork.run_chunk`)."""
         count = len(inputs)
         if not 0 < count <= self.chunk_samples:
@@ -212,5 +215,5 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
                 run_args[feedback.eta] = feedback_rate
         b2.device.run(run_args=run_args)
         self._params = self._read_params()
-        self.batch_params = [self.get_params()]
         self.ticks_done += count
+        return ChunkResult((self.get_params(),))

@@ -201,8 +201,8 @@ class SynapsesNetwork(ARNetwork):
         """See :meth:`ARNetwork.locate`: one replica, the network time is sequential."""
         return steps // self.steps_per_sample, rows, steps
 
-    def _after_chunk(self) -> None:
-        self.batch_params = [self.get_params()]
+    def _after_chunk(self) -> list[Params]:
+        return [self.get_params()]
 
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:
         count = len(inputs)

@@ -409,8 +409,11 @@ class Training:
         order = epoch_order(seed, epoch, len(self.images))
         seed_noise(seed, epoch)
         recorder = epoch_recorder(self.folder / "traces", protocol, epoch, order)
-        with session(protocol, "dense"):  # Brian2's preferences for the epoch's network
-            network = build_network(model, protocol, self.ar, "dense", record=recorder is not None)
+        record = recorder is not None
+        with (
+            session(protocol, "dense"),  # Brian2's preferences for the epoch's network
+            build_network(model, protocol, self.ar, "dense", record=record) as network,
+        ):
             network.seed_key = (seed, epoch)
             loop = ChunkLoop(
                 network, model, protocol, self.images, self.targets, self.ar, order=order, bar=bar,

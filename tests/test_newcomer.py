@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import matplotlib
 
@@ -309,12 +310,15 @@ def test_the_progress_bar_never_shows_more_than_a_stop_keeps(monkeypatch):
     stop = {"now": False}
 
     def cut_run(inputs, targets, *upcoming, report=None):
-        real_run(inputs, targets, *upcoming)
+        result = real_run(inputs, targets, *upcoming)
         report(0.75)  # 6 of 8 minibatches' time, as a report would say just before the cut
-        network.batch_params = network.batch_params[:5]
-        network.batch_signals = network.batch_signals[:5]
-        network.chunk_complete = False
         stop["now"] = True
+        return replace(
+            result,
+            batch_params=result.batch_params[:5],
+            batch_signals=result.batch_signals[:5],
+            complete=False,
+        )
 
     monkeypatch.setattr(network, "run_chunk", cut_run)
     monkeypatch.setattr(

@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from arsim import plot  # noqa: E402
 from arsim.run import run_to_folder  # noqa: E402
 from arsim.spec import model_from_dict, protocol_from_dict  # noqa: E402
+from arsim.traces import load  # noqa: E402
 
 MODEL = {
     "name": "tiny",
@@ -70,6 +71,28 @@ def test_traces_of_chosen_neurons_and_fb(run):
     (axis,) = fig.axes
     curves = [line for line in axis.get_lines() if line.get_label() != "plasticity"]
     assert sorted(line.get_label() for line in curves) == ["fb 0", "fb 3"]
+    plt.close(fig)
+
+
+def test_traces_draw_a_layers_own_variable(tmp_path):
+    """A layer's own ``adapt``, recorded with x, is drawn in a style of its own, and the
+    drawn values are the recorded ones."""
+    data = MODEL | {"layers": [*MODEL["layers"]]}
+    data["layers"][1] = data["layers"][1] | {
+        "equations": "dadapt/dt = (0.3*x - adapt) / (40*ms) : 1",
+        "drive": "-adapt",
+    }
+    record = PROTOCOL["record"] | {"variables": ["x", "adapt"]}
+    protocol = protocol_from_dict(PROTOCOL | {"record": record}, "p.toml")
+    model = model_from_dict(data, "adapt.toml")
+    folder, _ = run_to_folder(model, protocol, tmp_path / "run", 2, 0, "numpy", progress=False)
+    fig = plot.traces(folder, sample=1, variables=("x", "adapt"), layers=["h1"], neurons=[2])
+    (axis,) = fig.axes
+    lines = {line.get_label(): line for line in axis.get_lines()}
+    assert lines["adapt 2"].get_linestyle() != lines["x 2"].get_linestyle()
+    recorded = load(folder, layers=["h1"], variables=["adapt"], samples=[1], neurons=[2])
+    assert list(lines["adapt 2"].get_ydata()) == list(recorded.value)
+    assert "adapt dashed" in axis.get_title()
     plt.close(fig)
 
 

@@ -55,10 +55,10 @@ def test_single_precision_network_computes_in_float32(paper_model):
     params = oracle.init_params(paper_model, seed=1)
     inputs, targets = random_batch(paper_model, 4, seed=2)
     network = DenseNetwork(paper_model, protocol, params, record=False)
-    network.run_chunk(inputs, targets)
+    result = network.run_chunk(inputs, targets)
     assert network.groups[1].variables["x"].get_value().dtype == np.float32
     assert {w.dtype for w in network.W} == {np.dtype(np.float32)}
-    (signals,) = network.batch_signals
+    (signals,) = result.batch_signals
     schedule = Schedule(None, protocol)
     reference = oracle.relax(paper_model, params, inputs, targets, 100, schedule.eta_x)
     for layer, (delta, presynaptic, _) in enumerate(signals):

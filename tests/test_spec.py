@@ -79,7 +79,7 @@ PROTOCOL_ERRORS = [
         "learning.batch_size: expected an integer >= 1",
     ),
     (GOOD_PROTOCOL + '[learning]\nrate = "fast"\n', "learning.rate: expected float"),
-    (GOOD_PROTOCOL + '[record]\nvariables = ["v"]\n', "record.variables: expected names from"),
+    (GOOD_PROTOCOL + '[record]\nvariables = ["v w"]\n', "record.variables: expected names from"),
     (
         GOOD_PROTOCOL + '[record]\ninterval = "0.5 ms"\n',
         "record.interval: expected a multiple of dt",
@@ -200,6 +200,17 @@ def test_layer_tau_names_a_layer_of_the_model(tmp_path):
     check_compatible(load_model(PAPER_MODEL), protocol)
     schedule = Schedule(None, protocol)
     assert schedule.tau_of("h2") == pytest.approx(0.005) and schedule.tau_of("h1") == 0.01
+
+
+def test_recorded_variables_are_the_neuron_variables_or_the_models_own(tmp_path):
+    """A name that is no neuron variable is refused with the model (it may be one a layer
+    declares in its ``equations``), naming the names allowed."""
+    protocol = load_protocol(
+        _write(tmp_path, "p.toml", GOOD_PROTOCOL + '[record]\nvariables = ["v"]\n')
+    )
+    message = r"p.toml: record.variables: expected names from \['x', 'xhat', 'fp', 'delta', 'fb'\]"
+    with pytest.raises(SpecError, match=message):
+        check_compatible(load_model(PAPER_MODEL), protocol)
 
 
 def test_feedback_delay_names_a_connection_of_the_model(tmp_path):

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from arsim.spec import terms
 from arsim.spec.forward import FeedforwardSpec, PlasticitySpec, read_feedforward, read_plasticity
 from arsim.spec.model import ModelSpec
 from arsim.spec.record import RecordSpec, read_record
 from arsim.spec.schema import (
     BATCH_REDUCTIONS,
     PHASES,
+    RECORDABLE,
     RELAXATION_INPUTS,
     RELAXATION_ORDERS,
     RELAXATION_STARTS,
@@ -593,4 +595,27 @@ def check_compatible(model: ModelSpec, protocol: ProtocolSpec) -> None:
                 protocol.source,
                 "record.layers",
                 f"no layer {layer!r} in model {model.source}; layers are {names}",
+            )
+    _check_recorded_variables(model, protocol)
+
+
+def _check_recorded_variables(model: ModelSpec, protocol: ProtocolSpec) -> None:
+    """Every ``[record] variables`` entry is a neuron variable or one a recorded layer declares."""
+    recorded = protocol.record.layers
+    declared = sorted(
+        {
+            name
+            for layer in model.layers
+            if recorded is None or layer.name in recorded
+            for name in terms.declared_names(layer.equations)
+        }
+    )
+    allowed = [*RECORDABLE, *declared]
+    for variable in protocol.record.variables:
+        if variable not in allowed:
+            raise SpecError(
+                protocol.source,
+                "record.variables",
+                f"expected names from {allowed} (the neuron variables and those the recorded "
+                f"layers of model {model.source} declare), got {variable!r}",
             )

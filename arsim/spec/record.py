@@ -17,7 +17,9 @@ class RecordSpec:
     Attributes
     ----------
     variables : tuple of str
-        Neuron variables (see :data:`RECORDABLE`).
+        Neuron variables (see :data:`RECORDABLE`), or variables that a recorded layer of the
+        model declares in its ``equations`` (checked by
+        :func:`arsim.spec.protocol.check_compatible`).
     layers : tuple of str or None
         Layer names; None means every layer.
     neurons : tuple of int or None
@@ -65,9 +67,13 @@ class RecordSpec:
 def read_record(table: Table, dt: float, dt_text) -> RecordSpec:
     """The ``[record]`` table."""
     variables = table.get("variables", list, RecordSpec.variables)
-    for variable in variables:
-        if variable not in RECORDABLE:
-            raise table.error("variables", f"expected names from {RECORDABLE}, got {variable!r}")
+    for variable in variables:  # a layer's own variable is checked with the model
+        if not (isinstance(variable, str) and variable.isidentifier()):
+            raise table.error(
+                "variables",
+                f"expected names from {RECORDABLE} or of variables a model's layers declare "
+                f"(check_compatible), got {variable!r}",
+            )
     layers = table.get("layers", (list, str), RecordSpec.layers)
     if isinstance(layers, str):
         if layers != "all":

@@ -39,6 +39,14 @@ def parse(equations: str, drive: str) -> Equations:
     return parsed
 
 
+def declared_names(equations: str) -> list[str]:
+    """The variables ``equations`` declares (state variables, subexpressions, parameters).
+
+    ``equations`` has passed :func:`parse`; empty: none.
+    """
+    return sorted(Equations(equations).names) if equations else []
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
