@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from brian2 import Equations
 
 from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX, SOFTMAX_EXPR
-from arsim.components import forward, neuron_terms, plasticity, relaxation
+from arsim.components import derivative, forward, neuron_terms, plasticity, relaxation
 from arsim.components import memory as memory_component
 from arsim.spec import ConnectionSpec, LayerSpec, ModelSpec
 
@@ -291,33 +291,50 @@ def relaxation_step_code() -> str:
     return "delta = x * fp\n" + _first_bad("x", "t + dt")
 
 
-def bias_code() -> str:
-    """Once-per-sample bias plasticity: accumulate δ, apply at the minibatch's end."""
-    return plasticity.BIAS_LEARN.format(apply=_APPLY_NOW)
+def bias_code(delta: str = "delta") -> str:
+    """Once-per-sample bias plasticity: accumulate δ, apply at the minibatch's end.
+
+    ``delta`` names the layer's ``x ⊙ f'`` as the update reads it.
+    """
+    return plasticity.BIAS_LEARN.format(apply=_APPLY_NOW, delta=delta)
 
 
-def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> dict[str, str]:
+def synapse_model(
+    connection: ConnectionSpec, index: int, feeds_back: bool, sums: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Synapse models of connection ``index``: forward ``W`` and, unless transposed, ``ψ``.
 
     Returns a dict with the forward model (``forward``; the sweep ``a_c<k>_post = Σ w x̂_pre``
     is its summed variable, which the mode runs once per sample) and its plasticity code
     (``forward_learn``) and, for ψ, ``feedback`` and, when learned,
-    ``feedback_learn``. The top-down signal is ``delta = x · f'`` of the upper layer, or ``x``
-    when the connection's relaxation drops the derivative. Without ``feeds_back`` (the source is
-    the input layer, which does not relax) there is no top-down path, but a learned ψ still
-    learns.
+    ``feedback_learn``. The top-down signal is the upper layer's ``x · f'``, f' where the
+    connection's ``derivative_at`` says (:data:`~arsim.components.derivative.RELAXATION_SIGNAL`),
+    or ``x`` when the connection's relaxation drops the derivative; the update reads the
+    target's ``x · f'`` of ``update_derivative_at`` and the presynaptic factor of
+    ``update_uses``. Without ``feeds_back`` (the source is the input layer, which does not
+    relax) there is no top-down path, but a learned ψ still learns. ``sums`` are the target's
+    pre-activations from the current activities (``a_now``, ``a_end``) this connection adds a
+    term to, summed variables the mode schedules.
     """
-    signal = "delta" if connection.derivative else "x"
+    if connection.derivative:
+        signal = derivative.RELAXATION_SIGNAL[connection.derivative_at]
+    else:
+        signal = "x"
     forward = [
         "w : 1",
         "dw : 1",
         "eta : 1 (shared)",
         f"a_c{index}_post = w * xhat_pre : 1 (summed)",
     ]
+    now = "x" if feeds_back else "xhat"  # an input layer's current activity is its stimulus
+    forward += [f"{a}_c{index}_post = w * {now}_pre : 1 (summed)" for a in sums]
     apply_pre = _APPLY_NOW.replace("apply_at", "apply_at_pre")
-    models = {
-        "forward_learn": plasticity.FORWARD_LEARN.format(apply=apply_pre),
+    update = {
+        "apply": apply_pre,
+        "delta": derivative.UPDATE_SIGNAL[connection.update_derivative_at],
+        "pre": plasticity.presynaptic_variable(connection.update_uses, feeds_back),
     }
+    models = {"forward_learn": plasticity.FORWARD_LEARN.format(**update)}
     if connection.transposed:
         if feeds_back:
             forward.append(f"fb_c{index}_pre = w * {signal}_post : 1 (summed)")
@@ -327,6 +344,6 @@ def synapse_model(connection: ConnectionSpec, index: int, feeds_back: bool) -> d
             feedback.append(f"fb_c{index}_post = psi * {signal}_pre : 1 (summed)")
         models["feedback"] = "\n".join(feedback)
         if connection.learns_feedback:
-            models["feedback_learn"] = plasticity.FEEDBACK_LEARN.format(apply=apply_pre)
+            models["feedback_learn"] = plasticity.FEEDBACK_LEARN.format(**update)
     models["forward"] = "\n".join(forward)
     return models

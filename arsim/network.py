@@ -121,6 +121,8 @@ class ARNetwork:
     """Copies of every layer that relax side by side (one per sample of a minibatch)."""
     batches_per_chunk = 1
     """Minibatches simulated by one Brian2 ``run()`` (each call costs about 0.1 s)."""
+    ticks_per_minibatch = 1
+    """Sample ticks a full minibatch spans (one: the replicas present it at once)."""
     per_step_code_in_brian = True
     """Whether ``delta = x·fp`` and the divergence watch run as Brian2 code after every step
     (:func:`arsim.equations.relaxation_step_code`) or are done by the mode itself."""
@@ -217,13 +219,25 @@ class ARNetwork:
         base = Schedule(self.model, self.protocol)
         if base.jitter_steps == 0:
             return 0
-        if ticks != 1:
+        if ticks > self.ticks_per_minibatch:
             raise ValueError("a jittered protocol runs one minibatch per chunk")
         seed, *key = self.seed_key
-        shift = phase_shift(seed, base.jitter_steps, *key, self.ticks_done)
+        shift = phase_shift(seed, base.jitter_steps, *key, self._minibatches_done())
         self.apply_schedule(base.shifted(shift))
         nominal = Schedule(None, self.protocol).phase_steps["feedforward"]
         return int(self.schedule.phase_steps["feedforward"] - nominal)
+
+    def _minibatches_done(self) -> int:
+        """Minibatches run so far (a mode with one minibatch per tick: the ticks)."""
+        return self.ticks_done
+
+    def _bias_signal(self, role: LayerRole) -> str:
+        """Name of the ``x ⊙ f'`` the bias of ``role``'s layer learns from (the stored one)."""
+        return "delta"
+
+    def _layer_extras(self, role: LayerRole) -> b2.Equations:
+        """Equations a mode adds to the neuron model of ``role``'s layer (none here)."""
+        return b2.Equations("")
 
     def _relaxation_span(self) -> tuple[int, int]:
         """First step of the earliest relaxation window and the step after the latest."""
@@ -289,7 +303,8 @@ class ARNetwork:
                 self._square_gates,
                 leaky_forward=leaky,
                 error_unit=error_unit,
-            ),
+            )
+            + self._layer_extras(role),
             method="euler",
             namespace=self.namespace,
             dtype=self.dtype,
@@ -340,7 +355,11 @@ class ARNetwork:
             )
         if self._bias_in_group(role):
             group.run_regularly(
-                bias_code(), when="start", order=BIAS_ORDER, name=f"{group.name}_bias", **sample
+                bias_code(self._bias_signal(role)),
+                when="start",
+                order=BIAS_ORDER,
+                name=f"{group.name}_bias",
+                **sample,
             )
         if role.relaxes and self.per_step_code_in_brian:
             group.run_regularly(

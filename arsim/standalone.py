@@ -98,8 +98,20 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
 
     mode = "synapses"
     device = "cpp_standalone"
-    builds = CORE | {Feature.MEMORY, Feature.GATING, Feature.NEURON_TERMS}
-    device_refusals = {Feature.NOISE: "would draw the same noise in every minibatch"}
+    builds = CORE | {
+        Feature.MEMORY,
+        Feature.GATING,
+        Feature.NEURON_TERMS,
+        Feature.DERIVATIVE_AT,
+        Feature.UPDATE_DERIVATIVE_AT,
+        Feature.UPDATE_USES,
+        Feature.SINGLE_PRECISION,
+    }
+    device_refusals = {
+        Feature.NOISE: "would draw the same noise in every minibatch",
+        Feature.PHASE_JITTER: "compiles the phase boundary into its program",
+        Feature.TOLERANCE: "does not keep each program run's relaxation steps",
+    }
     """Why this device cannot build a component the runtime device builds."""
     traces_per_chunk = True
 

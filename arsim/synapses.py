@@ -10,6 +10,7 @@ from __future__ import annotations
 import brian2 as b2
 import numpy as np
 
+from arsim import synapse_components as built
 from arsim.activations import SOFTMAX, SOFTMAX_SHIFT_CODE
 from arsim.components import CORE, Feature
 from arsim.equations import LEARN_ORDER, layer_slot, synapse_model
@@ -59,7 +60,39 @@ class SynapsesNetwork(ARNetwork):
         Feature.MEMORY,
         Feature.GATING,
         Feature.NEURON_TERMS,
+        Feature.DERIVATIVE_AT,
+        Feature.UPDATE_DERIVATIVE_AT,
+        Feature.UPDATE_USES,
+        Feature.SINGLE_PRECISION,
+        Feature.TOLERANCE,
+        Feature.PHASE_JITTER,
     }
+    _stops = None  # the monitor of the relaxation's stops ([phases] tolerance)
+
+    @property
+    def ticks_per_minibatch(self) -> int:
+        """A minibatch's samples: they are presented one after another."""
+        return self.protocol.batch_size
+
+    def _minibatches_done(self) -> int:
+        return self.ticks_done // self.protocol.batch_size
+
+    def _layer_extras(self, role):
+        """The layer's ``x ⊙ f'`` away from the stored f' (:mod:`arsim.synapse_components`)."""
+        return built.extra_layer_equations(self.model, role)
+
+    def _bias_signal(self, role) -> str:
+        """The ``x ⊙ f'`` of the update variant of the layer's biased connection."""
+        return built.bias_signal(self.model, role)
+
+    @property
+    def relaxation_steps(self) -> dict[int, int]:
+        """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
+        if self._stops is None:
+            return {}
+        steps = np.rint(np.asarray(self._stops.t[:]) / float(self.dt)).astype(int)
+        start, period = self._relaxation_span()[0], self.steps_per_sample
+        return {int(step // period): int(step % period - start) for step in steps}
 
     def _stimulus_rows(self) -> int:
         return self.protocol.batch_size + 1
@@ -71,6 +104,9 @@ class SynapsesNetwork(ARNetwork):
         objects = [*self.forward_synapses, *(s for s in self.feedback_synapses if s is not None)]
         if self.model.output.activation == SOFTMAX:
             objects.append(self._make_softmax_norm())
+        if self.protocol.tolerance > 0:
+            watch, self._stops = built.convergence_watch(self)
+            objects += watch
         return objects
 
     def _make_synapses(self, index: int, connection: ConnectionSpec) -> None:
@@ -79,10 +115,12 @@ class SynapsesNetwork(ARNetwork):
             self._group_index(connection.target),
         )
         source, target = self.groups[source_index], self.groups[target_index]
-        models = synapse_model(connection, index, feeds_back=self.roles[source_index].relaxes)
+        sums = built.pre_activation_sums(self.model, target_index)
+        models = synapse_model(connection, index, self.roles[source_index].relaxes, sums)
         name = f"W_{connection.source}_{connection.target}"
         # the top-down input is summed into the pre layer: post-major order (see all_to_all)
         forward = self._all_to_all(source, target, models["forward"], name, major="post")
+        built.schedule_pre_activations(forward, index, sums, self.step_clock, self.sample_clock)
         # the sweep (a summed variable: no two threads write one target) once per sample,
         # before the target layer computes x̂ (order layer_slot + 3); with leaky forward
         # dynamics at every step, from the x̂ of the step's start

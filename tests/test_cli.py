@@ -277,15 +277,14 @@ def test_auto_target_compiles_only_for_long_jobs(monkeypatch):
 
 
 def test_a_variant_the_mode_cannot_run_exits_2_before_writing(tmp_path):
-    model = tmp_path / "current.toml"
-    model.write_text(
-        PAPER_MODEL.read_text().replace(
-            "derivative = true", 'derivative = true\nderivative_at = "current"'
-        )
-    )
+    """A protocol variant the synapses mode does not build (the top-down order; the f'
+    variants it builds since the components were composed there)."""
+    protocol = tmp_path / "top-down.toml"
+    protocol.write_text(PAPER_PROTOCOL.read_text() + '\n[relaxation]\norder = "top-down"\n')
     out = tmp_path / "run"
-    done = arsim("run", model, PAPER_PROTOCOL, "--samples", 2, "--mode", "synapses", "--out", out)
+    done = arsim("run", PAPER_MODEL, protocol, "--samples", 2, "--mode", "synapses", "--out", out)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert str(model) in lines[0] and "derivative_at" in lines[0] and "--mode dense" in lines[0]
-    assert _paths_after(tmp_path) == [model.name]
+    assert str(protocol) in lines[0] and "relaxation.order" in lines[0]
+    assert "--mode dense" in lines[0]
+    assert _paths_after(tmp_path) == [protocol.name]

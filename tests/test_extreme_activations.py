@@ -60,8 +60,6 @@ def test_softmax_at_extreme_logits_equals_the_max_shifted_closed_form(
 ):
     """Logits of ±``scale``: both modes' stored output x̂ is the float64 max-shifted softmax
     of the same logits (within the precision's rounding), with no non-finite value."""
-    if precision == "single" and mode != "dense":
-        pytest.skip("only the dense mode runs in single precision")
     model = _softmax_model()
     protocol = replace(make_protocol(relax_steps=2, batch_size=2), precision=precision)
     params = oracle.init_params(model, seed=0)

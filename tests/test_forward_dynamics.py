@@ -260,8 +260,6 @@ def test_continuous_plasticity_with_a_plasticity_phase_is_refused():
     [
         ({"feedforward": LEAKY | {"reset": False}}, {}, "feedforward."),
         ({"plasticity": {"continuous": True}}, {}, "plasticity.continuous"),
-        ({}, {"derivative_at": "upper"}, "derivative_at"),
-        ({}, {"update_uses": "current"}, "update_uses"),
     ],
 )
 def test_the_synapses_modes_refuse_what_they_cannot_run(tables, model_settings, field):
@@ -417,10 +415,11 @@ def test_bad_jitter_is_refused_naming_the_key(phases, tables, message):
     assert "jitter.toml" in str(error.value)
 
 
-@pytest.mark.parametrize("mode", ["synapses"])
-def test_a_jittered_protocol_is_refused_by_modes_that_cannot_run_it(mode):
-    with pytest.raises(ExecutionError, match="phases.jitter"):
-        check_execution(jittered(), mode, "runtime", every_feature_model())
+def test_a_jittered_protocol_is_refused_by_modes_that_cannot_run_it():
+    with pytest.raises(ExecutionError, match="phases.jitter: cpp_standalone compiles") as error:
+        check_execution(jittered(), "synapses", "cpp_standalone", every_feature_model())
+    assert "use --device runtime" in str(error.value)
+    check_execution(jittered(), "synapses", "runtime", every_feature_model())
 
 
 # ---------------------------------------------------------------- leaky forward with a stream

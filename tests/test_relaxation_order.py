@@ -269,11 +269,6 @@ def test_the_options_change_the_outcome():
     [
         ({}, {"order": "top-down"}, "leaky.toml: relaxation.order: only the dense mode"),
         ({}, {"input": "relaxes"}, "leaky.toml: relaxation.input: only the dense mode"),
-        (
-            {"update_derivative_at": "current"},
-            {},
-            "dag.toml: connection a -> h1: update_derivative_at: only the dense mode",
-        ),
     ],
 )
 def test_synapses_modes_refuse_the_new_options_in_one_line(settings, relaxation, where):

@@ -42,7 +42,7 @@
     if (_blocked)
     {
         // the targets in fixed ranges, one per thread (arsim_summation_threads), all blocks each
-        double* __restrict _block_target = {{_target_var_array}} + {{_target_start}};
+        {{c_data_type(_target_var.dtype)}}* __restrict _block_target = {{_target_var_array}} + {{_target_start}};
         const int _n_blocks = _n_synapses / _target_size;
         const int _parts = {{ arsim_summation_threads }} < _target_size ? {{ arsim_summation_threads }} : _target_size;
         {% if arsim_summation_threads > 1 %}

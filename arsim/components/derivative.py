@@ -8,7 +8,9 @@ connection with ``derivative = false`` drops f' from its signal.
 
 from __future__ import annotations
 
-from arsim.activations import activate
+from brian2 import Equations
+
+from arsim.activations import ACTIVATIONS, SOFTMAX, activate
 from arsim.components.registry import Asks, Feature, register
 from arsim.operators import pre_activation
 
@@ -41,6 +43,63 @@ def fprime(xp, where: str, model, ops, params, target: int, activities, stored):
     if where == "upper":
         return activate(model, target, activities[target])[1]
     return stored
+
+
+RELAXATION_SIGNAL = {"stored": "delta", "current": "delta_current", "upper": "delta_upper"}
+"""Brian2 name of a layer's ``x ⊙ f'`` with f' taken where a connection's ``derivative_at``
+says, as its top-down signal reads it (``delta``: the stored f')."""
+UPDATE_SIGNAL = {"stored": "delta", "current": "delta_current_end", "upper": "delta_upper"}
+"""Brian2 name of a layer's ``x ⊙ f'`` as a weight update reads it (``update_derivative_at``);
+``"current"`` from the pre-activation summed at the plasticity (``a_end``), not at the step's
+start (``a_now``)."""
+PRE_ACTIVATION = {"current": "a_now", "current_end": "a_end"}
+"""Brian2 names of the pre-activation from the parents' current activities: summed at the start
+of every step (``a_now``, for the top-down signal) and at the plasticity (``a_end``)."""
+
+
+def fprime_expression(activation: str, at: str) -> str:
+    """Brian2 expression of f' of ``activation`` at the pre-activation named ``at``.
+
+    The activation's own f' (:data:`arsim.activations.ACTIVATIONS`, written in ``a``) with
+    ``a`` renamed by ``brian2.Equations`` (a softmax output's f' is 1, folded into its loss).
+    """
+    if activation == SOFTMAX:
+        return "1.0"
+    written = Equations(f"fprime = {ACTIVATIONS[activation].fprime_expr} : 1", a=at)
+    return str(written["fprime"].expr)
+
+
+def signal_equations(activation: str, incoming, relaxation: set, update: set):
+    """Brian2 equations of a layer's ``x ⊙ f'`` with f' away from the stored pre-activation.
+
+    Parameters
+    ----------
+    activation : str
+        The layer's activation.
+    incoming : sequence of int
+        Indices ``k`` of the connections into the layer: a pre-activation from the current
+        activities is ``b + Σ_k a_now_c<k>``, each term a summed variable of connection ``k``.
+    relaxation, update : set of str
+        The ``derivative_at`` its connections' top-down signals and the
+        ``update_derivative_at`` their weight updates ask of the layer.
+
+    Returns
+    -------
+    brian2.Equations
+        ``delta_upper = x · f'(x)``, ``delta_current = x · f'(a_now)`` and
+        ``delta_current_end = x · f'(a_end)`` (those asked for), and the pre-activations.
+    """
+    lines = []
+    if "upper" in relaxation | update:
+        lines.append(f"delta_upper = x * ({fprime_expression(activation, 'x')}) : 1")
+    kinds = [("current", "delta_current")] * ("current" in relaxation)
+    kinds += [("current_end", "delta_current_end")] * ("current" in update)
+    for kind, name in kinds:
+        a = PRE_ACTIVATION[kind]
+        lines += [f"{a}_c{k} : 1" for k in incoming]
+        lines.append(f"{a} = b + {' + '.join(f'{a}_c{k}' for k in incoming)} : 1")
+        lines.append(f"{name} = x * ({fprime_expression(activation, a)}) : 1")
+    return Equations("\n".join(lines))
 
 
 _AT = Asks("derivative_at", lambda c: c.derivative_at != "stored", of="connection")

@@ -52,15 +52,26 @@ def apply_rule(xp, op, weights, feedback, bias, delta, pre, rate, feedback_rate)
     return change
 
 
-FORWARD_LEARN = "dw += delta_post * xhat_pre\nw -= {apply} * eta * dw\ndw = dw * (1 - {apply})"
+FORWARD_LEARN = "dw += {delta}_post * {pre}_pre\nw -= {apply} * eta * dw\ndw = dw * (1 - {apply})"
 """Brian2 form of the rule on a forward synapse, accumulated per sample, applied when
-``apply`` (1 at the minibatch's end)."""
+``apply`` (1 at the minibatch's end); ``delta`` names the target's ``x ⊙ f'`` and ``pre`` the
+source's presynaptic factor (:func:`presynaptic_variable`)."""
 FEEDBACK_LEARN = (
-    "dpsi += xhat_post * delta_pre\npsi -= {apply} * eta * dpsi\ndpsi = dpsi * (1 - {apply})"
+    "dpsi += {pre}_post * {delta}_pre\npsi -= {apply} * eta * dpsi\ndpsi = dpsi * (1 - {apply})"
 )
 """Brian2 form of the rule on a learned feedback synapse (ψ: pre is the upper layer)."""
-BIAS_LEARN = "db += delta\nb -= {apply} * eta_bias * db\ndb = db * (1 - {apply})"
-"""Brian2 form of the rule on a layer's bias."""
+
+
+def presynaptic_variable(uses: str, source_relaxes: bool) -> str:
+    """Brian2 name of the presynaptic factor (:func:`presynaptic`): ``xhat``, or ``x``.
+
+    A source that does not relax (an input layer) has only its stimulus, ``xhat``.
+    """
+    return "x" if uses == "current" and source_relaxes else "xhat"
+
+
+BIAS_LEARN = "db += {delta}\nb -= {apply} * eta_bias * db\ndb = db * (1 - {apply})"
+"""Brian2 form of the rule on a layer's bias (``delta``: its ``x ⊙ f'`` as the update reads it)."""
 
 
 def _early(model, protocol) -> bool:

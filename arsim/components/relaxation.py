@@ -51,6 +51,38 @@ def x_equations(noise: bool, stoppable: bool, drive: str = DRIVE_EXPR) -> list[s
     return lines
 
 
+UNCONVERGED_EXPR = f"1 - int(abs({DRIVE_EXPR}) < tolerance)"
+"""Brian2 form of the ``tolerance`` check of one neuron: 1 unless ``|−x + fb| < tolerance``
+(a non-finite drive has not converged)."""
+
+
+def convergence_equations(layers) -> str:
+    """Brian2 model of the one neuron that decides when a sample has converged.
+
+    ``unconverged_<k>`` is the count of hidden layer ``k``'s neurons with
+    :data:`UNCONVERGED_EXPR` (a summed variable); ``active`` is 1 while the sample relaxes and
+    ``stop`` 1 at the step at which it stops; ``first_step`` and ``in_span`` say whether a step
+    is the relaxation span's first, and in it. ``layers`` are the indices ``k``.
+    """
+    counts = [f"unconverged_{k}" for k in layers]
+    lines = [f"{name} : 1" for name in counts]
+    lines += [f"unconverged = {' + '.join(counts)} : 1", "active : 1", "stop : 1"]
+    step = "t_in_timesteps % steps_per_sample"
+    lines.append(f"first_step = int({step} == relax_start) : 1")
+    lines.append(f"in_span = int({step} >= relax_start) * int({step} < relax_stop) : 1")
+    return "\n".join(lines)
+
+
+CONVERGENCE_CODE = """active = first_step + (1 - first_step) * active
+stop = in_span * active * int(unconverged < 0.5)
+active = active * (1 - stop)"""
+"""Brian2 code of the convergence neuron at the start of every step, once the counts are in.
+
+Within the relaxation span (steps ``[relax_start, relax_stop)`` of the period), the sample is
+active again at the span's first step and stops (``stop`` 1, ``active`` 0) at the first step at
+which no hidden neuron is unconverged."""
+
+
 RELAXATION = register(Feature.RELAXATION, "relaxes the hidden layers", module=__name__)
 NOISE = register(Feature.NOISE, "draws noise", Asks("noise", lambda m, p: p.noise > 0))
 TOLERANCE = register(
