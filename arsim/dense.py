@@ -112,6 +112,9 @@ class DenseNetwork(ARNetwork):
             if delay
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
+        # the output's x̂ holds the sweep's until the plasticity (not so under leaky forward
+        # dynamics, which move it, or a stream, which shows other samples than the loop's)
+        self._keeps_output = not self.schedule.leaky_forward and protocol.dwell == 0
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._plan: FeedbackPlan | None = None
         self._spikes: SpikeChannels | None = None  # made at the first relaxation step
@@ -513,6 +516,11 @@ class DenseNetwork(ARNetwork):
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
         mask, rates = self._batches[ended]
+        if self._keeps_output:  # the sweep's output x̂, for the minibatch's loss
+            # a partial minibatch gets None: the loop's sweep of its samples alone is what a
+            # float64 run always reported (BLAS rounds a product of fewer rows differently)
+            output = self._view(len(self.roles) - 1, "xhat")
+            self.batch_outputs.append(output.copy() if mask.all() else None)
         for role in self._relaxing_roles:  # δ after the last relaxation step
             self._store_delta(role, step * self.protocol.dt)
         if self._continuous is None:

@@ -139,6 +139,11 @@ class ARNetwork:
         self.batch_signals: list[list] = []
         """Per minibatch of the last chunk, where the mode keeps them (dense): each
         connection's ``(δ_post, x̂_pre, has_bias)`` per sample at the plasticity."""
+        self.batch_outputs: list[np.ndarray] = []
+        """Per minibatch of the last chunk, where the mode keeps it (dense, without leaky
+        forward dynamics or a stimulus stream): the output x̂ of its sweep, one row per sample
+        (a copy, in the run's precision; None for a partial minibatch), from which its loss is
+        computed."""
         rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
         # Per-chunk inputs, one row per sample tick; the last row is the next chunk's first.
@@ -419,7 +424,7 @@ class ARNetwork:
         count = len(inputs)
         if not 0 < count <= self.chunk_samples:
             raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
-        self.batch_params, self.batch_signals = [], []
+        self.batch_params, self.batch_signals, self.batch_outputs = [], [], []
         ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
         self._apply_jitter(ticks)
         sample_dt = self.steps_per_sample * self.dt
