@@ -40,8 +40,8 @@ class FeedbackPlan(NamedTuple):
     Attributes
     ----------
     stores : list of tuple
-        Per relaxing layer ``(role, x, fp, delta)``: ``delta = x · fp`` is stored where a
-        product reads it (else ``delta`` is None) and x is watched for divergence.
+        Per relaxing layer ``(role, x)``: x is watched for divergence (δ is stored by the
+        layer's state update).
     products : list of tuple
         ``(signal, B, fb)``: ``fb = signal B`` by one matrix product.
     general : list of tuple
@@ -64,8 +64,9 @@ class DenseNetwork(ARNetwork):
     mode = "dense"
     builds = frozenset(Feature)
     per_step_code_in_brian = False
-    """One NumPy operation per layer stores δ and watches for divergence before the step's
-    products: cheaper than one more Brian2 code object per layer and step, even compiled."""
+    """δ is stored by each hidden layer's state update (:class:`~arsim.equations.EulerThen`);
+    the divergence watch is one BLAS dot product per layer before the step's products, cheaper
+    than the watch's element-wise statement in the numpy target."""
 
     batches_per_chunk = 32
     chunk_samples_at_least = 2048
@@ -199,8 +200,6 @@ class DenseNetwork(ARNetwork):
                     operations.append(self._layer_feedback_operation(role))
         else:
             operations.append(self._step_operation(self._feedback, "groups"))
-        if "delta" in self.protocol.record.variables:
-            operations.append(self._step_operation(self._after_step, "after_groups"))
         at_tick = self.schedule.plasticity_step == self.steps_per_sample
         operations.append(
             b2.NetworkOperation(
@@ -359,10 +358,9 @@ class DenseNetwork(ARNetwork):
     def _feedback(self) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
-        ``delta = x · fp`` of the previous step is stored first where a product reads it (the
-        synapses mode does it after each step with
-        :func:`~arsim.equations.relaxation_step_code`), and every relaxing layer's x is
-        watched for divergence, so that the products read the previous step's activities.
+        The products read the previous step's activities: ``delta = x · fp`` as each layer's
+        state update stored it (:func:`~arsim.equations.relaxation_step_code`, fused into the
+        Euler step), after every relaxing layer's x is watched for divergence.
         """
         step = int(self._step_counter[0])
         relaxation_step = step % self.steps_per_sample - self._relax_start
@@ -371,9 +369,7 @@ class DenseNetwork(ARNetwork):
         if self._plan is None:
             self._plan = self._feedback_plan()
         since = step * self.protocol.dt
-        for role, x, fp, delta in self._plan.stores:
-            if delta is not None:
-                np.multiply(x, fp, out=delta)
+        for role, x in self._plan.stores:
             self._watch(role, x, since)
         for signal, matrix, fb in self._plan.products:  # dense, stored signal, no delay
             np.matmul(signal, matrix, out=fb)
@@ -398,32 +394,20 @@ class DenseNetwork(ARNetwork):
         (or x without f') and has no delay; B is W itself for a transposed ψ (``signal W``) or
         the transposed view of ψ (``signal ψᵀ``), both updated in place by the plasticity.
         """
-        products, general, read_delta = [], [], set()
+        products, general = [], []
         for c, (source, target, connection) in enumerate(self._connections):
             if not self.roles[source].relaxes:
                 continue
             signal = self._view(target, "delta" if connection.derivative else "x")
             fb = self._view(source, f"fb_c{c}")
             stored = not connection.derivative or connection.derivative_at == "stored"
-            if connection.derivative and connection.derivative_at == "stored":
-                read_delta.add(target)
             plain = not self._delays[c] and self.protocol.spikes is None
             if self._ops[c].kind == "dense" and stored and plain:
                 matrix = self.W[c] if self.psi[c] is None else self.psi[c].T
                 products.append((signal, matrix, fb))
             else:
                 general.append((c, signal, fb))
-        if general:  # the general signals may read any layer's δ
-            read_delta = {role.index for role in self._relaxing_roles}
-        stores = [
-            (
-                role,
-                self._view(role.index, "x"),
-                self._view(role.index, "fp"),
-                self._view(role.index, "delta") if role.index in read_delta else None,
-            )
-            for role in self._relaxing_roles
-        ]
+        stores = [(role, self._view(role.index, "x")) for role in self._relaxing_roles]
         return FeedbackPlan(stores, products, general)
 
     def _stop_converged(self, relaxation_step: int) -> None:
@@ -466,16 +450,6 @@ class DenseNetwork(ARNetwork):
             )
         return self._spikes.send(connection, signal, step)
 
-    def _relaxing(self) -> bool:
-        """Whether the current step of the step clock belongs to the relaxation phase."""
-        step = int(self._step_counter[0]) % self.steps_per_sample
-        return 0 <= step - self._relax_start < self._relax_span
-
-    def _store_delta(self, role: LayerRole, since: float) -> None:
-        """``delta = x · fp``, and the divergence watch of :meth:`_watch`."""
-        x = self._view(role.index, "x")
-        np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
-        self._watch(role, x, since)
 
     def _watch(self, role: LayerRole, x: np.ndarray, since: float) -> None:
         """Mark the neurons of ``role`` whose x is non-finite as bad since ``since`` (s).
@@ -494,13 +468,6 @@ class DenseNetwork(ARNetwork):
         t_bad = self.groups[role.index].variables["t_bad"].get_value()
         bad = ~(np.abs(flat) < limit)
         t_bad[bad] = np.minimum(t_bad[bad], since)
-
-    def _after_step(self) -> None:
-        """δ after every relaxation step, only so that a recording of ``delta`` shows it."""
-        if self._relaxing():
-            step_end = (int(self._step_counter[0]) + 1) * self.protocol.dt
-            for role in self._relaxing_roles:
-                self._store_delta(role, step_end)
 
     def _plasticity(self) -> None:
         """At a minibatch's plasticity step: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise.
@@ -521,8 +488,8 @@ class DenseNetwork(ARNetwork):
             # float64 run always reported (BLAS rounds a product of fewer rows differently)
             output = self._view(len(self.roles) - 1, "xhat")
             self.batch_outputs.append(output.copy() if mask.all() else None)
-        for role in self._relaxing_roles:  # δ after the last relaxation step
-            self._store_delta(role, step * self.protocol.dt)
+        for role in self._relaxing_roles:  # δ is the state update's; x of the last step
+            self._watch(role, self._view(role.index, "x"), step * self.protocol.dt)
         if self._continuous is None:
             signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
             if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only

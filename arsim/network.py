@@ -41,6 +41,7 @@ from arsim.equations import (
     FORWARD_STEP_ORDER,
     PRESENT_ORDER,
     RELAX_ORDER,
+    EulerThen,
     LayerRole,
     bias_code,
     feedforward_code,
@@ -121,8 +122,9 @@ class ARNetwork:
     batches_per_chunk = 1
     """Minibatches simulated by one Brian2 ``run()`` (each call costs about 0.1 s)."""
     per_step_code_in_brian = True
-    """Whether ``delta = x·fp`` and the divergence watch run as Brian2 code after every step
-    (:func:`arsim.equations.relaxation_step_code`) or are done by the mode itself."""
+    """Whether the divergence watch of a hidden layer's x runs as Brian2 code in its state
+    update (:func:`arsim.equations.relaxation_step_code`) or is done by the mode itself;
+    ``delta = x·fp`` is stored by the state update in every mode."""
 
     def __init__(
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
@@ -279,7 +281,7 @@ class ARNetwork:
                 leaky_forward=leaky,
                 error_unit=error_unit,
             ),
-            method="euler",
+            method=self._method(role),
             namespace=self.namespace,
             dtype=self.dtype,
             clock=self.step_clock if stepped else self.sample_clock,
@@ -331,11 +333,20 @@ class ARNetwork:
             group.run_regularly(
                 bias_code(), when="start", order=BIAS_ORDER, name=f"{group.name}_bias", **sample
             )
-        if role.relaxes and self.per_step_code_in_brian:
-            group.run_regularly(
-                relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
-            )
         return group
+
+    def _method(self, role: LayerRole):
+        """The state update of a layer: Euler, a hidden layer's fused with its δ and watch.
+
+        Without leaky forward dynamics a hidden layer's ``delta = x · fp`` (and, with
+        :attr:`per_step_code_in_brian`, its divergence watch) follows the Euler step in the
+        state updater (:class:`~arsim.equations.EulerThen`): one code object per layer and
+        step. Under leaky forward dynamics the forward step's code, which changes f' after the
+        update, stores them (:func:`~arsim.equations.forward_step_code`).
+        """
+        if not role.relaxes or self.schedule.leaky_forward:
+            return "euler"
+        return EulerThen(relaxation_step_code(self.per_step_code_in_brian))
 
     def _add_leaky_forward_code(self, group: b2.NeuronGroup, role: LayerRole, error_unit: bool):
         """Per-step code of leaky forward dynamics: f' after the state update, the onset."""
@@ -343,7 +354,7 @@ class ARNetwork:
         if error_unit and role.is_output:
             group.tau_e = self.protocol.forward.error_tau * b2.second
         group.run_regularly(
-            forward_step_code(role, error_unit),
+            forward_step_code(role, error_unit, self.per_step_code_in_brian),
             when="groups",
             order=FORWARD_STEP_ORDER + role.index,
             name=f"{group.name}_forward_step",
