@@ -120,6 +120,7 @@ class DenseNetwork(ARNetwork):
         self._plan: FeedbackPlan | None = None
         self._spikes: SpikeChannels | None = None  # made at the first relaxation step
         self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
+        self._scratches: dict[int, np.ndarray] = {}  # connection → its plasticity's scratch
         self._input_x = {  # input layer → its relaxing activity (replicas, size)
             role.index: np.zeros((self.replicas, role.spec.size), dtype=self.dtype)
             for role in self.roles
@@ -491,7 +492,8 @@ class DenseNetwork(ARNetwork):
         for role in self._relaxing_roles:  # δ is the state update's; x of the last step
             self._watch(role, self._view(role.index, "x"), step * self.protocol.dt)
         if self._continuous is None:
-            signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
+            delta_of = lambda target: self._view(target, "delta")  # noqa: E731
+            signals = self._learn(mask, rates, delta_of, keep=self.model.all_dense)
             if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
                 self.batch_signals.append(signals)
         self.batch_params.append(self.get_params())
@@ -501,7 +503,8 @@ class DenseNetwork(ARNetwork):
 
         ``delta_of(target)`` gives a layer's δ; ``p`` is the source's x̂, or its current
         activity where the connection's ``update_uses`` says so. Returns each connection's
-        factors ``(δ, p, has_bias)`` (copies; none without ``keep``).
+        factors ``(δ, p, has_bias)`` (copies; none without ``keep``). The products are made
+        in one scratch matrix per connection, in the matrices' float type.
         """
         rate, feedback_rate = rates
         # as the matrices' float type, so that a float32 matrix is not updated in float64
@@ -509,12 +512,13 @@ class DenseNetwork(ARNetwork):
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
             where = connection.update_derivative_at
+            # copies (a boolean index copies), which the rule does not change: kept as they are
             delta = (delta_of(target) if where == "stored" else self._delta_at(target, where))[mask]
             pre = plasticity.presynaptic(
                 connection.update_uses, self._activity(source), self._view(source, "xhat")
             )[mask]
             if keep:
-                signals.append((delta.copy(), pre.copy(), self.b[c] is not None))
+                signals.append((delta, pre, self.b[c] is not None))
             plasticity.apply_rule(
                 np,
                 self._ops[c],
@@ -525,10 +529,18 @@ class DenseNetwork(ARNetwork):
                 pre,
                 rate,
                 feedback_rate,
+                self._scratch(c),
             )
             if self.b[c] is not None:
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
         return signals
+
+    def _scratch(self, c: int) -> np.ndarray:
+        """A scratch array of ``W[c]``'s shape and float type (made once)."""
+        scratch = self._scratches.get(c)
+        if scratch is None or scratch.shape != self.W[c].shape:
+            scratch = self._scratches[c] = np.empty_like(self.W[c])
+        return scratch
 
     def _continuous_step(self) -> None:
         """``η/K`` of the rule at the end of every step of the continuous-plasticity window.
