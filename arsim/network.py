@@ -16,7 +16,7 @@ step ``k``             what happens (Brian2 schedule slot)
 ``1 … n_ff − 1``       feedforward phase continues: activities hold.
 ``n_ff … n_ff+n_r−1``  relaxation: ``τ dx/dt = −x + fb`` by forward Euler in every hidden layer
                        in parallel (*groups*), ``fb`` the summed top-down input; ``delta = x · fp``
-                       is stored after every step (*after_groups*).
+                       is stored by the same state updater after every step.
 ``n_ff + n_r … P−1``   update phase: activities hold until the plasticity at the next tick.
 =====================  ===========================================================================
 
