@@ -41,6 +41,12 @@ class ChunkResult:
     phase_shift : int
         Steps by which the chunk's phase boundary was moved by ``[phases] jitter`` (0 without
         jitter; a jittered protocol runs one minibatch per chunk).
+    batch_outputs : tuple of (numpy.ndarray or None)
+        Per minibatch, where the backend keeps it (the dense mode without leaky forward
+        dynamics or a stimulus stream): the output x̂ of its feedforward sweep, one row per
+        sample, in the run's precision (None for a partial minibatch), from which the
+        minibatch's loss is computed without a second forward pass. Empty where the backend
+        does not keep it.
     """
 
     batch_params: tuple[Params, ...]
@@ -48,10 +54,15 @@ class ChunkResult:
     complete: bool = True
     relaxation_steps: dict[int, int] = field(default_factory=dict)
     phase_shift: int = 0
+    batch_outputs: tuple = ()
 
     def signals(self) -> list:
         """Per minibatch its signals, or None where the backend kept none."""
         return list(self.batch_signals) or [None] * len(self.batch_params)
+
+    def outputs(self) -> list:
+        """Per minibatch its sweep's output x̂, or None where the backend kept none."""
+        return list(self.batch_outputs) or [None] * len(self.batch_params)
 
 
 @runtime_checkable

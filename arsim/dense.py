@@ -40,8 +40,8 @@ class FeedbackPlan(NamedTuple):
     Attributes
     ----------
     stores : list of tuple
-        Per relaxing layer ``(role, x, fp, delta)``: ``delta = x · fp`` is stored where a
-        product reads it (else ``delta`` is None) and x is watched for divergence.
+        Per relaxing layer ``(role, x)``: x is watched for divergence (δ is stored by the
+        layer's state update).
     products : list of tuple
         ``(signal, B, fb)``: ``fb = signal B`` by one matrix product.
     general : list of tuple
@@ -64,8 +64,9 @@ class DenseNetwork(ARNetwork):
     mode = "dense"
     builds = frozenset(Feature)
     per_step_code_in_brian = False
-    """One NumPy operation per layer stores δ and watches for divergence before the step's
-    products: cheaper than one more Brian2 code object per layer and step, even compiled."""
+    """δ is stored by each hidden layer's state update (:class:`~arsim.equations.EulerThen`);
+    the divergence watch is one BLAS dot product per layer before the step's products, cheaper
+    than the watch's element-wise statement in the numpy target."""
 
     batches_per_chunk = 32
     chunk_samples_at_least = 2048
@@ -110,10 +111,14 @@ class DenseNetwork(ARNetwork):
             if delay
         }
         self._step_counter = self.step_clock.variables["timestep"].get_value()
+        # the output's x̂ holds the sweep's until the plasticity (not so under leaky forward
+        # dynamics, which move it, or a stream, which shows other samples than the loop's)
+        self._keeps_output = not self.schedule.leaky_forward and protocol.dwell == 0
         self._plasticity_step = self.schedule.plasticity_step  # once, not per step
         self._plan: FeedbackPlan | None = None
         self._spikes: SpikeChannels | None = None  # made at the first relaxation step
         self._ones: dict[int, np.ndarray] = {}  # size → ones, for the divergence watch
+        self._scratches: dict[int, np.ndarray] = {}  # connection → its plasticity's scratch
         self._input_x = {  # input layer → its relaxing activity (replicas, size)
             role.index: np.zeros((self.replicas, role.spec.size), dtype=self.dtype)
             for role in self.roles
@@ -194,8 +199,6 @@ class DenseNetwork(ARNetwork):
                     operations.append(self._layer_feedback_operation(role))
         else:
             operations.append(self._step_operation(self._feedback, "groups"))
-        if "delta" in self.protocol.record.variables:
-            operations.append(self._step_operation(self._after_step, "after_groups"))
         at_tick = self.schedule.plasticity_step == self.steps_per_sample
         operations.append(
             b2.NetworkOperation(
@@ -354,10 +357,9 @@ class DenseNetwork(ARNetwork):
     def _feedback(self) -> None:
         """Summed top-down input ``fb_c = signal B_cᵀ`` of every relaxing layer.
 
-        ``delta = x · fp`` of the previous step is stored first where a product reads it (the
-        synapses mode does it after each step with
-        :func:`~arsim.equations.relaxation_step_code`), and every relaxing layer's x is
-        watched for divergence, so that the products read the previous step's activities.
+        The products read the previous step's activities: ``delta = x · fp`` as each layer's
+        state update stored it (:func:`~arsim.equations.relaxation_step_code`, fused into the
+        Euler step), after every relaxing layer's x is watched for divergence.
         """
         step = int(self._step_counter[0])
         relaxation_step = step % self.steps_per_sample - self._relax_start
@@ -366,9 +368,7 @@ class DenseNetwork(ARNetwork):
         if self._plan is None:
             self._plan = self._feedback_plan()
         since = step * self.protocol.dt
-        for role, x, fp, delta in self._plan.stores:
-            if delta is not None:
-                np.multiply(x, fp, out=delta)
+        for role, x in self._plan.stores:
             self._watch(role, x, since)
         for signal, matrix, fb in self._plan.products:  # dense, stored signal, no delay
             np.matmul(signal, matrix, out=fb)
@@ -393,32 +393,20 @@ class DenseNetwork(ARNetwork):
         (or x without f') and has no delay; B is W itself for a transposed ψ (``signal W``) or
         the transposed view of ψ (``signal ψᵀ``), both updated in place by the plasticity.
         """
-        products, general, read_delta = [], [], set()
+        products, general = [], []
         for c, (source, target, connection) in enumerate(self._connections):
             if not self.roles[source].relaxes:
                 continue
             signal = self._view(target, "delta" if connection.derivative else "x")
             fb = self._view(source, f"fb_c{c}")
             stored = not connection.derivative or connection.derivative_at == "stored"
-            if connection.derivative and connection.derivative_at == "stored":
-                read_delta.add(target)
             plain = not self._delays[c] and self.protocol.spikes is None
             if self._ops[c].kind == "dense" and stored and plain:
                 matrix = self.W[c] if self.psi[c] is None else self.psi[c].T
                 products.append((signal, matrix, fb))
             else:
                 general.append((c, signal, fb))
-        if general:  # the general signals may read any layer's δ
-            read_delta = {role.index for role in self._relaxing_roles}
-        stores = [
-            (
-                role,
-                self._view(role.index, "x"),
-                self._view(role.index, "fp"),
-                self._view(role.index, "delta") if role.index in read_delta else None,
-            )
-            for role in self._relaxing_roles
-        ]
+        stores = [(role, self._view(role.index, "x")) for role in self._relaxing_roles]
         return FeedbackPlan(stores, products, general)
 
     def _stop_converged(self, relaxation_step: int) -> None:
@@ -461,16 +449,6 @@ class DenseNetwork(ARNetwork):
             )
         return self._spikes.send(connection, signal, step)
 
-    def _relaxing(self) -> bool:
-        """Whether the current step of the step clock belongs to the relaxation phase."""
-        step = int(self._step_counter[0]) % self.steps_per_sample
-        return 0 <= step - self._relax_start < self._relax_span
-
-    def _store_delta(self, role: LayerRole, since: float) -> None:
-        """``delta = x · fp``, and the divergence watch of :meth:`_watch`."""
-        x = self._view(role.index, "x")
-        np.multiply(x, self._view(role.index, "fp"), out=self._view(role.index, "delta"))
-        self._watch(role, x, since)
 
     def _watch(self, role: LayerRole, x: np.ndarray, since: float) -> None:
         """Mark the neurons of ``role`` whose x is non-finite as bad since ``since`` (s).
@@ -490,13 +468,6 @@ class DenseNetwork(ARNetwork):
         bad = ~(np.abs(flat) < limit)
         t_bad[bad] = np.minimum(t_bad[bad], since)
 
-    def _after_step(self) -> None:
-        """δ after every relaxation step, only so that a recording of ``delta`` shows it."""
-        if self._relaxing():
-            step_end = (int(self._step_counter[0]) + 1) * self.protocol.dt
-            for role in self._relaxing_roles:
-                self._store_delta(role, step_end)
-
     def _plasticity(self) -> None:
         """At a minibatch's plasticity step: ``W -= η Σ δ x̂ᵀ``, ψ and biases likewise.
 
@@ -511,10 +482,16 @@ class DenseNetwork(ARNetwork):
         if not 0 <= ended < len(self._batches):
             return  # the first tick of all: no minibatch has ended
         mask, rates = self._batches[ended]
-        for role in self._relaxing_roles:  # δ after the last relaxation step
-            self._store_delta(role, step * self.protocol.dt)
+        if self._keeps_output:  # the sweep's output x̂, for the minibatch's loss
+            # a partial minibatch gets None: the loop's sweep of its samples alone is what a
+            # float64 run always reported (BLAS rounds a product of fewer rows differently)
+            output = self._view(len(self.roles) - 1, "xhat")
+            self._batch_outputs.append(output.copy() if mask.all() else None)
+        for role in self._relaxing_roles:  # δ is the state update's; x of the last step
+            self._watch(role, self._view(role.index, "x"), step * self.protocol.dt)
         if self._continuous is None:
-            signals = self._learn(mask, rates, lambda target: self._view(target, "delta"))
+            delta_of = lambda target: self._view(target, "delta")  # noqa: E731
+            signals = self._learn(mask, rates, delta_of, keep=self.model.all_dense)
             if self.model.all_dense:  # per-sample factors δ x̂ᵀ: outer products, dense only
                 self._batch_signals.append(signals)
         self._batch_params.append(self.get_params())
@@ -524,7 +501,8 @@ class DenseNetwork(ARNetwork):
 
         ``delta_of(target)`` gives a layer's δ; ``p`` is the source's x̂, or its current
         activity where the connection's ``update_uses`` says so. Returns each connection's
-        factors ``(δ, p, has_bias)`` (copies; none without ``keep``).
+        factors ``(δ, p, has_bias)`` (copies; none without ``keep``). The products are made
+        in one scratch matrix per connection, in the matrices' float type.
         """
         rate, feedback_rate = rates
         # as the matrices' float type, so that a float32 matrix is not updated in float64
@@ -532,12 +510,13 @@ class DenseNetwork(ARNetwork):
         signals = []  # each sample's update as factors: δ of the target, x̂ of the source
         for c, (source, target, connection) in enumerate(self._connections):
             where = connection.update_derivative_at
+            # copies (a boolean index copies), which the rule does not change: kept as they are
             delta = (delta_of(target) if where == "stored" else self._delta_at(target, where))[mask]
             pre = plasticity.presynaptic(
                 connection.update_uses, self._activity(source), self._view(source, "xhat")
             )[mask]
             if keep:
-                signals.append((delta.copy(), pre.copy(), self.b[c] is not None))
+                signals.append((delta, pre, self.b[c] is not None))
             plasticity.apply_rule(
                 np,
                 self._ops[c],
@@ -548,10 +527,18 @@ class DenseNetwork(ARNetwork):
                 pre,
                 rate,
                 feedback_rate,
+                self._scratch(c),
             )
             if self.b[c] is not None:
                 self._view(target, "b")[:] = self._ops[c].bias_vector(self.b[c])
         return signals
+
+    def _scratch(self, c: int) -> np.ndarray:
+        """A scratch array of ``W[c]``'s shape and float type (made once)."""
+        scratch = self._scratches.get(c)
+        if scratch is None or scratch.shape != self.W[c].shape:
+            scratch = self._scratches[c] = np.empty_like(self.W[c])
+        return scratch
 
     def _continuous_step(self) -> None:
         """``η/K`` of the rule at the end of every step of the continuous-plasticity window.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brian2 import Equations
+from brian2 import Equations, StateUpdateMethod, euler
+from brian2.utils.caching import CacheKey
 
 from arsim.activations import ACTIVATIONS, OUTPUT_GRADIENT_EXPR, SOFTMAX, SOFTMAX_EXPR
 from arsim.components import derivative, forward, neuron_terms, plasticity, relaxation
@@ -222,12 +223,14 @@ def _leaky_forward_equations(role: LayerRole, error_unit: bool) -> Equations:
     )
 
 
-def forward_step_code(role: LayerRole, error_unit: bool) -> str:
+def forward_step_code(role: LayerRole, error_unit: bool, watch_x: bool = True) -> str:
     """Code a non-input layer runs after every step of leaky forward dynamics.
 
     ``f' = f'(a)`` while the forward phase lasts (held, or decaying by the memory's state
-    updater, outside it); the output's clamp follows its current x̂ (unless it is an error unit)
-    and its ``delta = x · f'`` is stored; non-finite activities are watched.
+    updater, outside it); the output's clamp follows its current x̂ (unless it is an error unit);
+    ``delta = x · f'`` is stored with the new f' (a hidden layer's too:
+    :func:`relaxation_step_code`, whose watch of x only with ``watch_x``); non-finite
+    activities are watched.
     """
     activation = role.spec.activation
     fprime = "1.0" if activation == SOFTMAX else ACTIVATIONS[activation].fprime_expr
@@ -235,8 +238,10 @@ def forward_step_code(role: LayerRole, error_unit: bool) -> str:
     if role.is_output:
         if not error_unit:
             lines.append(f"x = {OUTPUT_GRADIENT_EXPR}")
-        lines.append("delta = x * fp")
+        lines.append(DELTA_CODE)
         lines.append(_first_bad("x", "t + dt"))
+    elif role.relaxes:
+        lines.append(relaxation_step_code(watch_x))
     lines.append(_first_bad("xhat", "t + dt"))
     return "\n".join(lines)
 
@@ -286,9 +291,46 @@ def feedforward_code(role: LayerRole, relaxation_start: str, stoppable: bool = F
     return "\n".join(lines)
 
 
-def relaxation_step_code() -> str:
-    """Code a hidden layer runs after every Euler step: store δ, watch for divergence."""
-    return "delta = x * fp\n" + _first_bad("x", "t + dt")
+DELTA_CODE = "delta = x * fp"
+"""The statement storing a layer's ``δ = x · f'`` (what the top-down products read)."""
+
+
+def relaxation_step_code(watch: bool = True) -> str:
+    """Code a hidden layer runs after every Euler step: store δ and (``watch``) mark non-finite x.
+
+    It is fused into the layer's state update (:class:`EulerThen`), or under leaky forward
+    dynamics appended to :func:`forward_step_code` (which changes f' after the update).
+    """
+    return DELTA_CODE + ("\n" + _first_bad("x", "t + dt") if watch else "")
+
+
+class EulerThen(StateUpdateMethod, CacheKey):
+    """Brian2's forward Euler (Euler–Maruyama with noise), then ``code`` in the same code object.
+
+    The statements of ``code`` follow the update of the state variables, so they read the
+    values after the step: a layer's ``delta = x · f'`` and its divergence watch are stored
+    by its state updater instead of by one more code object per layer and step. Passed as the
+    ``method`` of a ``NeuronGroup``; the integration itself is :data:`brian2.euler`'s.
+
+    Parameters
+    ----------
+    code : str
+        Brian2 abstract code (one statement a line) run after the Euler step.
+    """
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def can_integrate(self, equations, variables, method_options=None) -> bool:
+        """Whatever :data:`brian2.euler` integrates."""
+        return euler.can_integrate(equations, variables, method_options)
+
+    def __call__(self, equations, variables=None, method_options=None) -> str:
+        """Euler's abstract code for ``equations``, then :attr:`code`."""
+        return euler(equations, variables, method_options) + "\n" + self.code
+
+    def __repr__(self) -> str:
+        return f"EulerThen({self.code!r})"
 
 
 def bias_code(delta: str = "delta") -> str:

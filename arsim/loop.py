@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from arsim import oracle, stops
+from arsim.activations import loss_value
 from arsim.metrics import batch_metrics
 from arsim.params import Params
 from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
@@ -275,13 +276,17 @@ class ChunkLoop:
             divergence = self._divergence(stop)
             # a stop request ends the chunk early: the minibatches completed are kept
             self.interrupted = stops.requested()
-            for first, after, signal in zip(
-                range(start, stop, batch), result.batch_params, result.signals(), strict=False
+            for first, after, signal, output in zip(
+                range(start, stop, batch),
+                result.batch_params,
+                result.signals(),
+                result.outputs(),
+                strict=False,
             ):
                 last = min(first + batch, self.slots)
                 if divergence is not None and last > divergence.sample:
                     break  # this minibatch and the later ones saw non-finite activity
-                yield self._minibatch(first, last, current, after, signal)
+                yield self._minibatch(first, last, current, after, signal, output)
                 current = after
                 self.batches_done, self.samples_done = self.batches_done + 1, last
                 self._show(last)
@@ -296,7 +301,14 @@ class ChunkLoop:
             if self.interrupted is not None:
                 return
 
-    def _minibatch(self, first, last, before, after, signals) -> Minibatch:
+    def _minibatch(self, first, last, before, after, signals, output=None) -> Minibatch:
+        """The :class:`Minibatch` of slots ``first:last``.
+
+        ``output`` is the output x̂ of the minibatch's own sweep in the network (one row per
+        sample; None where the mode does not keep it): a minibatch not compared with backprop
+        takes its loss from it, else from a float64 forward sweep (:func:`arsim.oracle.loss`).
+        The loss itself is summed in float64 against the float64 targets.
+        """
         index = first // self.protocol.batch_size
         # compared with backprop on the samples the sweep saw (the stream's, if any)
         swept = swept_samples(self.protocol, index, first, last, len(self.order))
@@ -305,6 +317,11 @@ class ChunkLoop:
         with np.errstate(all="ignore"):
             if self.compare is None or self.compare(index):
                 row = batch_metrics(self.model, before, after, x, y, rate)
+            elif output is not None:  # the loss only, from the network's own sweep
+                losses = loss_value(
+                    self.model.loss, output.astype(np.float64), y, self.model.loss_scale
+                )
+                row = {"loss": float(losses.mean())}
             else:  # the loss only: a forward sweep, no backprop gradient
                 row = {"loss": float(oracle.loss(self.model, before, x, y).mean())}
         return Minibatch(index, first, last, swept, x, y, rate, before, after, signals, row)

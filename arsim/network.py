@@ -16,7 +16,7 @@ step ``k``             what happens (Brian2 schedule slot)
 ``1 … n_ff − 1``       feedforward phase continues: activities hold.
 ``n_ff … n_ff+n_r−1``  relaxation: ``τ dx/dt = −x + fb`` by forward Euler in every hidden layer
                        in parallel (*groups*), ``fb`` the summed top-down input; ``delta = x · fp``
-                       is stored after every step (*after_groups*).
+                       is stored by the same state updater after every step.
 ``n_ff + n_r … P−1``   update phase: activities hold until the plasticity at the next tick.
 =====================  ===========================================================================
 
@@ -42,6 +42,7 @@ from arsim.equations import (
     FORWARD_STEP_ORDER,
     PRESENT_ORDER,
     RELAX_ORDER,
+    EulerThen,
     LayerRole,
     bias_code,
     feedforward_code,
@@ -124,8 +125,9 @@ class ARNetwork:
     ticks_per_minibatch = 1
     """Sample ticks a full minibatch spans (one: the replicas present it at once)."""
     per_step_code_in_brian = True
-    """Whether ``delta = x·fp`` and the divergence watch run as Brian2 code after every step
-    (:func:`arsim.equations.relaxation_step_code`) or are done by the mode itself."""
+    """Whether the divergence watch of a hidden layer's x runs as Brian2 code in its state
+    update (:func:`arsim.equations.relaxation_step_code`) or is done by the mode itself;
+    ``delta = x·fp`` is stored by the state update in every mode."""
 
     def __init__(
         self, model: ModelSpec, protocol: ProtocolSpec, params: Params, record: bool = True
@@ -140,6 +142,7 @@ class ARNetwork:
         # what the running chunk collects for its ChunkResult (see run_chunk)
         self._batch_params: list[Params] = []
         self._batch_signals: list[list] = []
+        self._batch_outputs: list[np.ndarray | None] = []
         self._relaxation_steps: dict[int, int] = {}
         rows = self._stimulus_rows()
         sample_dt = self.steps_per_sample * self.dt
@@ -305,7 +308,7 @@ class ARNetwork:
                 error_unit=error_unit,
             )
             + self._layer_extras(role),
-            method="euler",
+            method=self._method(role),
             namespace=self.namespace,
             dtype=self.dtype,
             clock=self.step_clock if stepped else self.sample_clock,
@@ -361,11 +364,20 @@ class ARNetwork:
                 name=f"{group.name}_bias",
                 **sample,
             )
-        if role.relaxes and self.per_step_code_in_brian:
-            group.run_regularly(
-                relaxation_step_code(), when="after_groups", name=f"{group.name}_delta"
-            )
         return group
+
+    def _method(self, role: LayerRole):
+        """The state update of a layer: Euler, a hidden layer's fused with its δ and watch.
+
+        Without leaky forward dynamics a hidden layer's ``delta = x · fp`` (and, with
+        :attr:`per_step_code_in_brian`, its divergence watch) follows the Euler step in the
+        state updater (:class:`~arsim.equations.EulerThen`): one code object per layer and
+        step. Under leaky forward dynamics the forward step's code, which changes f' after the
+        update, stores them (:func:`~arsim.equations.forward_step_code`).
+        """
+        if not role.relaxes or self.schedule.leaky_forward:
+            return "euler"
+        return EulerThen(relaxation_step_code(self.per_step_code_in_brian))
 
     def _add_leaky_forward_code(self, group: b2.NeuronGroup, role: LayerRole, error_unit: bool):
         """Per-step code of leaky forward dynamics: f' after the state update, the onset."""
@@ -373,7 +385,7 @@ class ARNetwork:
         if error_unit and role.is_output:
             group.tau_e = self.protocol.forward.error_tau * b2.second
         group.run_regularly(
-            forward_step_code(role, error_unit),
+            forward_step_code(role, error_unit, self.per_step_code_in_brian),
             when="groups",
             order=FORWARD_STEP_ORDER + role.index,
             name=f"{group.name}_forward_step",
@@ -459,6 +471,7 @@ class ARNetwork:
         if not 0 < count <= self.chunk_samples:
             raise ValueError(f"a chunk holds 1 to {self.chunk_samples} samples, got {count}")
         self._batch_params, self._batch_signals, self._relaxation_steps = [], [], {}
+        self._batch_outputs = []
         ticks = self._fill_stimulus(inputs, targets, next_input, next_target)
         shift = self._apply_jitter(ticks)
         sample_dt = self.steps_per_sample * self.dt
@@ -492,6 +505,7 @@ class ARNetwork:
             complete,
             dict(self._relaxation_steps),
             shift,
+            tuple(self._batch_outputs),
         )
 
     def _after_chunk(self) -> list[Params] | None:

@@ -17,6 +17,7 @@ from conftest import (
 )
 
 from arsim import oracle
+from arsim.activations import ACTIVATIONS
 from arsim.metrics import relative_error
 from arsim.modes import set_codegen_target
 from arsim.run import simulate
@@ -422,3 +423,49 @@ def test_noise_has_the_euler_maruyama_variance_and_follows_the_seed():
     np.testing.assert_array_equal(again.value.to_numpy(), result.traces.value.to_numpy())
     other = simulate(model, protocol, inputs, targets, params.copy(), seed=8).traces
     assert not np.array_equal(other.value.to_numpy(), result.traces.value.to_numpy())
+
+
+def _recorded(traces, variable: str, layers) -> np.ndarray:
+    """Values of ``variable`` of ``layers`` in a fixed (layer, sample, neuron, t) order."""
+    rows = traces[(traces.variable == variable) & traces.layer.isin(layers)]
+    return rows.sort_values(["layer", "sample", "neuron", "t"]).value.to_numpy()
+
+
+@pytest.mark.parametrize("target", ["numpy", "cython"])
+def test_delta_is_fprime_of_a_times_x_at_every_step(mode, target):
+    """δ as the state update stores it equals f'(a)·x computed in NumPy from the recorded a and
+    x, after every step of every phase (feedforward, relaxation, update) and in every layer
+    that has one, through two minibatches (the second after an update of W)."""
+    set_codegen_target(target)
+    activations = ["relu", "tanh", "sigmoid", "linear"]
+    model = make_model([6, 5, 4, 4, 3], activations)
+    record = RecordSpec(variables=("x", "a", "delta"), neurons=None, samples=None)
+    protocol = replace(make_protocol(relax_steps=8, batch_size=2, rate=0.05), record=record)
+    inputs, targets = random_batch(model, 4, seed=3)
+    result, _ = run_brian(model, protocol, inputs, targets, mode=mode)
+    traces = result.traces
+    assert result.diverged is None
+    for layer, activation in zip(("h1", "h2", "h3", "output"), activations, strict=True):
+        x = _recorded(traces, "x", [layer])
+        a = _recorded(traces, "a", [layer])
+        delta = _recorded(traces, "delta", [layer])
+        assert len(delta) == len(x) == len(a) > 0
+        expected = ACTIVATIONS[activation].fprime(a) * x
+        np.testing.assert_allclose(delta, expected, rtol=1e-12, atol=1e-300, err_msg=layer)
+    assert set(traces[traces.variable == "delta"].phase) == {"feedforward", "relaxation", "update"}
+
+
+def test_delta_follows_fprime_after_each_step_of_leaky_forward_dynamics(mode):
+    """Under leaky forward dynamics f' changes after the state update; the stored δ is x·f'
+    with the f' of the end of the step (the recorded one), at every recorded step."""
+    model = make_model([6, 5, 4, 3], ["tanh", "sigmoid", "linear"])
+    record = RecordSpec(variables=("x", "fp", "delta"), neurons=None, samples=None)
+    protocol = replace(make_protocol(relax_steps=8, batch_size=2, rate=0.05), record=record)
+    protocol = replace(protocol, forward=replace(protocol.forward, kind="leaky", tau=0.002))
+    inputs, targets = random_batch(model, 4, seed=3)
+    result, _ = run_brian(model, protocol, inputs, targets, mode=mode)
+    layers = ["h1", "h2"]
+    x, fp = _recorded(result.traces, "x", layers), _recorded(result.traces, "fp", layers)
+    delta = _recorded(result.traces, "delta", layers)
+    assert len(delta) == len(x) > 0
+    np.testing.assert_array_equal(delta, x * fp)

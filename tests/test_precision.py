@@ -11,6 +11,7 @@ from conftest import PAPER_MODEL, PAPER_PROTOCOL, make_protocol, random_batch, r
 from test_cli import arsim
 
 from arsim import oracle, threads
+from arsim.activations import loss_value
 from arsim.bench import numpy_reference
 from arsim.dense import DenseNetwork
 from arsim.modes import check_execution
@@ -143,3 +144,26 @@ def test_run_folder_records_precision_and_threads(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr  # the synapses mode runs in single precision too
     config = json.loads((tmp_path / "synapses" / "config.json").read_text())
     assert config["protocol"]["precision"] == "single"
+
+
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_minibatch_loss_from_the_network_sweep_equals_the_oracle_loss(paper_model, precision):
+    """The output x̂ the dense network keeps of each minibatch's sweep gives the float64
+    oracle's loss at the minibatch's weights: exactly in float64, within 1e-5 relative in
+    float32; a partial minibatch keeps none (the loop sweeps it again)."""
+    protocol = replace(make_protocol(relax_steps=20, batch_size=4), precision=precision)
+    params = oracle.init_params(paper_model, seed=1)
+    inputs, targets = random_batch(paper_model, 10, seed=4)
+    network = DenseNetwork(paper_model, protocol, params, record=False)
+    result = network.run_chunk(inputs, targets)
+    assert len(result.batch_outputs) == 3 and result.batch_outputs[2] is None
+    befores = [params, *result.batch_params[:2]]
+    for k in range(2):
+        rows = slice(4 * k, 4 * k + 4)
+        expected = oracle.loss(paper_model, befores[k], inputs[rows], targets[rows])
+        output = result.batch_outputs[k].astype(np.float64)
+        got = loss_value(paper_model.loss, output, targets[rows], paper_model.loss_scale)
+        if precision == "double":
+            np.testing.assert_array_equal(got, expected)
+        else:
+            assert _relative(got, expected) < 1e-5

@@ -22,7 +22,7 @@ def presynaptic(uses: str, x, xhat):
     return x if uses == "current" else xhat
 
 
-def apply_rule(xp, op, weights, feedback, bias, delta, pre, rate, feedback_rate):
+def apply_rule(xp, op, weights, feedback, bias, delta, pre, rate, feedback_rate, scratch=None):
     """Apply the rule to one connection in place; returns its factor ``Σ_batch δ pᵀ``.
 
     Parameters
@@ -42,7 +42,18 @@ def apply_rule(xp, op, weights, feedback, bias, delta, pre, rate, feedback_rate)
     rate, feedback_rate : float
         Learning rates for this application (a fraction of the minibatch's for continuous
         plasticity), as the arrays' float type.
+    scratch : array, optional
+        An array of W's shape and float type: a dense connection without a learned ψ then
+        computes ``Σ δ pᵀ`` and its product with ``rate`` in it (no new arrays, the same
+        numbers) and returns None.
     """
+    if scratch is not None and feedback is None and op.kind == "dense":
+        xp.matmul(delta.T, pre, out=scratch)
+        xp.multiply(scratch, rate, out=scratch)
+        xp.subtract(weights, scratch, out=weights)
+        if bias is not None:
+            bias -= rate * op.bias_gradient(delta)
+        return None
     change = op.weight_gradient(delta, pre)
     weights -= rate * change
     if feedback is not None:
