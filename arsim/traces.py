@@ -181,6 +181,7 @@ class TraceWriter(Recorder):
                     write(*args)
                 except BaseException as error:  # raised in the simulating thread
                     self._error = error
+            del item, write, args  # the chunk's arrays may be reused (arsim.tracebuffer)
 
     def _raise_error(self) -> None:
         """Raise the writer thread's error in the calling thread (once)."""
