@@ -98,7 +98,7 @@ class TraceBuffer:
                 continue
             if _references(arrays) == alone:  # as when new: no block views any of them
                 return arrays
-        arrays = {key: np.empty(shape, dtype=self._dtype) for key, shape in shapes.items()}
+        arrays = _new_arrays(shapes, self._dtype)
         self._spare = [(arrays, _references(arrays)), *self._spare][: self.SPARE_SETS]
         return arrays
 
@@ -165,3 +165,18 @@ class TraceBuffer:
 def _references(arrays: dict) -> list[int]:
     """The reference count of each array (a view of an array counts as one)."""
     return [sys.getrefcount(array) for array in arrays.values()]
+
+
+def _new_arrays(shapes: dict, dtype) -> dict:
+    """Uninitialised arrays of ``shapes``, in ordinary pages (no transparent huge pages)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # NumPy 1
+        from numpy.core import multiarray
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)  # returns the previous state
+    before = switch(False) if switch is not None else None
+    try:
+        return {key: np.empty(shape, dtype=dtype) for key, shape in shapes.items()}
+    finally:
+        if switch is not None:
+            switch(before)

@@ -16,9 +16,13 @@ from conftest import fashion_mnist_or_skip
 from arsim import stops
 from arsim import train as training
 from arsim.datasets import load_dataset
-from arsim.recording import Block
-from arsim.run import run_to_folder
+from arsim.dense import DenseNetwork
+from arsim.loop import ChunkLoop
+from arsim.params import init_params
+from arsim.recording import Block, MemoryRecorder
+from arsim.run import random_data, run_to_folder, simulate
 from arsim.spec import SpecError, model_from_dict, protocol_from_dict
+from arsim.tracebuffer import TraceBuffer
 from arsim.traces import TraceWriter, load
 
 MODEL = {
@@ -204,3 +208,42 @@ def test_a_resumed_training_rewrites_the_trace_folder_of_the_repeated_epoch(tmp_
         p.relative_to(whole) for p in (whole / "traces").rglob("*") if p.is_file()
     )
     pd.testing.assert_frame_equal(load(resumed), load(whole), check_exact=True)
+
+
+@pytest.mark.parametrize("recorder", ["slow writer", "memory"])
+def test_reused_chunk_arrays_never_overwrite_rows_not_yet_stored(tmp_path, monkeypatch, recorder):
+    """One minibatch a chunk (12 chunks): with a slow writer thread the chunk arrays are
+    reused once written, and a recorder that keeps the blocks in memory keeps arrays never
+    reused; both store exactly the traces of a run in one chunk (no reuse)."""
+    model, protocol = model_from_dict(MODEL, "tiny.toml"), _protocol()
+    inputs, targets = random_data(model, 24, 0)
+    params = init_params(model, 0)
+    expected = simulate(model, protocol, inputs, targets, params.copy(), mode="dense").traces
+    sets, real_set = [], TraceBuffer._free_set
+
+    def spied(self, *args):
+        sets.append(real_set(self, *args))
+        return sets[-1]
+
+    monkeypatch.setattr(TraceBuffer, "_free_set", spied)
+    real_write = TraceWriter._write_blocks
+
+    def slow(self, blocks):
+        time.sleep(0.05)  # the simulation fills the queue and waits
+        real_write(self, blocks)
+
+    monkeypatch.setattr(TraceWriter, "_write_blocks", slow)
+    network = DenseNetwork(model, protocol, params.copy(), batches_per_chunk=1)
+    keeper = MemoryRecorder(protocol) if recorder == "memory" else None
+    writer = keeper or TraceWriter(tmp_path / "run" / "traces", protocol)
+    loop = ChunkLoop(network, model, protocol, inputs, targets, params, recorder=writer)
+    for _ in loop:
+        pass
+    got = keeper.frame() if keeper else load(tmp_path / "run")
+    pd.testing.assert_frame_equal(got, expected, check_exact=True, check_categorical=False)
+    distinct = len({id(arrays) for arrays in sets})
+    assert len(sets) == 12
+    if keeper:
+        assert distinct == 12
+    else:
+        assert distinct < 12 and distinct <= TraceBuffer.SPARE_SETS + 1
