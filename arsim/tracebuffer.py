@@ -26,6 +26,11 @@ import brian2 as b2
 import numpy as np
 
 from arsim.recording import Block, phase_of_step, trace_dtype
+
+try:
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # NumPy 1
+    from numpy.core import multiarray as _multiarray
 from arsim.spec import PHASES
 
 
@@ -169,11 +174,7 @@ def _references(arrays: dict) -> list[int]:
 
 def _new_arrays(shapes: dict, dtype) -> dict:
     """Uninitialised arrays of ``shapes``, in ordinary pages (no transparent huge pages)."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # NumPy 1
-        from numpy.core import multiarray
-    switch = getattr(multiarray, "_set_madvise_hugepage", None)  # returns the previous state
+    switch = getattr(_multiarray, "_set_madvise_hugepage", None)  # returns the previous state
     before = switch(False) if switch is not None else None
     try:
         return {key: np.empty(shape, dtype=dtype) for key, shape in shapes.items()}

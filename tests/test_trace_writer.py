@@ -19,10 +19,10 @@ from arsim.datasets import load_dataset
 from arsim.dense import DenseNetwork
 from arsim.loop import ChunkLoop
 from arsim.params import init_params
-from arsim.recording import Block, MemoryRecorder
+from arsim.recording import Block, MemoryRecorder, chunk_values_cap
 from arsim.run import random_data, run_to_folder, simulate
 from arsim.spec import SpecError, model_from_dict, protocol_from_dict
-from arsim.tracebuffer import TraceBuffer
+from arsim.tracebuffer import TraceBuffer, _new_arrays
 from arsim.traces import TraceWriter, load
 
 MODEL = {
@@ -247,3 +247,23 @@ def test_reused_chunk_arrays_never_overwrite_rows_not_yet_stored(tmp_path, monke
         assert distinct == 12
     else:
         assert distinct < 12 and distinct <= TraceBuffer.SPARE_SETS + 1
+
+
+def test_the_chunk_cap_counts_bytes_so_float32_chunks_hold_twice_the_values():
+    """3 + 6 + 2 neurons × 3 variables × 10 steps × 2 replicas = 660 values a minibatch."""
+    model = model_from_dict(MODEL, "tiny.toml")
+    caps = {}
+    for dtype in ("float64", "float32"):
+        data = PROTOCOL | {"record": PROTOCOL["record"] | {"dtype": dtype}}
+        caps[dtype] = chunk_values_cap(model, protocol_from_dict(data, "p.toml"), 2)
+    assert caps == {"float64": 2**27 // (660 * 8), "float32": 2**27 // (660 * 4)}
+
+
+def test_new_chunk_arrays_leave_numpys_huge_page_switch_as_it_was():
+    from numpy._core import multiarray
+
+    for state in (True, False):
+        multiarray._set_madvise_hugepage(state)
+        arrays = _new_arrays({("h1", "x"): (2, 3, 4, 5)}, np.float32)
+        assert arrays["h1", "x"].shape == (2, 3, 4, 5) and arrays["h1", "x"].dtype == np.float32
+        assert multiarray._set_madvise_hugepage(True) is state
