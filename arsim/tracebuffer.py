@@ -12,7 +12,10 @@ as they are, in its own thread.
 A chunk's arrays are reused by a later chunk once nothing else holds them (the trace writer has
 written them; a recorder that keeps the blocks in memory keeps them, and new arrays are made):
 memory already written to costs no page faults, which made the copies of fresh arrays about
-three times slower. At most :attr:`TraceBuffer.SPARE_SETS` sets are kept for reuse.
+three times slower. At most :attr:`TraceBuffer.SPARE_SETS` sets are kept for reuse. New
+arrays are made in ordinary pages: NumPy asks Linux for transparent huge pages for large
+arrays, and where the kernel compacts memory to find them (``defrag = madvise``) the first
+writes cost several times the CPU of the copies themselves, as system time.
 
 The tick that ends a chunk records the first step of the next samples; that step is carried
 into the next chunk's arrays, so every chunk hands over exactly the rows of its own samples.
@@ -25,12 +28,12 @@ import sys
 import brian2 as b2
 import numpy as np
 
-from arsim.recording import Block, phase_of_step, trace_dtype
-
 try:
     from numpy._core import multiarray as _multiarray
 except ImportError:  # NumPy 1
     from numpy.core import multiarray as _multiarray
+
+from arsim.recording import Block, phase_of_step, trace_dtype
 from arsim.spec import PHASES
 
 
