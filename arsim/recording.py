@@ -23,10 +23,10 @@ from arsim.spec.schedule import Schedule
 TRACE_COLUMNS = ("sample", "phase", "t", "layer", "neuron", "variable", "value")
 """Columns of a trace table; ``t`` in seconds, the time at which ``value`` holds."""
 
-VALUES_PER_CHUNK = 1 << 24
-"""Recorded values (all layers and variables, every replica) one chunk may hold in the state
-monitors (128 MiB of float64): a mode that simulates several minibatches per chunk takes fewer
-when the recording would exceed it (at least one)."""
+CHUNK_BYTES = 1 << 27
+"""Bytes of recorded values (all layers and variables, every replica) one chunk may hold
+(128 MiB: 2²⁴ float64 or 2²⁵ float32 values): a mode that simulates several minibatches per
+chunk takes fewer when the recording would exceed it (at least one)."""
 
 
 def phase_of_step(
@@ -97,7 +97,7 @@ class Block:
 
 
 def chunk_values_cap(model, protocol: ProtocolSpec, replicas: int) -> int:
-    """Minibatches per chunk whose recording fits :data:`VALUES_PER_CHUNK` (at least 1)."""
+    """Minibatches per chunk whose recording, in its dtype, fits :data:`CHUNK_BYTES` (≥ 1)."""
     record = protocol.record
     steps = Schedule(None, protocol).sample_steps
     if record.interval is not None:
@@ -110,7 +110,8 @@ def chunk_values_cap(model, protocol: ProtocolSpec, replicas: int) -> int:
             layer.size if record.neurons is None else sum(n < layer.size for n in record.neurons)
         )
         per_batch += neurons * len(record.variables) * steps * replicas
-    return max(1, VALUES_PER_CHUNK // max(per_batch, 1))
+    itemsize = np.dtype(trace_dtype(protocol)).itemsize
+    return max(1, CHUNK_BYTES // max(per_batch * itemsize, 1))
 
 
 def chunk_blocks(network, limit: int, samples=None) -> list[Block]:

@@ -52,6 +52,7 @@ from arsim.modes import (
 )
 from arsim.network import seed_noise
 from arsim.params import Params, SeedStream, init_params, seeded_rng
+from arsim.recording import MemoryRecorder
 from arsim.runfolder import (
     derived_timing,
     prepare_run_folder,
@@ -61,6 +62,7 @@ from arsim.runfolder import (
     write_json,
 )
 from arsim.spec import ModelSpec, ProtocolSpec, check_compatible
+from arsim.spec.schedule import Schedule
 from arsim.traces import TraceWriter
 
 
@@ -160,6 +162,8 @@ def simulate(
         message and the traces hold what was recorded up to the end of that minibatch.
     """
     params = init_params(model) if params is None else params
+    if stops.requested() is not None:  # stopped before the first minibatch: nothing is built
+        return _stopped_before_start(protocol, len(inputs), params, recorder)
     if progress and device == "cpp_standalone":
         tqdm.write("arsim: building the C++ program (once per network, about 15 s)")
     seed_noise(seed)
@@ -173,6 +177,20 @@ def simulate(
         return _simulate(
             network, model, protocol, inputs, targets, params, progress, metrics_path, recorder
         )
+
+
+def _stopped_before_start(protocol, n_samples: int, params, recorder) -> RunResult:
+    """What a run stopped before its first minibatch keeps: the initial weights, no rows."""
+    if recorder is None:
+        recorder = MemoryRecorder(protocol)
+    if hasattr(recorder, "close"):  # the trace folder stays readable (no trace file)
+        recorder.close()
+    steps = None
+    if protocol.tolerance > 0:
+        nominal = Schedule(None, protocol).phase_steps["relaxation"]
+        steps = np.full(presentation_slots(protocol, n_samples), nominal)
+    metrics = pd.DataFrame()
+    return RunResult(params, recorder.frame(), metrics, None, steps, None, stops.requested())
 
 
 def _append_row(path: Path | None, row: dict) -> None:

@@ -3,16 +3,22 @@
 Layout (``traces/`` in the run folder; a training run has one such folder per recorded epoch,
 ``traces/epoch-E/``)::
 
-    traces/meta.json               dt, steps per sample, phase steps, training epoch and images
+    traces/meta.json               format tag, dt, steps per sample, phase steps, training epoch
+                                   and images
     traces/<layer>/<variable>.parquet
-        columns sample (int32), step (int32, 0 … P − 1 within the sample's period) and one
-        float column per recorded neuron, ``n<index>``; one row group per chunk
+        columns sample (int32), step (int32, 0 … P − 1 within the sample's period) and values
+        (fixed-size binary: the row's recorded neurons, little-endian, in the recording dtype);
+        key-value metadata ``arsim.values`` = ``{"dtype": …, "neurons": [...]}``; one row group
+        per chunk
     traces/<layer>/summary.parquet  (``[record] summary``) sample, step and per variable
         ``<variable>_mean``, ``<variable>_std``, and ``x_grad_distance``
 
+Folders of the earlier layout (``arsim-traces-1``: one float column ``n<index>`` per neuron
+instead of ``values``) are read the same way.
+
 A value of sample ``s`` at step ``k`` holds at ``t = (s·P + k + 1)·dt`` seconds. Nothing
 repeats per value: the sample and step once per row, the layer and variable once per file, the
-neuron once per column. :func:`load` returns the tidy (long) table of
+neurons once per file. :func:`load` returns the tidy (long) table of
 :data:`arsim.recording.TRACE_COLUMNS` and reads only the files, columns and row groups a query
 needs (Parquet column selection and row-group statistics).
 """
@@ -33,8 +39,12 @@ import pyarrow.parquet as pq
 from arsim.recording import Block, Recorder, blocks_to_frame, timing
 from arsim.spec import PHASES
 
-FORMAT = "arsim-traces-1"
-"""Format tag of ``meta.json``."""
+FORMAT = "arsim-traces-2"
+"""Format tag of ``meta.json`` (``arsim-traces-1``: one Parquet column per neuron)."""
+
+VALUES_KEY = "arsim.values"
+"""Parquet key-value metadata of a trace file: JSON ``{"dtype": "float32" | "float64",
+"neurons": [index, ...]}``, how to read the ``values`` column's bytes."""
 
 LEGACY = "traces.parquet"
 """The long table earlier versions wrote in the run folder, which :func:`load` still reads."""
@@ -51,8 +61,25 @@ columns that repeat (x̂ between presentations, f' of rectified units, zeros). R
 statistics are only needed on the columns a query filters (``sample``, ``step``)."""
 
 
-COLUMNS_AT_ONCE = 64
-"""Neuron columns the trace writer cuts from a block's rows in one pass."""
+def values_table(block: Block) -> pa.Table:
+    """A block as the rows of its trace file: ``sample``, ``step`` and the binary ``values``.
+
+    The values are not copied when they are C-ordered little-endian already (the dense mode's
+    chunk arrays): each row's bytes are the fixed-size binary value of that row.
+    """
+    values = np.ascontiguousarray(block.values, dtype=block.values.dtype.newbyteorder("<"))
+    rows, width = values.shape[0], values.shape[1] * values.itemsize
+    binary = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), rows, [None, pa.py_buffer(values.reshape(-1))]
+    )
+    described = {"dtype": values.dtype.name, "neurons": [int(n) for n in block.neurons]}
+    schema = pa.schema(
+        [("sample", pa.int32()), ("step", pa.int32()), ("values", pa.binary(width))],
+        metadata={VALUES_KEY: json.dumps(described)},
+    )
+    sample = np.ascontiguousarray(block.sample, dtype=np.int32)
+    step = np.ascontiguousarray(block.step, dtype=np.int32)
+    return pa.Table.from_arrays([pa.array(sample), pa.array(step), binary], schema=schema)
 
 
 class TraceWriter(Recorder):
@@ -122,13 +149,8 @@ class TraceWriter(Recorder):
 
     def _write_blocks(self, blocks: list[Block]) -> None:
         for block in blocks:
-            columns = {"sample": pa.array(block.sample), "step": pa.array(block.step)}
-            for first in range(0, len(block.neurons), COLUMNS_AT_ONCE):
-                # a few columns at a time: each row's values of them share cache lines
-                part = np.ascontiguousarray(block.values[:, first : first + COLUMNS_AT_ONCE].T)
-                for j, values in enumerate(part):
-                    columns[f"n{block.neurons[first + j]}"] = pa.array(values)
-            self._write_table(block.layer, block.variable, pa.table(columns))
+            if len(block.neurons):  # no neuron recorded: no file (none is read either)
+                self._write_table(block.layer, block.variable, values_table(block))
 
     def _hand_over(self, write, *args) -> None:
         """Queue ``write(*args)`` for the writer thread (started on first use)."""
@@ -159,6 +181,7 @@ class TraceWriter(Recorder):
                     write(*args)
                 except BaseException as error:  # raised in the simulating thread
                     self._error = error
+            del item, write, args  # the chunk's arrays may be reused (arsim.tracebuffer)
 
     def _raise_error(self) -> None:
         """Raise the writer thread's error in the calling thread (once)."""
@@ -173,6 +196,8 @@ class TraceWriter(Recorder):
             path = self.folder / layer / f"{name}.parquet"
             path.parent.mkdir(exist_ok=True)
             self._writers[key] = pq.ParquetWriter(path, table.schema, **PARQUET_OPTIONS)
+        elif _described(table.schema) != _described(self._writers[key].schema):
+            raise ValueError(f"{self.folder / layer}/{name}.parquet: a chunk of other neurons")
         self._writers[key].write_table(table)
 
     def write_summary(self, layer: str, table: pd.DataFrame) -> None:
@@ -291,12 +316,22 @@ def _may_match(group, filters) -> bool:
 def read_blocks(path: Path, layer: str, variable: str, filters, neurons=None) -> Block | None:
     """One file's rows matching ``filters`` as a :class:`Block` (None if nothing matches).
 
-    Only the columns ``sample``, ``step`` and those of ``neurons`` (all when None) are read.
+    Reads both layouts: the binary ``values`` column (``arsim-traces-2``, key-value metadata
+    :data:`VALUES_KEY`) and one float column ``n<index>`` per neuron (``arsim-traces-1``, of
+    which only the columns of ``neurons`` are read). The block's values are float64 (the
+    stored float32 values converted exactly), whatever the file's dtype.
     """
     file = pq.ParquetFile(path)  # reads the footer, once
-    names = file.schema_arrow.names
-    wanted = [n for n in names[2:] if neurons is None or int(n[1:]) in set(neurons)]
-    if not wanted:
+    described = (file.schema_arrow.metadata or {}).get(VALUES_KEY.encode())
+    if described is not None:
+        described = json.loads(described)
+        stored = np.array(described["neurons"], dtype=np.int64)
+        keep = np.flatnonzero(np.isin(stored, list(neurons) if neurons is not None else stored))
+        wanted = ["values"]
+    else:
+        names = file.schema_arrow.names
+        wanted = [n for n in names[2:] if neurons is None or int(n[1:]) in set(neurons)]
+    if not wanted or (described is not None and not keep.size):
         return None
     metadata = file.metadata
     groups = [
@@ -310,11 +345,34 @@ def read_blocks(path: Path, layer: str, variable: str, filters, neurons=None) ->
     sample = table.column("sample").to_numpy()
     step = table.column("step").to_numpy()
     order = np.lexsort((step, sample))
+    if described is not None:
+        rows = _binary_values(table.column("values"), described["dtype"], len(stored))
+        values = np.empty((table.num_rows, keep.size), order="F")
+        values[:] = rows[np.ix_(order, keep)] if keep.size < len(stored) else rows[order]
+        return Block(layer, variable, sample[order], step[order], stored[keep], values)
     values = np.empty((table.num_rows, len(wanted)), order="F")
     for j, name in enumerate(wanted):
         values[:, j] = table.column(name).to_numpy()[order]
     neurons = np.array([int(n[1:]) for n in wanted])
     return Block(layer, variable, sample[order], step[order], neurons, values)
+
+
+def _binary_values(column: pa.ChunkedArray, dtype: str, neurons: int) -> np.ndarray:
+    """The ``(rows, neurons)`` array of a fixed-size binary ``values`` column (a view)."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if array.null_count:
+        raise ValueError("values: a trace file with missing rows")
+    stored = np.dtype(dtype).newbyteorder("<")
+    if array.type.byte_width != neurons * stored.itemsize:
+        raise ValueError(f"values: {array.type.byte_width} bytes a row, not {neurons} {dtype}")
+    start = array.offset * array.type.byte_width
+    raw = np.frombuffer(array.buffers()[1], dtype=stored, count=len(array) * neurons, offset=start)
+    return raw.reshape(len(array), neurons)
+
+
+def _described(schema: pa.Schema) -> bytes | None:
+    """The :data:`VALUES_KEY` metadata of a trace file's schema (None for other tables)."""
+    return (schema.metadata or {}).get(VALUES_KEY.encode())
 
 
 def _selected(folder: Path, layers, variables) -> list[tuple[str, str, Path]]:

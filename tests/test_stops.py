@@ -479,3 +479,32 @@ def test_an_io_failure_in_a_training_says_where_its_folder_stayed(tmp_path, monk
     resume = Training(model=model, protocol=protocol, resume=out, **options)
     assert execute(resume, progress=False).report() == 0
     assert (out / "weights" / "final.npz").is_file() and not partial.exists()
+
+
+def test_a_random_run_stopped_before_its_first_minibatch_builds_no_network(tmp_path, monkeypatch):
+    """A stop requested before the run starts: no network is built (building one would
+    fail here); the folder keeps the initial weights as the weights at the stop, no row."""
+    model, protocol = tiny(tmp_path)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network was built")
+
+    monkeypatch.setattr(arsim.run, "build_network", no_network)
+    out = tmp_path / "run"
+    with stops.StopRequests() as requests:
+        requests.signal = signal.SIGTERM  # as if SIGTERM came while the folder was prepared
+        folder, result = run_to_folder(
+            load_model(model), load_protocol(protocol), out, 40, seed=0, progress=False
+        )
+    assert result.interrupted == signal.SIGTERM and result.batches_done == 0
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["samples_done"] == 0
+    assert status["signal"] == "SIGTERM"
+    initial, at_stop = (
+        np.load(folder / "weights/initial.npz"),
+        np.load(folder / "weights/at-stop.npz"),
+    )
+    for key in initial.files:
+        np.testing.assert_array_equal(initial[key], at_stop[key])
+    assert _rows(folder / "metrics.csv") == 0
+    assert len(arsim.traces.load(folder)) == 0

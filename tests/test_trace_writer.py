@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import threading
 import time
 
@@ -15,9 +16,13 @@ from conftest import fashion_mnist_or_skip
 from arsim import stops
 from arsim import train as training
 from arsim.datasets import load_dataset
-from arsim.recording import Block
-from arsim.run import run_to_folder
+from arsim.dense import DenseNetwork
+from arsim.loop import ChunkLoop
+from arsim.params import init_params
+from arsim.recording import Block, MemoryRecorder, chunk_values_cap
+from arsim.run import random_data, run_to_folder, simulate
 from arsim.spec import SpecError, model_from_dict, protocol_from_dict
+from arsim.tracebuffer import TraceBuffer, _new_arrays
 from arsim.traces import TraceWriter, load
 
 MODEL = {
@@ -49,14 +54,18 @@ def _run(tmp_path, name, record=None, precision="double"):
     return folder
 
 
+def _stored(folder):
+    """The recording dtype and bytes a row of ``h1/x.parquet``."""
+    file = pq.ParquetFile(folder / "traces" / "h1" / "x.parquet")
+    dtype = json.loads(file.schema_arrow.metadata[b"arsim.values"])["dtype"]
+    return dtype, file.schema_arrow.field("values").type.byte_width
+
+
 def test_float32_traces_are_the_float64_ones_rounded(tmp_path):
     double = _run(tmp_path, "double")
     single = _run(tmp_path, "single", {"dtype": "float32"})
-    column = pq.ParquetFile(single / "traces" / "h1" / "x.parquet").schema_arrow.field("n0")
-    assert str(column.type) == "float"
-    assert str(pq.ParquetFile(double / "traces/h1/x.parquet").schema_arrow.field("n0").type) == (
-        "double"
-    )
+    assert _stored(single) == ("float32", 6 * 4)  # 6 neurons of 4 bytes a row
+    assert _stored(double) == ("float64", 6 * 8)
     wide, narrow = load(double), load(single)
     # 8 samples of 10 steps: x̂ of the 3 inputs, x, x̂ and f' of the 6 + 2 others
     assert len(wide) == len(narrow) == 8 * 10 * (3 + (6 + 2) * 3)
@@ -66,8 +75,7 @@ def test_float32_traces_are_the_float64_ones_rounded(tmp_path):
 
 def test_single_precision_records_float32_by_default(tmp_path):
     folder = _run(tmp_path, "auto", precision="single")
-    column = pq.ParquetFile(folder / "traces" / "h1" / "x.parquet").schema_arrow.field("n0")
-    assert str(column.type) == "float"
+    assert _stored(folder) == ("float32", 6 * 4)
 
 
 def test_an_unknown_trace_dtype_is_refused():
@@ -200,3 +208,62 @@ def test_a_resumed_training_rewrites_the_trace_folder_of_the_repeated_epoch(tmp_
         p.relative_to(whole) for p in (whole / "traces").rglob("*") if p.is_file()
     )
     pd.testing.assert_frame_equal(load(resumed), load(whole), check_exact=True)
+
+
+@pytest.mark.parametrize("recorder", ["slow writer", "memory"])
+def test_reused_chunk_arrays_never_overwrite_rows_not_yet_stored(tmp_path, monkeypatch, recorder):
+    """One minibatch a chunk (12 chunks): with a slow writer thread the chunk arrays are
+    reused once written, and a recorder that keeps the blocks in memory keeps arrays never
+    reused; both store exactly the traces of a run in one chunk (no reuse)."""
+    model, protocol = model_from_dict(MODEL, "tiny.toml"), _protocol()
+    inputs, targets = random_data(model, 24, 0)
+    params = init_params(model, 0)
+    expected = simulate(model, protocol, inputs, targets, params.copy(), mode="dense").traces
+    sets, real_set = [], TraceBuffer._free_set
+
+    def spied(self, *args):
+        sets.append(real_set(self, *args))
+        return sets[-1]
+
+    monkeypatch.setattr(TraceBuffer, "_free_set", spied)
+    real_write = TraceWriter._write_blocks
+
+    def slow(self, blocks):
+        time.sleep(0.05)  # the simulation fills the queue and waits
+        real_write(self, blocks)
+
+    monkeypatch.setattr(TraceWriter, "_write_blocks", slow)
+    network = DenseNetwork(model, protocol, params.copy(), batches_per_chunk=1)
+    keeper = MemoryRecorder(protocol) if recorder == "memory" else None
+    writer = keeper or TraceWriter(tmp_path / "run" / "traces", protocol)
+    loop = ChunkLoop(network, model, protocol, inputs, targets, params, recorder=writer)
+    for _ in loop:
+        pass
+    got = keeper.frame() if keeper else load(tmp_path / "run")
+    pd.testing.assert_frame_equal(got, expected, check_exact=True, check_categorical=False)
+    distinct = len({id(arrays) for arrays in sets})
+    assert len(sets) == 12
+    if keeper:
+        assert distinct == 12
+    else:
+        assert distinct < 12 and distinct <= TraceBuffer.SPARE_SETS + 1
+
+
+def test_the_chunk_cap_counts_bytes_so_float32_chunks_hold_twice_the_values():
+    """3 + 6 + 2 neurons × 3 variables × 10 steps × 2 replicas = 660 values a minibatch."""
+    model = model_from_dict(MODEL, "tiny.toml")
+    caps = {}
+    for dtype in ("float64", "float32"):
+        data = PROTOCOL | {"record": PROTOCOL["record"] | {"dtype": dtype}}
+        caps[dtype] = chunk_values_cap(model, protocol_from_dict(data, "p.toml"), 2)
+    assert caps == {"float64": 2**27 // (660 * 8), "float32": 2**27 // (660 * 4)}
+
+
+def test_new_chunk_arrays_leave_numpys_huge_page_switch_as_it_was():
+    from numpy._core import multiarray
+
+    for state in (True, False):
+        multiarray._set_madvise_hugepage(state)
+        arrays = _new_arrays({("h1", "x"): (2, 3, 4, 5)}, np.float32)
+        assert arrays["h1", "x"].shape == (2, 3, 4, 5) and arrays["h1", "x"].dtype == np.float32
+        assert multiarray._set_madvise_hugepage(True) is state

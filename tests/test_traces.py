@@ -3,6 +3,7 @@ and a run stopped after k chunks keeps exactly their rows."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tomllib
 from dataclasses import replace
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from arsim.dense import DenseNetwork
@@ -32,6 +34,15 @@ REFERENCE = DATA / "reference-traces.parquet"
 def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("traces") / "run"
     run_to_folder(load_model(MODEL), load_protocol(PROTOCOL), out, 10, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def layout1_run(tmp_path_factory):
+    """A run folder of the ``arsim-traces-1`` layout: one float column ``n<index>`` a neuron
+    (arsim 4f69341's ``arsim run small-mlp.toml small.toml --samples 10``)."""
+    out = tmp_path_factory.mktemp("layout1") / "run"
+    shutil.copytree(DATA / "layout-1", out)
     return out
 
 
@@ -62,13 +73,44 @@ def test_in_memory_table_equals_the_reference():
     pd.testing.assert_frame_equal(result.traces, pd.read_parquet(REFERENCE), check_exact=True)
 
 
-def test_on_disk_layout_is_wide_per_layer_and_variable(small_run):
+def test_on_disk_layout_is_one_binary_row_per_sample_and_step(small_run):
     files = sorted(p.relative_to(small_run / "traces") for p in small_run.glob("traces/*/*"))
     assert Path("h1/x.parquet") in files and Path("input/xhat.parquet") in files
-    wide = pd.read_parquet(small_run / "traces" / "h1" / "x.parquet")
-    assert list(wide.columns) == ["sample", "step", "n0", "n2", "n4"]
-    assert wide["sample"].dtype == np.int32 and wide["step"].dtype == np.int32
-    assert len(wide) == 4 * 7  # 4 samples × 7 steps, one row per step
+    assert json.loads((small_run / "traces" / "meta.json").read_text())["format"] == (
+        "arsim-traces-2"
+    )
+    file = pq.ParquetFile(small_run / "traces" / "h1" / "x.parquet")
+    described = json.loads(file.schema_arrow.metadata[b"arsim.values"])
+    assert described == {"dtype": "float64", "neurons": [0, 2, 4]}
+    table = file.read()
+    assert table.column_names == ["sample", "step", "values"]
+    assert (
+        str(table.schema.field("sample").type) == str(table.schema.field("step").type) == ("int32")
+    )
+    assert table.num_rows == 4 * 7  # 4 samples × 7 steps, one row per step
+    # each row: the 3 neurons' float64 values, little-endian, equal to the reference's
+    full = pd.read_parquet(REFERENCE)
+    h1 = full[(full.layer == "h1") & (full.variable == "x")]
+    sample, step = table.column("sample").to_numpy(), table.column("step").to_numpy()
+    for row, raw in enumerate(table.column("values").to_pylist()):
+        assert len(raw) == 3 * 8
+        t = (int(sample[row]) * 7 + int(step[row]) + 1) * 0.001
+        rows = h1[(h1["sample"] == sample[row]) & np.isclose(h1.t, t, rtol=0, atol=1e-9)]
+        expected = rows.sort_values("neuron").value.to_numpy()
+        np.testing.assert_array_equal(np.frombuffer(raw, dtype="<f8"), expected)
+
+
+def test_loader_reads_the_one_column_per_neuron_layout_alike(layout1_run, small_run):
+    """``arsim-traces-1`` files (one float column per neuron, written by arsim 4f69341) and
+    the binary layout give the same table, also filtered."""
+    meta = json.loads((layout1_run / "traces" / "meta.json").read_text())
+    assert meta["format"] == "arsim-traces-1"
+    assert "n0" in pq.ParquetFile(layout1_run / "traces/h1/x.parquet").schema_arrow.names
+    pd.testing.assert_frame_equal(load(layout1_run), load(small_run), check_exact=True)
+    query = {"layers": ["h1"], "neurons": [4, 2], "samples": [1], "phases": ["relaxation"]}
+    pd.testing.assert_frame_equal(load(layout1_run, **query), load(small_run, **query))
+    old, new = load(layout1_run, as_xarray=True), load(small_run, as_xarray=True)
+    assert old.equals(new)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +125,7 @@ def test_on_disk_layout_is_wide_per_layer_and_variable(small_run):
         {"samples": [7]},  # not recorded
     ],
 )
-@pytest.mark.parametrize("folder", ["small_run", "legacy_run"])
+@pytest.mark.parametrize("folder", ["small_run", "layout1_run", "legacy_run"])
 def test_filters_equal_filtering_the_whole_table(request, folder, query):
     run = request.getfixturevalue(folder)
     full = pd.read_parquet(REFERENCE)
