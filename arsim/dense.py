@@ -72,6 +72,8 @@ class DenseNetwork(ARNetwork):
     """Small minibatches: as many per Brian2 ``run()`` as make this many samples, because
     every ``run()`` costs about 0.1–0.5 s of preparation (at batch 1 a sixth of the time)."""
     trace_buffer: TraceBuffer | None = None
+    spike_log = None
+    """Receives the spikes of spiking feedback (a :class:`arsim.spiketrains.SpikeLog`)."""
     """Records the layers' arrays at every step (None: nothing recorded, or state monitors for
     a recording ``interval`` longer than dt or a recorded subexpression such as ``fb``, which
     has no array of its own)."""
@@ -461,7 +463,20 @@ class DenseNetwork(ARNetwork):
             self._spikes = SpikeChannels.of(
                 self.model, self.protocol.spikes, self.protocol.dt, self.seed_key
             )
+            if self.spike_log is not None:
+                self._spikes.listener = self._listen
         return self._spikes.send(connection, signal, step)
+
+    def _listen(self, connection: int, _, spikes: np.ndarray) -> None:
+        """Hand a step's spikes to :attr:`spike_log` with their samples and step."""
+        tick, in_sample = divmod(int(self._step_counter[0]), self.steps_per_sample)
+        batch = tick - round(self._chunk_start / self.protocol.dt) // self.steps_per_sample
+        real = int(self._batches[batch][0].sum()) if 0 <= batch < len(self._batches) else None
+        self.spike_log.add(connection, tick * self.replicas, in_sample, spikes, real)
+
+    def spikes_clipped(self, batch: int) -> dict[str, int]:
+        """``spikes_clipped_<layer>`` of minibatch ``batch`` (:meth:`SpikeChannels.clipped_in`)."""
+        return {} if self._spikes is None else self._spikes.clipped_in(batch, self.model)
 
     def _relaxing(self) -> bool:
         """Whether the current step of the step clock belongs to the relaxation phase."""

@@ -114,7 +114,8 @@ PROTOCOL_KEYS: dict[str, str] = {
     "variable).",
     "record.dtype": "Float type of the stored values: `float64`, `float32` (half the memory, "
     'disk and time) or `auto`, the simulation\'s (float32 under `precision = "single"`).',
-    "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`.",
+    "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`; `spikes` (with "
+    "`[spikes]`): the spike trains, `traces/spikes-<layer>.parquet`.",
     "record.layers": "Layer names, or `all`.",
     "record.neurons": "Neuron indices recorded in every layer, or `all`.",
     "record.samples": "Sample indices whose rows are kept, or `all`.",

@@ -229,6 +229,8 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             "stimulus.dwell": dwell > 0,
             "feedback_delay": any(delay > 0 for _, delay in feedback_delay),
         })  # fmt: skip
+    elif "spikes" in record.variables:
+        raise root.table("record").error("variables", "'spikes' needs a [spikes] table")
     root.finish()
     return ProtocolSpec(
         name=name,
