@@ -23,6 +23,7 @@ from arsim.params import Params
 from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
+from arsim.spiketrains import SpikeLog, SpikeWriter
 
 
 def swept_samples(
@@ -226,8 +227,6 @@ class ChunkLoop:
         :class:`~arsim.spiketrains.SpikeLog` in memory."""
         recording = getattr(network, "record", True) and protocol.spikes is not None
         if recording and "spikes" in protocol.record.variables:
-            from arsim.spiketrains import SpikeLog, SpikeWriter
-
             folder = getattr(self.recorder, "folder", None)
             log = SpikeWriter(folder, model, protocol) if folder else SpikeLog(model, protocol)
             self.spike_log = network.spike_log = log

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from arsim.recording import Block, Recorder, blocks_to_frame, timing
 from arsim.spec import PHASES
+from arsim.spiketrains import read_spikes as read_spikes  # the spike trains, read back
 
 FORMAT = "arsim-traces-1"
 """Format tag of ``meta.json``."""
