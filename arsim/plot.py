@@ -225,7 +225,7 @@ def raster(
     for row, neuron in enumerate(shown):
         colour = f"C{row % 10}"
         mine = x[x.neuron == neuron]
-        top.plot(mine.ms, mine.value, color=colour, lw=1)
+        top.plot(mine.ms, mine.value, color=colour, lw=1, label=f"unit {neuron}")
         if reference_x is not None:
             theirs = reference_x[reference_x.neuron == neuron]
             top.plot(theirs.ms, theirs.value, color=colour, lw=1, ls="--")
@@ -244,8 +244,10 @@ def raster(
     bottom.legend(fontsize=7, loc="upper right")
     receiver = "" if spikes.empty else f" to {spikes.receiver.iloc[0]}"
     top.set_ylabel(f"{layer} x")
-    dashed = "; dashed: reference" if reference is not None else ""
-    top.set_title(f"sample {sample}: {layer}'s spikes{receiver} and its x{dashed}", fontsize=9)
+    top.legend(fontsize=7, ncol=min(5, len(shown)), loc="best")
+    dashed = " (dashed: reference)" if reference is not None else ""
+    title = f"sample {sample}: {layer}'s x{dashed}; its spikes{receiver} carry x ⊙ f'"
+    top.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
