@@ -10,7 +10,10 @@ and backprop of both (the epoch row of each ``metrics.csv``).
 Usage::
 
     python analysis/spike_raster.py runs/spiking runs/rate [--layer h3] [--sample 0]
-        [--out analysis/figures/spike-raster.png]
+        [--out runs/spiking/figures/spike-raster.png]
+
+Writes the figure, and the numbers as CSV beside it, into the spiking run's ``figures/`` unless
+``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ def main(argv=None) -> int:
     parser.add_argument("rate", type=Path, help="the same training without [spikes]")
     parser.add_argument("--layer", default="h3", help="sending layer (default h3)")
     parser.add_argument("--sample", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("analysis/figures/spike-raster.png"))
+    parser.add_argument("--out", type=Path, help="default: SPIKING/figures/spike-raster.png")
     args = parser.parse_args(argv)
     threads.apply()  # one BLAS thread (arsim's policy): a busy machine does not collapse it
+    args.out = args.out or args.spiking / "figures" / "spike-raster.png"
     fig = plot.raster(args.spiking, args.layer, sample=args.sample, reference=args.rate)
     print(f"wrote {plot.save(fig, args.out)}")
     table = numbers(args.spiking, args.rate)

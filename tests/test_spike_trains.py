@@ -5,13 +5,18 @@ oracle's signals, reading back, the raster, and the refusal without ``[spikes]``
 from __future__ import annotations
 
 import math
+import os
+import re
+import shlex
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PAPER_MODEL
+from conftest import PAPER_MODEL, ROOT, fashion_mnist_or_skip
 from test_forward_dynamics import dag_model, make, protocol_data
 
 from arsim import oracle, plot
@@ -189,3 +194,61 @@ def test_spikes_recorded_without_a_spikes_table_exit_2(tmp_path, capsys):
 def test_read_spikes_of_a_folder_without_traces_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no recorded spikes"):
         read_spikes(Path(tmp_path) / "nothing", "out")
+
+
+# --------------------------------------------------------------------------------------------
+# docs/spikes.md: the tutorial's files and commands, run as written on a small budget
+# --------------------------------------------------------------------------------------------
+PAGE = ROOT / "docs" / "spikes.md"
+
+
+def _tutorial_blocks() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The fenced blocks of the recording section and of the tutorial: (language, code)."""
+    text = PAGE.read_text(encoding="utf-8")
+    recording = text.split("## Recording the spikes", 1)[1].split("## Tutorial", 1)[0]
+    tutorial = text.split("## Tutorial: a spiking relaxation, recorded", 1)[1].split("\n## ")[0]
+    blocks = r"```(\w+)\n(.*?)```"
+    return re.findall(blocks, recording, flags=re.S), re.findall(blocks, tutorial, flags=re.S)
+
+
+def test_the_spike_tutorial_runs_as_written(tmp_path):
+    fashion_mnist_or_skip()
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    env = dict(os.environ) | {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    recording, tutorial = _tutorial_blocks()
+    printed = ""
+    for language, code in tutorial:
+        if language == "toml":  # the first line names the file
+            (tmp_path / code.splitlines()[0].removeprefix("# ").strip()).write_text(code)
+            continue
+        assert language == "bash"
+        for line in code.strip().splitlines():
+            words = shlex.split(line.replace("--train-samples 128", "--train-samples 64"))
+            if words[0] == "arsim":
+                command = [sys.executable, "-m", "arsim", *words[1:], "--quiet"]
+            else:  # an analysis script of the repository; its figure goes to the test's folder
+                assert words[:2] == ["python", "analysis/spike_raster.py"], line
+                out = words.index("--out") + 1
+                words[out] = str(tmp_path / "spike-raster.png")
+                command = [sys.executable, str(ROOT / words[1]), *words[2:]]
+            done = subprocess.run(
+                command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
+            )
+            assert done.returncode == 0, f"{line}: {done.stderr}"
+            assert "Traceback" not in done.stderr and "Warning" not in done.stderr, done.stderr
+            printed += done.stdout
+    assert (tmp_path / "spike-raster.png").stat().st_size > 10_000
+    table = pd.read_csv(tmp_path / "spike-raster.csv")
+    assert list(table.run) == ["spiking", "rate"]
+    assert table.angle_deg.notna().all() and (table.angle_deg < 45).all()
+    assert table.spikes_clipped_h3[0] >= 0 and pd.isna(table.spikes_clipped_h3[1])
+    spikes = read_spikes(tmp_path / "runs" / "spiking", "h3")
+    assert len(spikes) > 0 and set(spikes["sample"]) == {0} and set(spikes.receiver) == {"h2"}
+    assert set(spikes.neuron) <= set(range(6))
+    ((language, code),) = recording  # the recording section's snippet, on the tutorial's folders
+    assert language == "python"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
