@@ -15,15 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import PAPER_MODEL, ROOT, fashion_mnist_or_skip
 from test_forward_dynamics import dag_model, make, protocol_data
 
-from arsim import oracle, plot
+from arsim import oracle, plot, spiketrains
 from arsim.cli import main
 from arsim.params import Params
 from arsim.period_oracle import simulate_periods
-from arsim.run import random_data, run_to_folder
+from arsim.run import random_data, run_to_folder, simulate
 from arsim.spec import RecordSpec, model_from_dict
 from arsim.spiketrains import COLUMNS, SpikeLog
 from arsim.traces import read_spikes
@@ -58,6 +59,23 @@ def test_dense_mode_records_exactly_the_period_oracles_spikes(tmp_path, encoder)
     assert set(read_spikes(folder, "out").receiver) == {"h1", "h2"}
     assert read_spikes(folder, "h1").empty
     assert not (folder / "traces" / "spikes-h1.parquet").exists()
+
+
+def test_spikes_of_a_run_without_folder_and_a_writer_that_flushes_in_parts(tmp_path, monkeypatch):
+    """In memory (``RunResult.spikes``) and in a file appended every few spikes (bounded
+    memory), the same spikes as the oracle's."""
+    model, protocol = dag_model(), spiking("poisson")
+    inputs, targets = random_data(model, 6, 7)
+    params = oracle.init_params(model, 7)
+    log = SpikeLog(model, protocol)
+    simulate_periods(model, protocol, params, inputs, targets, seed_key=(7,), spike_log=log)
+    result = simulate(model, protocol, inputs, targets, params, seed=7)
+    pd.testing.assert_frame_equal(result.spikes.frame("out"), log.frame("out"))
+    monkeypatch.setattr(spiketrains, "FLUSH_ROWS", 50)
+    folder, _ = run_to_folder(model, protocol, tmp_path / "run", 6, seed=7, progress=False)
+    path = folder / "traces" / "spikes-out.parquet"
+    assert pq.ParquetFile(path).metadata.num_row_groups >= 3
+    pd.testing.assert_frame_equal(read_spikes(folder, "out"), log.frame("out"))
 
 
 def test_record_table_selects_samples_units_and_sending_layers(tmp_path):
