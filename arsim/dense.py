@@ -72,11 +72,11 @@ class DenseNetwork(ARNetwork):
     """Small minibatches: as many per Brian2 ``run()`` as make this many samples, because
     every ``run()`` costs about 0.1–0.5 s of preparation (at batch 1 a sixth of the time)."""
     trace_buffer: TraceBuffer | None = None
-    spike_log = None
-    """Receives the spikes of spiking feedback (a :class:`arsim.spiketrains.SpikeLog`)."""
     """Records the layers' arrays at every step (None: nothing recorded, or state monitors for
     a recording ``interval`` longer than dt or a recorded subexpression such as ``fb``, which
     has no array of its own)."""
+    spike_log = None
+    """Receives the spikes of spiking feedback (a :class:`arsim.spiketrains.SpikeLog`)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -475,7 +475,10 @@ class DenseNetwork(ARNetwork):
         self.spike_log.add(connection, tick * self.replicas, in_sample, spikes, real)
 
     def spikes_clipped(self, batch: int) -> dict[str, int]:
-        """``spikes_clipped_<layer>`` of minibatch ``batch`` (:meth:`SpikeChannels.clipped_in`)."""
+        """``spikes_clipped_<layer>`` of minibatch ``batch`` (:meth:`SpikeChannels.clipped_in`).
+
+        A last partial minibatch's padding replicas count too.
+        """
         return {} if self._spikes is None else self._spikes.clipped_in(batch, self.model)
 
     def _relaxing(self) -> bool:

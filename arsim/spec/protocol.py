@@ -230,7 +230,9 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             "feedback_delay": any(delay > 0 for _, delay in feedback_delay),
         })  # fmt: skip
     elif "spikes" in record.variables:
-        raise root.table("record").error("variables", "'spikes' needs a [spikes] table")
+        raise root.table("record").error(
+            "variables", "'spikes' records spiking feedback: expected a [spikes] table too"
+        )
     root.finish()
     return ProtocolSpec(
         name=name,
