@@ -246,7 +246,7 @@ def read_spikes(folder, layer: str, samples=None, epoch: int | None = None) -> p
     Raises
     ------
     FileNotFoundError
-        No trace folder, or it recorded no spikes at all.
+        No such trace folder (or recorded epoch).
     """
     root = Path(folder)
     root = root / "traces" if (root / "traces").is_dir() else root
