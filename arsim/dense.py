@@ -76,6 +76,8 @@ class DenseNetwork(ARNetwork):
     """Records the layers' arrays at every step (None: nothing recorded, or state monitors for
     a recording ``interval`` longer than dt or a recorded subexpression such as ``fb``, which
     has no array of its own)."""
+    spike_log = None
+    """Receives the spikes of spiking feedback (a :class:`arsim.spiketrains.SpikeLog`)."""
 
     def __init__(self, model, protocol, params, record=True, batches_per_chunk=None):
         self.replicas = protocol.batch_size
@@ -447,8 +449,24 @@ class DenseNetwork(ARNetwork):
             self._spikes = SpikeChannels.of(
                 self.model, self.protocol.spikes, self.protocol.dt, self.seed_key
             )
+            if self.spike_log is not None:
+                self._spikes.listener = self._listen
         return self._spikes.send(connection, signal, step)
 
+
+    def _listen(self, connection: int, _, spikes: np.ndarray) -> None:
+        """Hand a step's spikes to :attr:`spike_log` with their samples and step."""
+        tick, in_sample = divmod(int(self._step_counter[0]), self.steps_per_sample)
+        batch = tick - round(self._chunk_start / self.protocol.dt) // self.steps_per_sample
+        real = int(self._batches[batch][0].sum()) if 0 <= batch < len(self._batches) else None
+        self.spike_log.add(connection, tick * self.replicas, in_sample, spikes, real)
+
+    def spikes_clipped(self, batch: int) -> dict[str, int]:
+        """``spikes_clipped_<layer>`` of minibatch ``batch`` (:meth:`SpikeChannels.clipped_in`).
+
+        A last partial minibatch's padding replicas count too.
+        """
+        return {} if self._spikes is None else self._spikes.clipped_in(batch, self.model)
 
     def _watch(self, role: LayerRole, x: np.ndarray, since: float) -> None:
         """Mark the neurons of ``role`` whose x is non-finite as bad since ``since`` (s).

@@ -24,6 +24,7 @@ from arsim.params import Params
 from arsim.recording import MemoryRecorder, phase_of_step, record_chunk
 from arsim.spec import PHASES, ModelSpec, ProtocolSpec
 from arsim.spec.schedule import Schedule
+from arsim.spiketrains import SpikeLog, SpikeWriter
 
 
 def swept_samples(
@@ -224,6 +225,15 @@ class ChunkLoop:
             network.set_stream(*self._rows(np.arange(len(self.order))))
         self.divergence: Divergence | None = None
         self.recorder = recorder if recorder is not None else MemoryRecorder(protocol)
+        self.spike_log = None
+        """The spike trains recorded (``"spikes"`` in ``[record] variables``): a
+        :class:`~arsim.spiketrains.SpikeWriter` into the recorder's folder, or a
+        :class:`~arsim.spiketrains.SpikeLog` in memory."""
+        recording = getattr(network, "record", True) and protocol.spikes is not None
+        if recording and "spikes" in protocol.record.variables:
+            folder = getattr(self.recorder, "folder", None)
+            log = SpikeWriter(folder, model, protocol) if folder else SpikeLog(model, protocol)
+            self.spike_log = network.spike_log = log
         self.interrupted: int | None = None
         self.batches_done = self.samples_done = 0
         self.relaxation_steps: dict[int, int] = {}
@@ -249,6 +259,8 @@ class ChunkLoop:
         finally:  # the trace files stay readable with the chunks written, however it ends
             if hasattr(self.recorder, "close"):
                 self.recorder.close()
+            if hasattr(self.spike_log, "close"):
+                self.spike_log.close()
 
     def _iterate(self) -> Iterator[Minibatch]:
         network, protocol = self.network, self.protocol
@@ -324,6 +336,8 @@ class ChunkLoop:
                 row = {"loss": float(losses.mean())}
             else:  # the loss only: a forward sweep, no backprop gradient
                 row = {"loss": float(oracle.loss(self.model, before, x, y).mean())}
+        if hasattr(self.network, "spikes_clipped") and self.protocol.spikes is not None:
+            row |= self.network.spikes_clipped(index)  # saturated unit-steps per sending layer
         return Minibatch(index, first, last, swept, x, y, rate, before, after, signals, row)
 
     def _watch(self, start: int, stop: int) -> None:

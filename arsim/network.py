@@ -171,6 +171,7 @@ class ARNetwork:
         self.sample_clock = b2.Clock(dt=sample_dt, name="sample_clock")
         self.groups = [self._make_group(role) for role in self.roles]
         objects = [*self.groups, *self._make_connections()]
+        self.record = record  # whether the protocol's recording is made
         self.monitors = self._make_monitors() if record else {}
         objects += list(self.monitors.values())
         self.network = b2.Network(*objects)

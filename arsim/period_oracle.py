@@ -448,6 +448,7 @@ def simulate_periods(
     targets: Array,
     keep_history: bool = False,
     seed_key: tuple[int, ...] = (0,),
+    spike_log=None,
 ) -> tuple[Params, list[PeriodResult]]:
     """Consecutive minibatches of ``protocol.batch_size`` samples, one sample period each.
 
@@ -455,7 +456,9 @@ def simulate_periods(
     samples must fill whole minibatches. With ``[phases] jitter``, minibatch ``m`` has the
     phase boundary shifted by :func:`~arsim.params.phase_shift` of ``(*seed_key, m)``.
     With a stimulus stream (``[stimulus] dwell``) the periods follow the stream instead
-    (:func:`_stream_periods`). Returns the final weights and every period.
+    (:func:`_stream_periods`). ``spike_log`` (a :class:`arsim.spiketrains.SpikeLog`) receives
+    the spikes of spiking feedback, as the dense mode's does. Returns the final weights and
+    every period.
     """
     if protocol.dwell > 0:
         return _stream_periods(model, protocol, params, (inputs, targets), keep_history)
@@ -466,11 +469,15 @@ def simulate_periods(
         raise ValueError(f"{len(inputs)} samples do not fill minibatches of {batch}")
     results, state = [], None
     channels = SpikeChannels.of(model, protocol.spikes, protocol.dt, seed_key)
+    where = [0, 0]  # the period's first sample and first relaxation step
+    if channels is not None and spike_log is not None:
+        channels.listener = lambda c, n, spikes: spike_log.add(c, where[0], where[1] + n, spikes)
     for start in range(0, len(inputs), batch):
         part = slice(start, start + batch)
         rates = schedule.learning_rates(batch)
         shift = phase_shift(seed, schedule.jitter_steps, *key, start // batch)
         timing = timing_of(model, protocol, shift)
+        where[:] = start, timing.relax_span[0]
         result = run_period(
             model,
             params,

@@ -16,7 +16,16 @@ from matplotlib.figure import Figure
 
 from arsim import traces as trace_files
 
-__all__ = ["learning_curves", "load_run", "save", "sweep_results", "too_little_data", "traces"]
+__all__ = [
+    "learning_curves",
+    "load_run",
+    "raster",
+    "save",
+    "shade_phases",
+    "sweep_results",
+    "too_little_data",
+    "traces",
+]
 
 PHASE_COLOURS = {"feedforward": "0.97", "relaxation": "0.90", "update": "0.97"}
 """Background of each phase in :func:`traces`."""
@@ -75,6 +84,19 @@ def _phase_spans(config: dict) -> list[tuple[str, float, float]]:
     return spans
 
 
+def shade_phases(axis, config: dict) -> None:
+    """Shade the phases of a sample (:data:`PHASE_COLOURS`) and mark its plasticity step.
+
+    The x axis is the time within the sample in ms; ``config`` is the run's ``config.json``.
+    """
+    for phase, low, high in _phase_spans(config):
+        axis.axvspan(low, high, color=PHASE_COLOURS[phase], zorder=0)
+    plasticity = config["derived"].get("plasticity_step")
+    if plasticity is not None:
+        dt_ms = config["protocol"]["dt"] * 1e3
+        axis.axvline(plasticity * dt_ms, color="C3", lw=0.8, ls="--", label="plasticity")
+
+
 def traces(
     run: str | Path,
     sample: int = 0,
@@ -123,12 +145,8 @@ def traces(
         return fig
     dt_ms = config["protocol"]["dt"] * 1e3
     start = rows.t.min() * 1e3 - dt_ms
-    plasticity = config["derived"].get("plasticity_step")
     for axis, layer in zip(axes[:, 0], chosen, strict=True):
-        for phase, low, high in _phase_spans(config):
-            axis.axvspan(low, high, color=PHASE_COLOURS[phase], zorder=0)
-        if plasticity is not None:
-            axis.axvline(plasticity * dt_ms, color="C3", lw=0.8, ls="--", label="plasticity")
+        shade_phases(axis, config)
         in_layer = rows[rows.layer == layer]
         shown = neurons if neurons is not None else sorted(in_layer.neuron.unique())[:max_neurons]
         for (variable, neuron), group in in_layer[in_layer.neuron.isin(shown)].groupby(
@@ -148,6 +166,104 @@ def traces(
     own = [v for v in variables if v not in LINE_STYLES]
     named += f"; {', '.join(own)} dashed" if own else ""
     axes[0, 0].set_title(f"sample {sample}: {named}; relaxation shaded", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _x_in_sample(run, layer: str, sample: int, epoch: int | None) -> pd.DataFrame:
+    """The recorded x of ``layer`` in ``sample`` (one epoch of a training), ``ms`` in sample."""
+    try:
+        rows = trace_files.load(run, layers=[layer], variables=["x"], samples=[sample])
+    except FileNotFoundError:
+        return pd.DataFrame(columns=["neuron", "value", "ms"])
+    if "epoch" in rows:
+        rows = rows[rows.epoch == (rows.epoch.min() if epoch is None else epoch)]
+    config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+    period_ms = config["derived"]["steps_per_sample"] * config["protocol"]["dt"] * 1e3
+    return rows.assign(ms=rows.t * 1e3 - sample * period_ms)
+
+
+def raster(
+    run: str | Path,
+    layer: str,
+    sample: int = 0,
+    neurons=None,
+    max_neurons: int = 10,
+    epoch: int | None = None,
+    reference: str | Path | None = None,
+) -> Figure:
+    """The spikes a layer sent in one sample, beside its x, phases shaded.
+
+    Parameters
+    ----------
+    run : str or Path
+        A run folder that recorded ``spikes`` (and ``x``) of ``layer``
+        (:func:`arsim.traces.read_spikes`).
+    layer : str
+        The sending layer.
+    sample : int
+        Sample index (as recorded).
+    neurons : sequence of int, optional
+        Units to draw (default: the first ``max_neurons`` with a recorded spike or x).
+    max_neurons : int
+        At most this many units when ``neurons`` is not given.
+    epoch : int, optional
+        Training: the recorded epoch (the first by default).
+    reference : str or Path, optional
+        Another run folder (e.g. the same network without ``[spikes]``) whose x of the same
+        sample and units is drawn dashed.
+
+    Returns
+    -------
+    Figure
+        Top: x of each unit (solid; the reference's dashed, same colour). Bottom: one row per
+        unit and encoder, ON spikes (``sign = +1``) as dark ticks above the row's centre, OFF
+        spikes as red ticks below; a layer that sends to several layers shows the spikes of
+        the first receiver. Time (ms) within the sample on x.
+    """
+    config = json.loads((Path(run) / "config.json").read_text(encoding="utf-8"))
+    spikes = trace_files.read_spikes(run, layer, samples=[sample], epoch=epoch)
+    if not spikes.empty:
+        spikes = spikes[spikes.receiver == spikes.receiver.iloc[0]]
+    x = _x_in_sample(run, layer, sample, epoch)
+    found = sorted(set(spikes.neuron) | set(x.neuron))
+    shown = list(neurons) if neurons is not None else found[:max_neurons]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7, 5), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]}
+    )
+    if not shown:
+        too_little_data(bottom, f"no spikes or x recorded of {layer} in sample {sample}")
+        return fig
+    dt_ms = config["protocol"]["dt"] * 1e3
+    for axis in (top, bottom):
+        shade_phases(axis, config)
+    reference_x = None if reference is None else _x_in_sample(reference, layer, sample, epoch)
+    for row, neuron in enumerate(shown):
+        colour = f"C{row % 10}"
+        mine = x[x.neuron == neuron]
+        top.plot(mine.ms, mine.value, color=colour, lw=1, label=f"unit {neuron}")
+        if reference_x is not None:
+            theirs = reference_x[reference_x.neuron == neuron]
+            top.plot(theirs.ms, theirs.value, color=colour, lw=1, ls="--")
+    population = int(spikes.encoder.max()) + 1 if not spikes.empty else 1
+    kept = spikes[spikes.neuron.isin(shown)]
+    rows = {n: k for k, n in enumerate(shown)}
+    height = 0.8 / population
+    y = kept.neuron.map(rows).to_numpy() + (kept.encoder.to_numpy() + 0.5) * height - 0.4
+    on = kept.sign.to_numpy() > 0
+    ms = kept.step.to_numpy() * dt_ms
+    bottom.scatter(ms[on], y[on] + height / 4, marker="|", s=30, color="k", lw=0.8, label="ON")
+    bottom.scatter(ms[~on], y[~on] - height / 4, marker="|", s=30, color="C3", lw=0.8, label="OFF")
+    bottom.set_yticks(range(len(shown)), [str(n) for n in shown])
+    bottom.set_ylim(-0.6, len(shown) - 0.4)
+    bottom.set(xlabel="time in sample (ms)", ylabel=f"{layer} unit")
+    bottom.legend(fontsize=7, loc="upper right")
+    receiver = "" if spikes.empty else f" to {spikes.receiver.iloc[0]}"
+    top.set_ylabel(f"{layer} x")
+    top.legend(fontsize=7, ncol=min(5, len(shown)), loc="best")
+    dashed = " (dashed: reference)" if reference is not None else ""
+    title = f"sample {sample}: {layer}'s x{dashed}; its spikes{receiver} carry x ⊙ f'"
+    top.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 

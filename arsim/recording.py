@@ -109,7 +109,8 @@ def chunk_values_cap(model, protocol: ProtocolSpec, replicas: int) -> int:
         neurons = (
             layer.size if record.neurons is None else sum(n < layer.size for n in record.neurons)
         )
-        per_batch += neurons * len(record.variables) * steps * replicas
+        traced = [v for v in record.variables if v != "spikes"]  # spikes go to their own files
+        per_batch += neurons * len(traced) * steps * replicas
     itemsize = np.dtype(trace_dtype(protocol)).itemsize
     return max(1, CHUNK_BYTES // max(per_batch * itemsize, 1))
 

@@ -111,6 +111,10 @@ class RunResult:
     samples_done: int = 0
     trace_rows: int = 0
     """Rows of the long trace table recorded."""
+    spikes: object = None
+    """The spike trains recorded (``"spikes"`` in ``[record] variables``), or None: without a
+    run folder a :class:`~arsim.spiketrains.SpikeLog` (``spikes.frame(layer)``); with one, read
+    its files with :func:`arsim.traces.read_spikes`."""
 
 
 def simulate(
@@ -251,6 +255,7 @@ def _simulate(
         loop.batches_done,
         loop.samples_done,
         loop.recorder.rows,
+        loop.spike_log,
     )
 
 

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from arsim.recording import Block, Recorder, blocks_to_frame, timing
 from arsim.spec import PHASES
+from arsim.spiketrains import read_spikes as read_spikes  # the spike trains, read back
 
 FORMAT = "arsim-traces-2"
 """Format tag of ``meta.json`` (``arsim-traces-1``: one Parquet column per neuron)."""

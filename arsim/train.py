@@ -266,11 +266,11 @@ class Training:
         self.epochs_done = self.batches = self.samples = 0
         self.test_accuracy: dict = {}
         self.stopped_by: int | None = None
-        self.table = MetricsTable(self.folder / "metrics.csv", model)
+        self.table = MetricsTable(self.folder / "metrics.csv", model, protocol)
 
     def _use_folder(self, folder: Path) -> None:
         self.folder = folder
-        self.table = MetricsTable(folder / "metrics.csv", self.model)
+        self.table = MetricsTable(folder / "metrics.csv", self.model, self.protocol)
 
     # -- start or resume ----------------------------------------------------------------------
     def start(self, out: Path, epochs: int, data: dict, options: TrainingOptions, target: str):

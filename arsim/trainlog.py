@@ -14,8 +14,12 @@ import numpy as np
 from arsim.spec import ModelSpec
 
 
-def metric_columns(model: ModelSpec) -> list[str]:
-    """Columns of ``metrics.csv`` in order."""
+def metric_columns(model: ModelSpec, protocol=None) -> list[str]:
+    """Columns of ``metrics.csv`` in order.
+
+    With spiking feedback (``protocol.spikes``), ``spikes_clipped_<layer>`` per sending layer:
+    the saturated unit-steps of the rows' minibatches.
+    """
     hidden = [layer.name for layer in model.layers if model.relaxes(layer.name)]
     columns = ["kind", "epoch", "batch", "samples", "ar_loss", "bp_loss"]
     columns += ["angle_deg", "angle_deg_max", "angle_deg_last"]
@@ -23,6 +27,11 @@ def metric_columns(model: ModelSpec) -> list[str]:
     columns += [f"relax_relerr_{name}" for name in hidden]
     for who in ("ar", "bp"):
         columns += [f"{who}_train_acc", f"{who}_test_acc", f"{who}_train_loss", f"{who}_test_loss"]
+    if protocol is not None and protocol.spikes is not None:
+        senders = {c.target for c in model.connections if model.relaxes(c.source)}
+        columns += [
+            f"spikes_clipped_{layer.name}" for layer in model.layers if layer.name in senders
+        ]
     return columns
 
 
@@ -38,11 +47,15 @@ class Window:
     def __init__(self, n_layers: int):
         self.n_layers = n_layers
         self.ar_loss, self.bp_loss, self.angle, self.layer_angles = [], [], [], []
+        self.clipped: dict[str, int] = {}  # spikes_clipped_<layer>, summed
 
     def add(self, metrics: dict, bp_loss: float) -> None:
         """Add a minibatch: its :func:`arsim.metrics.batch_metrics` and the baseline's loss."""
         self.ar_loss.append(metrics["loss"])
         self.bp_loss.append(bp_loss)
+        for key, count in metrics.items():
+            if key.startswith("spikes_clipped_"):
+                self.clipped[key] = self.clipped.get(key, 0) + count
         if "angle_deg" not in metrics:  # not compared with backprop (``compare_every``)
             return
         self.angle.append(metrics["angle_deg"])
@@ -56,6 +69,7 @@ class Window:
         if not self.ar_loss:
             return {}
         row = {"ar_loss": float(np.mean(self.ar_loss)), "bp_loss": float(np.mean(self.bp_loss))}
+        row |= self.clipped
         if not self.angle:
             return row
         layer_angles = np.array(self.layer_angles)
@@ -78,6 +92,8 @@ class MetricsTable:
         The file.
     model : ModelSpec
         The network (the columns depend on its layers and connections).
+    protocol : ProtocolSpec, optional
+        With spiking feedback, the ``spikes_clipped_<layer>`` columns.
 
     Attributes
     ----------
@@ -85,8 +101,8 @@ class MetricsTable:
         Rows the file holds (besides the header).
     """
 
-    def __init__(self, path: Path, model: ModelSpec):
-        self.path, self.columns = path, metric_columns(model)
+    def __init__(self, path: Path, model: ModelSpec, protocol=None):
+        self.path, self.columns = path, metric_columns(model, protocol)
         self.rows = 0
         self._handle, self._writer = None, None
 

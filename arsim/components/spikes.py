@@ -259,6 +259,17 @@ class SpikeChannels:
         Step (s).
     seed_key : tuple of int
         ``(seed, *key)`` of the generators.
+
+    Attributes
+    ----------
+    listener : callable or None
+        ``listener(c, step, spikes)``, called at every step that sends spikes with the
+        connection, the relaxation step and the step's spikes, a boolean array of shape
+        ``(N, 2, batch, n)`` (encoder, ON/OFF channel, replica, unit; not to be kept: the
+        caller copies what it needs). None: nobody listens.
+    clipped : dict of int to list of int
+        Per connection, one count per relaxation sent so far: the unit-steps whose signal lay
+        beyond the code's ``scale`` (the channel ran at ``max_rate``, saturated).
     """
 
     def __init__(self, codes: dict, dt: float, seed_key: tuple[int, ...]):
@@ -267,6 +278,8 @@ class SpikeChannels:
         self.generators = {c: seeded_rng(seed, SeedStream.SPIKES, *key, c) for c in codes}
         self.received: dict = {}
         self.integrals: dict = {}
+        self.listener = None
+        self.clipped: dict[int, list[int]] = {c: [] for c in codes}
 
     @classmethod
     def of(cls, model, spikes, dt: float, seed_key: tuple[int, ...]) -> SpikeChannels | None:
@@ -293,8 +306,10 @@ class SpikeChannels:
         if step == 0:
             self.received[c] = xp.zeros(signal.shape, dtype=signal.dtype)
             self.integrals[c] = staggered_integrals(signal.shape, code, xp)
+            self.clipped[c].append(0)
         received = self.received[c]
         now = received.copy()
+        self.clipped[c][-1] += saturated(signal, code, xp)
         if code.encoder == RATE:
             clipped = xp.clip(signal, -code.scale, code.scale)
             received += (clipped - received) * (self.dt / code.synapse_tau)
@@ -305,8 +320,23 @@ class SpikeChannels:
             spikes = poisson_spikes(rates, self.dt, uniform)
         else:
             spikes = integrate_and_fire(self.integrals[c], rates, self.dt)
+        if self.listener is not None:
+            self.listener(c, step, spikes)
         filter_step(received, spikes, code, self.dt, xp)
         return now
+
+    def clipped_in(self, relaxation: int, model) -> dict[str, int]:
+        """``spikes_clipped_<layer>`` of relaxation ``relaxation`` (0-based), per sending layer.
+
+        The saturated unit-steps of every connection the layer sends on (:attr:`clipped`),
+        summed; 0 for a relaxation not sent.
+        """
+        row: dict[str, int] = {}
+        for c, counts in self.clipped.items():
+            key = f"spikes_clipped_{model.connections[c].target}"
+            count = counts[relaxation] if relaxation < len(counts) else 0
+            row[key] = row.get(key, 0) + int(count)
+        return row
 
 
 SPIKING_FEEDBACK = register(

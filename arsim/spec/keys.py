@@ -114,8 +114,9 @@ PROTOCOL_KEYS: dict[str, str] = {
     "variable).",
     "record.dtype": "Float type of the stored values: `float64`, `float32` (half the memory, "
     'disk and time) or `auto`, the simulation\'s (float32 under `precision = "single"`).',
-    "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`, and the variables "
-    "that the recorded layers declare in their `equations` (such as `adapt`).",
+    "record.variables": "Neuron variables: `x`, `xhat`, `fp`, `delta`, `fb`, the variables "
+    "that the recorded layers declare in their `equations` (such as `adapt`); `spikes` (with "
+    "`[spikes]`): the spike trains, `traces/spikes-<layer>.parquet`.",
     "record.layers": "Layer names, or `all`.",
     "record.neurons": "Neuron indices recorded in every layer, or `all`.",
     "record.samples": "Sample indices whose rows are kept, or `all`.",

@@ -231,6 +231,10 @@ def protocol_from_dict(data: dict, source: str | Path = "<spec>") -> ProtocolSpe
             "stimulus.dwell": dwell > 0,
             "feedback_delay": any(delay > 0 for _, delay in feedback_delay),
         })  # fmt: skip
+    elif "spikes" in record.variables:
+        raise root.table("record").error(
+            "variables", "'spikes' records spiking feedback: expected a [spikes] table too"
+        )
     root.finish()
     return ProtocolSpec(
         name=name,

@@ -21,8 +21,9 @@ MEMORY_KINDS = ("ideal", "trace", "two-compartment")
 """How hidden layers keep x̂ and f' through the relaxation."""
 PHASES = ("feedforward", "relaxation", "update")
 """Phases of one sample, in the order they happen."""
-RECORDABLE = ("x", "xhat", "fp", "delta", "fb")
-"""Neuron variables a protocol can record (``fb`` is the summed top-down input)."""
+RECORDABLE = ("x", "xhat", "fp", "delta", "fb", "spikes")
+"""Neuron variables a protocol can record (``fb`` is the summed top-down input; ``spikes`` the
+spike trains of spiking feedback, with a ``[spikes]`` table: :mod:`arsim.spiketrains`)."""
 BATCH_REDUCTIONS = ("sum", "mean")
 """How a minibatch's weight changes combine: their sum or their mean."""
 RELAXATION_STARTS = ("feedforward", "zero")
