@@ -453,7 +453,6 @@ class DenseNetwork(ARNetwork):
                 self._spikes.listener = self._listen
         return self._spikes.send(connection, signal, step)
 
-
     def _listen(self, connection: int, _, spikes: np.ndarray) -> None:
         """Hand a step's spikes to :attr:`spike_log` with their samples and step."""
         tick, in_sample = divmod(int(self._step_counter[0]), self.steps_per_sample)

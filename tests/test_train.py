@@ -116,9 +116,7 @@ def _accuracy(weights, images, labels):
     return np.mean(output.argmax(axis=1) == labels)
 
 
-def test_batch_rows_evaluate_the_first_eval_samples_and_epoch_rows_the_whole_sets(
-    fmnist, tmp_path
-):
+def test_batch_rows_evaluate_the_first_eval_samples_and_epoch_rows_the_whole_sets(fmnist, tmp_path):
     """Two minibatches with a metrics row after the second: the ``batch`` row and the ``epoch``
     row see the same final weights; the batch row's accuracies are those of the first
     ``eval_samples`` training and test images, the epoch row's those of the whole sets."""
