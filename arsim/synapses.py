@@ -68,6 +68,7 @@ class SynapsesNetwork(ARNetwork):
         Feature.PHASE_JITTER,
     }
     _stops = None  # the monitor of the relaxation's stops ([phases] tolerance)
+    _stops_reported = 0  # its stops already handed out in a ChunkResult
 
     @property
     def ticks_per_minibatch(self) -> int:
@@ -85,12 +86,13 @@ class SynapsesNetwork(ARNetwork):
         """The ``x ⊙ f'`` of the update variant of the layer's biased connection."""
         return built.bias_signal(self.model, role)
 
-    @property
-    def relaxation_steps(self) -> dict[int, int]:
-        """Sample → steps it relaxed, for samples that converged to ``protocol.tolerance``."""
-        if self._stops is None:
-            return {}
-        steps = np.rint(np.asarray(self._stops.t[:]) / float(self.dt)).astype(int)
+    def _converged_since(self, first: int) -> dict[int, int]:
+        """Sample → steps it relaxed, for the tolerance stops from the ``first``-th on.
+
+        The monitor keeps every stop of ``protocol.tolerance`` since the network started.
+        """
+        times = np.asarray(self._stops.t[first:]) / float(self.dt)
+        steps = np.rint(times).astype(int)
         start, period = self._relaxation_span()[0], self.steps_per_sample
         return {int(step // period): int(step % period - start) for step in steps}
 
@@ -240,6 +242,9 @@ class SynapsesNetwork(ARNetwork):
         return steps // self.steps_per_sample, rows, steps
 
     def _after_chunk(self) -> list[Params]:
+        if self._stops is not None:  # the chunk's converged samples
+            self._relaxation_steps = self._converged_since(self._stops_reported)
+            self._stops_reported = len(self._stops.t)
         return [self.get_params()]
 
     def _fill_stimulus(self, inputs, targets, next_input, next_target) -> int:

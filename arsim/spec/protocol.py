@@ -614,12 +614,14 @@ def _check_recorded_variables(model: ModelSpec, protocol: ProtocolSpec) -> None:
             for name in terms.declared_names(layer.equations)
         }
     )
-    allowed = [*RECORDABLE, *declared]
+    neuron = [name for name in RECORDABLE if name != "spikes" or protocol.spikes is not None]
+    allowed = [*neuron, *declared]
     for variable in protocol.record.variables:
         if variable not in allowed:
             raise SpecError(
                 protocol.source,
                 "record.variables",
-                f"expected names from {allowed} (the neuron variables and those the recorded "
-                f"layers of model {model.source} declare), got {variable!r}",
+                f"expected names from {allowed} (the neuron variables, `spikes` with a "
+                f"[spikes] table, and those the recorded layers of model {model.source} "
+                f"declare), got {variable!r}",
             )
