@@ -22,7 +22,7 @@ from brian2.devices.cpp_standalone.device import CPPStandaloneDevice
 
 from arsim import threads as thread_policy
 from arsim.backend import ChunkResult
-from arsim.components import CORE, Feature
+from arsim.components import Feature
 from arsim.network import FLOAT_DTYPES
 from arsim.params import Params
 from arsim.session import BrianSession
@@ -98,21 +98,20 @@ class StandaloneSynapsesNetwork(SynapsesNetwork):
 
     mode = "synapses"
     device = "cpp_standalone"
-    builds = CORE | {
-        Feature.MEMORY,
-        Feature.GATING,
-        Feature.NEURON_TERMS,
-        Feature.DERIVATIVE_AT,
-        Feature.UPDATE_DERIVATIVE_AT,
-        Feature.UPDATE_USES,
-        Feature.SINGLE_PRECISION,
-    }
     device_refusals = {
         Feature.NOISE: "would draw the same noise in every minibatch",
         Feature.PHASE_JITTER: "compiles the phase boundary into its program",
         Feature.TOLERANCE: "does not keep each program run's relaxation steps",
     }
     """Why this device cannot build a component the runtime device builds."""
+    builds = (
+        SynapsesNetwork.builds
+        - set(device_refusals)
+        - {
+            Feature.LEAKY_FORWARD,  # the leaky forward pass's code is not compiled here yet
+            Feature.ERROR_UNIT,
+        }
+    )
     traces_per_chunk = True
 
     @classmethod
